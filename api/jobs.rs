@@ -1,0 +1,154 @@
+//! The Vercel function `/api/jobs?action=...`: read the request, route on `action`, call one
+//! `jobs-core` function, write JSON. Everything else lives in `crates/jobs-core`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use jobs_core::{Action, App, Config, Credentials, Delivery, JobsError, Processors, Query};
+use serde_json::{Value, json};
+use vercel_runtime::{AppState, Error, Request, Response, ResponseBody, run, service_fn};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    jobs_core::telemetry::init();
+    let config = Config::from_env().context("invalid configuration")?;
+    // Register an application's own processors here: `.register("resize", Resize)`.
+    let app = Arc::new(App::new(config, Processors::builtin).await.context("start-up failed")?);
+    run(service_fn(move |req: Request, state: AppState| {
+        let app = app.clone();
+        async move { Ok::<_, Error>(handle(&app, req, state).await) }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The HTTP status of each error of SPEC section 5, in one place.
+fn status_of(error: &JobsError) -> u16 {
+    use JobsError::*;
+    match error {
+        MissingFields(_) | InvalidBody(_) | InvalidQuery(_) | UnknownAction(_) | UnknownTaskType(_)
+        | InvalidPayload(_) => 400,
+        Unauthenticated(_) => 401,
+        NotOwner | UserMismatch => 403,
+        TaskNotFound(_) => 404,
+        MethodNotAllowed { .. } => 405,
+        NotFailed | MaxRetries(_) | NotCancellable(_) => 409,
+        PayloadTooLarge { .. } => 413,
+        Misconfigured(_) | Internal(_) => 500,
+        RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
+    }
+}
+
+async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    if !parts.uri.path().starts_with("/api/") {
+        return static_page(app, parts.uri.path()).await;
+    }
+    let ((action, outcome), db_commands) =
+        jobs_core::store::count_commands(respond(app, &parts, body, state)).await;
+
+    let (status, body, allow) = match outcome {
+        Ok((status, body)) => (status, body, None),
+        Err(error) => {
+            if let JobsError::Internal(detail) = &error {
+                tracing::error!(detail, "internal error");
+            }
+            let mut body = json!({ "error": error.to_string(), "code": error.code() });
+            if let Some(task_id) = error.task_id() {
+                body["taskId"] = json!(task_id);
+            }
+            let allow = match &error {
+                JobsError::MethodNotAllowed { allow, .. } => Some(*allow),
+                _ => None,
+            };
+            (status_of(&error), body, allow)
+        }
+    };
+    tracing::info!(
+        action = action.map_or("-", Action::name),
+        method = %parts.method,
+        status,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        db_commands,
+        task_id = body.get("taskId").and_then(serde_json::Value::as_str),
+        "request"
+    );
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .header("x-jobs-db-commands", db_commands);
+    if let Some(allow) = allow {
+        response = response.header("allow", allow);
+    }
+    response.body(ResponseBody::from(body.to_string())).expect("valid response parts")
+}
+
+/// Routes one API request; returns the action (when known) for the request log line.
+async fn respond(
+    app: &App,
+    parts: &http::request::Parts,
+    body: hyper::body::Incoming,
+    state: AppState,
+) -> (Option<Action>, Result<(u16, Value), JobsError>) {
+    let query = match Query::parse(parts.uri.query()) {
+        Ok(query) => query,
+        Err(error) => return (None, Err(error)),
+    };
+    let action = match Action::route(query.get("action"), &parts.method) {
+        Ok(action) => action,
+        Err(error) => return (None, Err(error)),
+    };
+    let credentials = Credentials::from_headers(&parts.headers);
+    let body = if action.takes_body() {
+        let length = parts.headers.get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
+        match jobs_core::http::read_body(body, length).await {
+            Ok(body) => body,
+            Err(error) => return (Some(action), Err(error)),
+        }
+    } else {
+        Default::default()
+    };
+    let outcome = match action {
+        Action::Create => app.create(&credentials, &body).await.map(|v| (201, v)),
+        Action::Get => app.get(&credentials, &query).await.map(|v| (200, v)),
+        Action::List => app.list(&credentials, &query).await.map(|v| (200, v)),
+        Action::Retry => app.retry(&credentials, &body).await.map(|v| (200, v)),
+        Action::Cancel => app.cancel(&credentials, &body).await.map(|v| (200, v)),
+        Action::Sweep => app.sweep(&credentials).await.map(|v| (200, v)),
+        Action::Health => Ok(app.health().await.map_or_else(|down| (503, down), |up| (200, up))),
+        Action::Process => app.process(&credentials, &body).await.map(|delivery| match delivery {
+            Delivery::Claimed { task_id, work } => {
+                state.wait_until(work);
+                (202, json!({ "success": true, "taskId": task_id, "claimed": true }))
+            }
+            Delivery::Duplicate => (200, json!({ "success": true, "claimed": false })),
+        }),
+    };
+    (Some(action), outcome)
+}
+
+/// Development only (`JOBS_STATIC_DIR`): the Task Manager page next to the API. On Vercel,
+/// `public/` is served by the platform and never reaches the function.
+async fn static_page(app: &App, path: &str) -> Response<ResponseBody> {
+    let file = match app.static_dir() {
+        Some(dir) => jobs_core::http::static_file(dir, path).await,
+        None => None,
+    };
+    let builder = Response::builder();
+    match file {
+        Some((content_type, bytes)) => builder
+            .status(200)
+            .header("content-type", content_type)
+            .header("cache-control", "no-cache")
+            .body(ResponseBody::from(bytes)),
+        None => builder
+            .status(404)
+            .header("content-type", "application/json")
+            .body(ResponseBody::from(json!({ "error": "Not found", "code": "NOT_FOUND" }).to_string())),
+    }
+    .expect("valid response parts")
+}

@@ -1,0 +1,276 @@
+//! The action handlers of SPEC section 5: one function per action, each taking typed input and
+//! returning the success body or a [`JobsError`]. `App` is built once per process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{self, DateTime, Document, doc};
+use serde_json::{Value, json};
+
+use crate::auth::{Auth, Credentials};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::error::{JobsError, Result};
+use crate::http::{Query, decode};
+use crate::processors::Processors;
+use crate::requests::{CreateRequest, Cursor, ListQuery, ProcessRequest, TaskRequest, task_id};
+use crate::store::Store;
+use crate::task::{Task, TaskId, TaskStatus, UserId};
+use crate::worker;
+
+/// Largest payload accepted, as BSON (SPEC section 3).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Tasks the sweeper handles per call; the next cron run takes the rest.
+const SWEEP_BATCH: i64 = 500;
+
+pub struct App {
+    config: Config,
+    store: Arc<Store>,
+    dispatcher: Dispatcher,
+    processors: Processors,
+    auth: Auth,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("MONGODB_URI: {0}")]
+    Database(#[from] mongodb::error::Error),
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
+}
+
+/// What `process` did with a delivery.
+pub enum Delivery<F> {
+    /// Claimed: answer 202 and keep running `work` after the response.
+    Claimed { task_id: TaskId, work: F },
+    /// Nothing to claim (a duplicate delivery, or cancelled): answer 200, do nothing.
+    Duplicate,
+}
+
+impl App {
+    /// Builds the process-wide state. The database is contacted by the first request.
+    pub async fn new(
+        config: Config,
+        processors: impl FnOnce(&Config, reqwest::Client) -> Processors,
+    ) -> std::result::Result<Self, StartupError> {
+        tracing::debug!(?config, "configuration");
+        // One HTTP client for dispatch and webhooks; it never follows redirects, so a
+        // webhook cannot be bounced off the allow-list.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let store = Store::connect(&config).await?;
+        let dispatcher = Dispatcher::new(&config, http.clone())?;
+        if let Err(message) = dispatcher.route() {
+            tracing::error!(message, "dispatch is not configured; every create and retry will fail to queue");
+        }
+        Ok(Self {
+            auth: Auth::new(&config),
+            processors: processors(&config, http),
+            store: Arc::new(store),
+            dispatcher,
+            config,
+        })
+    }
+
+    pub fn static_dir(&self) -> Option<&str> {
+        self.config.static_dir.as_deref()
+    }
+
+    pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
+        let request: CreateRequest = decode(body)?;
+        let user = self.auth.user(credentials, request.user_id.as_deref())?;
+        let processor = self
+            .processors
+            .get(&request.kind)
+            .ok_or_else(|| JobsError::UnknownTaskType(request.kind.chars().take(64).collect()))?;
+        let payload = Value::Object(request.payload.clone().unwrap_or_default());
+        processor.validate(&payload).map_err(JobsError::InvalidPayload)?;
+        let payload: Document = bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
+        if bson::to_vec(&payload).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
+            return Err(JobsError::InvalidPayload(format!("payload is larger than {} KiB", MAX_PAYLOAD_BYTES / 1024)));
+        }
+        let task = Task::new(user, request.brand_id()?, request.kind.clone(), payload, request.max_retries()?);
+        self.store.insert(&task).await?;
+        tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
+
+        if self.dispatcher.dispatch(&task.task_id, 0).await.is_err() {
+            // Never leave a task queued with no message on its way: fail it, visibly, so
+            // the user can retry it.
+            self.store.fail_unqueued(&task).await?;
+            return Err(JobsError::EnqueueFailed(task.task_id));
+        }
+        Ok(json!({ "success": true, "taskId": task.task_id, "status": TaskStatus::Queued }))
+    }
+
+    pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
+        let user = self.auth.user(credentials, query.get("userId"))?;
+        let task_id = task_id(query.get("taskId"))?.ok_or(JobsError::MissingFields("taskId"))?;
+        let task = self.store.find_owned(&task_id, &user).await?.ok_or(JobsError::TaskNotFound(task_id))?;
+        Ok(json!({ "task": task.to_json() }))
+    }
+
+    pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
+        let user = self.auth.user(credentials, query.get("userId"))?;
+        let list = ListQuery::parse(query)?;
+        let mut filter = doc! { "userId": user.as_str() };
+        if let Some(status) = list.status {
+            filter.insert("status", status);
+        }
+        if let Some(brand) = &list.brand_id {
+            filter.insert("brandId", brand.as_str());
+        }
+        if let Some(after) = &list.after {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "createdAt": { "$lt": after.created_at } },
+                    doc! { "createdAt": after.created_at, "taskId": { "$lt": after.task_id.as_str() } },
+                ],
+            );
+        }
+        // One extra task tells whether there is a next page, in the same round trip.
+        let mut tasks = self.store.list(filter, list.limit + 1).await?;
+        let next_cursor = if tasks.len() as i64 > list.limit {
+            tasks.truncate(list.limit as usize);
+            tasks.last().map(|t| Cursor { created_at: t.created_at, task_id: t.task_id.clone() }.encode())
+        } else {
+            None
+        };
+        Ok(json!({ "tasks": tasks.iter().map(Task::to_json).collect::<Vec<_>>(), "nextCursor": next_cursor }))
+    }
+
+    /// The headline feature: one atomic conditional update, then the re-publish. The precise
+    /// refusal is looked up only when the update matched nothing.
+    pub async fn retry(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
+        const MISSING: JobsError = JobsError::MissingFields("taskId, userId");
+        let request: TaskRequest = decode(body)?;
+        let task_id = task_id(request.task_id.as_deref())?.ok_or(MISSING)?;
+        let user = match self.auth.user(credentials, request.user_id.as_deref().filter(|u| !u.is_empty())) {
+            Err(JobsError::MissingFields(_)) => return Err(MISSING),
+            other => other?,
+        };
+
+        let Some(before) = self.store.requeue_for_retry(&task_id, &user).await? else {
+            return Err(self.why_not_retried(task_id, &user).await?);
+        };
+        if let Err(error) = self.dispatcher.dispatch(&task_id, before.retry_count + 1).await {
+            if self.store.restore_after_failed_requeue(&before).await? {
+                tracing::warn!(task_id = %task_id, %error, "retry not queued; task restored");
+                return Err(JobsError::RequeueFailed);
+            }
+            // The dispatch reported failure, yet the task was claimed meanwhile: it is running.
+            tracing::warn!(task_id = %task_id, %error, "dispatch reported failure but the task was claimed");
+        }
+        Ok(json!({ "success": true, "taskId": task_id }))
+    }
+
+    async fn why_not_retried(&self, task_id: TaskId, user: &UserId) -> Result<JobsError> {
+        let Some(task) = self.store.find(&task_id).await? else {
+            return Ok(JobsError::TaskNotFound(task_id));
+        };
+        Ok(if task.user_id != *user {
+            JobsError::NotOwner
+        } else if task.status != TaskStatus::Failed {
+            JobsError::NotFailed
+        } else if task.retry_count >= task.max_retries {
+            JobsError::MaxRetries(task.max_retries)
+        } else {
+            // The guard held again by the time we looked: another retry raced us and lost.
+            JobsError::NotFailed
+        })
+    }
+
+    pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
+        let request: TaskRequest = decode(body)?;
+        let task_id = task_id(request.task_id.as_deref())?.ok_or(JobsError::MissingFields("taskId"))?;
+        let user = self.auth.user(credentials, request.user_id.as_deref().filter(|u| !u.is_empty()))?;
+        if self.store.cancel(&task_id, &user).await?.is_some() {
+            return Ok(json!({ "success": true, "taskId": task_id }));
+        }
+        Err(match self.store.find(&task_id).await? {
+            None => JobsError::TaskNotFound(task_id),
+            Some(task) if task.user_id != user => JobsError::NotOwner,
+            Some(task) => JobsError::NotCancellable(task.status),
+        })
+    }
+
+    /// A delivery from QStash or a self-invocation: authenticate on the raw body, then claim.
+    pub async fn process(&self, credentials: &Credentials, body: &[u8]) -> Result<Delivery<impl Future<Output = ()> + Send + 'static>> {
+        let process_url = self.dispatcher.route().ok().map(|r| r.process_url());
+        self.auth.delivery(credentials, body, process_url)?;
+        let request: ProcessRequest = decode(body)?;
+        let task_id = TaskId::parse(request.task_id).map_err(JobsError::InvalidBody)?;
+        let Some(task) = self.store.claim(&task_id, self.config.lease).await? else {
+            tracing::info!(task_id = %task_id, "nothing to claim; duplicate delivery ignored");
+            return Ok(Delivery::Duplicate);
+        };
+        let work = worker::run(self.store.clone(), self.processors.clone(), task, self.config.lease);
+        Ok(Delivery::Claimed { task_id, work })
+    }
+
+    /// The rescuer: fails tasks whose worker was lost and tasks nobody picked up, saying
+    /// what happened and for how long, so their owners can retry them.
+    pub async fn sweep(&self, credentials: &Credentials) -> Result<Value> {
+        self.auth.cron(credentials)?;
+        let now = DateTime::now();
+        let lost = self
+            .store
+            .scan(doc! { "status": TaskStatus::Processing, "lease.expiresAt": { "$lt": now } }, SWEEP_BATCH)
+            .await?;
+        let mut timed_out = 0;
+        for task in &lost {
+            let Some(lease) = &task.lease else { continue };
+            let ran_for = seconds_between(task.started_at.unwrap_or(task.updated_at), now);
+            let message = format!(
+                "The worker was lost: the task was processing for {ran_for} s and stopped reporting progress (lease of {} s expired).",
+                self.config.lease.as_secs()
+            );
+            timed_out += u32::from(self.store.fail_lost_worker(task, lease, &message).await?);
+        }
+
+        let queued_before = DateTime::from_millis(now.timestamp_millis() - self.config.queue_timeout.as_millis() as i64);
+        let stale = self
+            .store
+            .scan(doc! { "status": TaskStatus::Queued, "updatedAt": { "$lt": queued_before } }, SWEEP_BATCH)
+            .await?;
+        let mut never_picked_up = 0;
+        for task in &stale {
+            let waited = seconds_between(task.updated_at, now);
+            let message = format!("The task was never picked up: it waited in the queue for {waited} s.");
+            never_picked_up += u32::from(self.store.fail_never_picked_up(task, &message).await?);
+        }
+        tracing::info!(timed_out, never_picked_up, "sweep finished");
+        Ok(json!({ "timedOut": timed_out, "neverPickedUp": never_picked_up }))
+    }
+
+    /// Liveness with the database and the dispatch route; `Err` when MongoDB is unreachable.
+    pub async fn health(&self) -> std::result::Result<Value, Value> {
+        let route = self.dispatcher.route();
+        let mut body = json!({
+            "ok": true,
+            "store": "mongodb",
+            "dispatch": route.map_or("unconfigured", |r| r.transport()),
+            "processors": self.processors.types(),
+        });
+        if let Err(message) = route {
+            body["dispatchError"] = json!(message);
+        }
+        match self.store.ping().await {
+            Ok(()) => Ok(body),
+            Err(_) => {
+                body["ok"] = json!(false);
+                body["error"] = json!(JobsError::DbUnavailable.to_string());
+                body["code"] = json!(JobsError::DbUnavailable.code());
+                Err(body)
+            }
+        }
+    }
+}
+
+fn seconds_between(from: DateTime, to: DateTime) -> i64 {
+    Duration::from_millis((to.timestamp_millis() - from.timestamp_millis()).max(0) as u64).as_secs() as i64
+}

@@ -1,0 +1,173 @@
+//! Who may call what (SPEC section 6). User identity is decided here and only here, so moving
+//! from trusted development ids to signed tokens changes this file and nothing else.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use qstash_rs::{Receiver, ReceiverConfig, VerifyRequest};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Secret};
+use crate::dispatch::INTERNAL_SECRET_HEADER;
+use crate::error::{JobsError, Result};
+use crate::task::UserId;
+
+/// Clock skew tolerated on QStash signatures.
+const SIGNATURE_LEEWAY_SECONDS: u64 = 5;
+
+enum UserAuth {
+    /// Development without `JOBS_AUTH_SECRET`: the `userId` the client sends is trusted.
+    Trusted,
+    Jwt(Box<DecodingKey>),
+    /// Production without `JOBS_AUTH_SECRET`: refuse rather than trust anyone.
+    Misconfigured,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// The headers auth looks at, copied out of the request by the edge.
+#[derive(Debug, Default, Clone)]
+pub struct Credentials {
+    pub authorization: Option<String>,
+    pub upstash_signature: Option<String>,
+    pub internal_secret: Option<String>,
+}
+
+impl Credentials {
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Self {
+            authorization: get("authorization"),
+            upstash_signature: get("upstash-signature"),
+            internal_secret: get(INTERNAL_SECRET_HEADER),
+        }
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        self.authorization.as_deref()?.strip_prefix("Bearer ").map(str::trim)
+    }
+}
+
+pub struct Auth {
+    users: UserAuth,
+    qstash: Option<Receiver>,
+    internal_secret: Option<Secret>,
+    cron_secret: Option<Secret>,
+    is_production: bool,
+}
+
+impl Auth {
+    pub fn new(config: &Config) -> Self {
+        let users = match (&config.auth_secret, config.is_production) {
+            (Some(secret), _) => UserAuth::Jwt(Box::new(DecodingKey::from_secret(secret.expose().as_bytes()))),
+            (None, true) => UserAuth::Misconfigured,
+            (None, false) => {
+                tracing::warn!("JOBS_AUTH_SECRET is not set: trusting the userId clients send (development only)");
+                UserAuth::Trusted
+            }
+        };
+        let current = config.qstash_current_signing_key.as_ref();
+        let next = config.qstash_next_signing_key.as_ref().or(current);
+        let qstash = current.zip(next).map(|(current, next)| {
+            Receiver::new(ReceiverConfig {
+                current_signing_key: current.expose().to_owned(),
+                next_signing_key: next.expose().to_owned(),
+            })
+        });
+        Self {
+            users,
+            qstash,
+            internal_secret: config.internal_secret.clone(),
+            cron_secret: config.cron_secret.clone(),
+            is_production: config.is_production,
+        }
+    }
+
+    /// The user a request acts for. `claimed` is the `userId` from the body or query: trusted
+    /// in development, and with tokens it must match `sub` when present.
+    pub fn user(&self, credentials: &Credentials, claimed: Option<&str>) -> Result<UserId> {
+        let claimed = claimed.map(UserId::parse).transpose().map_err(JobsError::InvalidBody)?;
+        match &self.users {
+            UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
+            UserAuth::Misconfigured => Err(JobsError::Misconfigured("JOBS_AUTH_SECRET")),
+            UserAuth::Jwt(key) => {
+                let token = credentials
+                    .bearer()
+                    .ok_or(JobsError::Unauthenticated("Missing bearer token"))?;
+                let mut validation = Validation::new(Algorithm::HS256);
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+                    .map_err(|_| JobsError::Unauthenticated("Invalid or expired token"))?
+                    .claims;
+                let user = UserId::parse(claims.sub)
+                    .map_err(|_| JobsError::Unauthenticated("Invalid or expired token"))?;
+                match claimed {
+                    Some(claimed) if claimed != user => Err(JobsError::UserMismatch),
+                    _ => Ok(user),
+                }
+            }
+        }
+    }
+
+    /// A `process` delivery: a valid QStash signature over the raw body for `process_url`
+    /// (the URL the service publishes to, never one rebuilt from `Host`), or the internal
+    /// secret of a self-invocation. Open only in development with neither configured.
+    pub fn delivery(&self, credentials: &Credentials, raw_body: &[u8], process_url: Option<&str>) -> Result<()> {
+        if let (Some(receiver), Some(signature)) = (&self.qstash, &credentials.upstash_signature) {
+            let verified = receiver.verify(VerifyRequest {
+                signature,
+                body: raw_body,
+                url: process_url,
+                clock_tolerance_seconds: SIGNATURE_LEEWAY_SECONDS,
+            });
+            return verified.map_err(|error| {
+                tracing::warn!(%error, "rejected a process delivery with a bad signature");
+                JobsError::Unauthenticated("Invalid signature")
+            });
+        }
+        if let (Some(expected), Some(given)) = (&self.internal_secret, &credentials.internal_secret) {
+            return if constant_time_eq(expected.expose().as_bytes(), given.as_bytes()) {
+                Ok(())
+            } else {
+                Err(JobsError::Unauthenticated("Invalid internal secret"))
+            };
+        }
+        if self.qstash.is_none() && self.internal_secret.is_none() && !self.is_production {
+            return Ok(());
+        }
+        Err(JobsError::Unauthenticated("Missing signature"))
+    }
+
+    /// `sweep`: `Authorization: Bearer $CRON_SECRET`; open in development without one.
+    pub fn cron(&self, credentials: &Credentials) -> Result<()> {
+        match &self.cron_secret {
+            Some(secret) => match credentials.bearer() {
+                Some(given) if constant_time_eq(secret.expose().as_bytes(), given.as_bytes()) => Ok(()),
+                _ => Err(JobsError::Unauthenticated("Invalid cron secret")),
+            },
+            None if self.is_production => Err(JobsError::Misconfigured("CRON_SECRET")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Compares secrets in time independent of where they differ (and of their lengths).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,184 @@
+//! HTTP plumbing the edge needs and should not re-invent: the action table, query and body
+//! decoding with their limits, and the development-only static file server.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+
+use crate::error::{JobsError, Result};
+
+/// Largest request body accepted (SPEC section 5).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The actions of SPEC section 5, each with its one method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Get,
+    List,
+    Retry,
+    Cancel,
+    Process,
+    Sweep,
+    Health,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Self::Create,
+        Self::Get,
+        Self::List,
+        Self::Retry,
+        Self::Cancel,
+        Self::Process,
+        Self::Sweep,
+        Self::Health,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Retry => "retry",
+            Self::Cancel => "cancel",
+            Self::Process => "process",
+            Self::Sweep => "sweep",
+            Self::Health => "health",
+        }
+    }
+
+    pub fn method(self) -> Method {
+        match self {
+            Self::Create | Self::Retry | Self::Cancel | Self::Process => Method::POST,
+            Self::Get | Self::List | Self::Sweep | Self::Health => Method::GET,
+        }
+    }
+
+    pub fn takes_body(self) -> bool {
+        self.method() == Method::POST
+    }
+
+    /// The action named by `?action=`, if `method` is the one it takes (HEAD counts as GET).
+    pub fn route(name: Option<&str>, method: &Method) -> Result<Self> {
+        let name = name.ok_or_else(|| JobsError::UnknownAction("(none); pass ?action=".into()))?;
+        let action = Self::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| JobsError::UnknownAction(name.chars().take(64).collect()))?;
+        let expected = action.method();
+        if *method == expected || (*method == Method::HEAD && expected == Method::GET) {
+            Ok(action)
+        } else {
+            Err(JobsError::MethodNotAllowed {
+                method: method.as_str().chars().take(16).collect(),
+                action: action.name(),
+                allow: if expected == Method::GET { "GET" } else { "POST" },
+            })
+        }
+    }
+}
+
+/// Query parameters; a repeated parameter is ambiguous and refused.
+#[derive(Debug, Default)]
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn parse(raw: Option<&str>) -> Result<Self> {
+        let mut params = HashMap::new();
+        for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            if params.insert(key.to_string(), value.into_owned()).is_some() {
+                return Err(JobsError::InvalidQuery(format!("parameter {key} is repeated")));
+            }
+        }
+        Ok(Self(params))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`].
+pub async fn read_body<B>(body: B, content_length: Option<u64>) -> Result<Bytes>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let too_large = JobsError::PayloadTooLarge { limit: MAX_BODY_BYTES };
+    if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large);
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(error) => Err(JobsError::InvalidBody(format!("could not read the body: {error}"))),
+    }
+}
+
+/// Decodes a JSON body into a typed request; unknown and ill-typed fields are errors.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(JobsError::InvalidBody("expected a JSON object".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| JobsError::InvalidBody(e.to_string()))
+}
+
+/// Development only: a file of the Task Manager page under `dir`, by URL path.
+pub async fn static_file(dir: &str, path: &str) -> Option<(&'static str, Vec<u8>)> {
+    let relative = match path.trim_start_matches('/') {
+        "" => "index.html",
+        p => p,
+    };
+    let safe = relative
+        .split('/')
+        .all(|part| !part.is_empty() && part != ".." && !part.starts_with('.'));
+    if !safe {
+        return None;
+    }
+    let content_type = match relative.rsplit('.').next()? {
+        "html" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "json" => "application/json",
+        _ => return None,
+    };
+    let bytes = tokio::fs::read(std::path::Path::new(dir).join(relative)).await.ok()?;
+    Some((content_type, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_table() {
+        let rows: [(Option<&str>, Method, std::result::Result<Action, &str>); 8] = [
+            (Some("retry"), Method::POST, Ok(Action::Retry)),
+            (Some("list"), Method::GET, Ok(Action::List)),
+            (Some("health"), Method::HEAD, Ok(Action::Health)),
+            (Some("retry"), Method::GET, Err("METHOD_NOT_ALLOWED")),
+            (Some("get"), Method::DELETE, Err("METHOD_NOT_ALLOWED")),
+            (Some("drop"), Method::POST, Err("UNKNOWN_ACTION")),
+            (Some("RETRY"), Method::POST, Err("UNKNOWN_ACTION")),
+            (None, Method::GET, Err("UNKNOWN_ACTION")),
+        ];
+        for (name, method, expected) in rows {
+            let got = Action::route(name, &method).map_err(|e| e.code());
+            assert_eq!(got, expected, "{name:?} {method}");
+        }
+    }
+
+    #[test]
+    fn repeated_query_parameters_are_refused() {
+        assert!(Query::parse(Some("taskId=a&taskId=b")).is_err());
+        let q = Query::parse(Some("taskId=a%20b&limit=5")).unwrap();
+        assert_eq!(q.get("taskId"), Some("a b"));
+    }
+}

@@ -1,0 +1,23 @@
+//! Everything of the jobs function but its HTTP edge: the task model and its state machine,
+//! the MongoDB store, dispatch (QStash or self-invocation), auth, processors and the actions.
+
+pub mod actions;
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod http;
+pub mod processors;
+pub mod requests;
+pub mod store;
+pub mod task;
+pub mod telemetry;
+pub mod transitions;
+pub mod worker;
+
+pub use actions::{App, Delivery, StartupError};
+pub use auth::Credentials;
+pub use config::Config;
+pub use error::JobsError;
+pub use http::{Action, Query};
+pub use processors::{Job, Processor, ProcessorError, ProcessorFuture, Processors};

@@ -1,0 +1,122 @@
+//! The MongoDB store: one client per process, reused across requests (serverless practice),
+//! the `tasks` collection, its indexes, and the reads. Status changes live in `transitions`.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::error::{JobsError, Result};
+use crate::task::{Task, TaskId, UserId};
+
+const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+tokio::task_local! {
+    static COMMANDS: Cell<u32>;
+}
+
+/// Runs `work` while counting the MongoDB commands it issues (the driver's command
+/// monitoring calls back inline, on the task that runs the operation).
+pub async fn count_commands<F: Future>(work: F) -> (F::Output, u32) {
+    COMMANDS
+        .scope(Cell::new(0), async move {
+            let output = work.await;
+            (output, COMMANDS.with(Cell::get))
+        })
+        .await
+}
+
+pub struct Store {
+    client: Client,
+    tasks: Collection<Task>,
+    indexes: OnceCell<()>,
+}
+
+impl Store {
+    /// Builds the client without contacting the server: the first request connects.
+    pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
+        let mut options = ClientOptions::parse(config.mongodb_uri.expose()).await?;
+        // An unreachable database must be a prompt 503, not a 30 s hang.
+        options.server_selection_timeout.get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options.connect_timeout.get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options.app_name.get_or_insert_with(|| "jobs".into());
+        options.command_event_handler = Some(EventHandler::callback(|event| {
+            if let CommandEvent::Started(_) = event {
+                let _ = COMMANDS.try_with(|n| n.set(n.get() + 1));
+            }
+        }));
+        let client = Client::with_options(options)?;
+        let tasks = client.database(&config.mongodb_db).collection("tasks");
+        Ok(Self { client, tasks, indexes: OnceCell::new() })
+    }
+
+    pub(crate) fn tasks(&self) -> &Collection<Task> {
+        &self.tasks
+    }
+
+    /// Creates the indexes once per process, before the first insert.
+    async fn ensure_indexes(&self) -> Result<()> {
+        self.indexes
+            .get_or_try_init(|| async {
+                let unique = IndexOptions::builder().unique(true).build();
+                self.tasks
+                    .create_indexes([
+                        IndexModel::builder().keys(doc! { "taskId": 1 }).options(unique).build(),
+                        IndexModel::builder().keys(doc! { "userId": 1, "createdAt": -1 }).build(),
+                        IndexModel::builder().keys(doc! { "status": 1, "updatedAt": 1 }).build(),
+                    ])
+                    .await?;
+                Ok::<_, JobsError>(())
+            })
+            .await
+            .copied()
+    }
+
+    pub async fn insert(&self, task: &Task) -> Result<()> {
+        self.ensure_indexes().await?;
+        self.tasks.insert_one(task).await?;
+        Ok(())
+    }
+
+    pub async fn find(&self, task_id: &TaskId) -> Result<Option<Task>> {
+        Ok(self.tasks.find_one(doc! { "taskId": task_id.as_str() }).await?)
+    }
+
+    /// A task of this user; another user's task is indistinguishable from a missing one.
+    pub async fn find_owned(&self, task_id: &TaskId, user_id: &UserId) -> Result<Option<Task>> {
+        Ok(self
+            .tasks
+            .find_one(doc! { "taskId": task_id.as_str(), "userId": user_id.as_str() })
+            .await?)
+    }
+
+    /// Newest first, `limit` at most, in one `find` round trip.
+    pub async fn list(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
+        let cursor = self
+            .tasks
+            .find(filter)
+            .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .limit(limit)
+            .batch_size(limit as u32)
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    /// Tasks matching `filter`, for the sweeper.
+    pub async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
+        let cursor = self.tasks.find(filter).limit(limit).await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.client.database("admin").run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+}
