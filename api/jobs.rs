@@ -15,7 +15,11 @@ async fn main() -> anyhow::Result<()> {
     jobs_core::telemetry::init();
     let config = Config::from_env().context("invalid configuration")?;
     // Register an application's own processors here: `.register("resize", Resize)`.
-    let app = Arc::new(App::new(config, Processors::builtin).await.context("start-up failed")?);
+    let app = Arc::new(
+        App::new(config, Processors::builtin)
+            .await
+            .context("start-up failed")?,
+    );
     run(service_fn(move |req: Request, state: AppState| {
         let app = app.clone();
         async move { Ok::<_, Error>(handle(&app, req, state).await) }
@@ -28,8 +32,8 @@ async fn main() -> anyhow::Result<()> {
 fn status_of(error: &JobsError) -> u16 {
     use JobsError::*;
     match error {
-        MissingFields(_) | InvalidBody(_) | InvalidQuery(_) | UnknownAction(_) | UnknownTaskType(_)
-        | InvalidPayload(_) => 400,
+        MissingFields(_) | InvalidBody(_) | InvalidQuery(_) | UnknownAction(_)
+        | UnknownTaskType(_) | InvalidPayload(_) => 400,
         Unauthenticated(_) => 401,
         NotOwner | UserMismatch => 403,
         TaskNotFound(_) => 404,
@@ -84,7 +88,9 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
     if let Some(allow) = allow {
         response = response.header("allow", allow);
     }
-    response.body(ResponseBody::from(body.to_string())).expect("valid response parts")
+    response
+        .body(ResponseBody::from(body.to_string()))
+        .expect("valid response parts")
 }
 
 /// Routes one API request; returns the action (when known) for the request log line.
@@ -104,7 +110,10 @@ async fn respond(
     };
     let credentials = Credentials::from_headers(&parts.headers);
     let body = if action.takes_body() {
-        let length = parts.headers.get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
+        let length = parts
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         match jobs_core::http::read_body(body, length).await {
             Ok(body) => body,
             Err(error) => return (Some(action), Err(error)),
@@ -119,14 +128,23 @@ async fn respond(
         Action::Retry => app.retry(&credentials, &body).await.map(|v| (200, v)),
         Action::Cancel => app.cancel(&credentials, &body).await.map(|v| (200, v)),
         Action::Sweep => app.sweep(&credentials).await.map(|v| (200, v)),
-        Action::Health => Ok(app.health().await.map_or_else(|down| (503, down), |up| (200, up))),
-        Action::Process => app.process(&credentials, &body).await.map(|delivery| match delivery {
-            Delivery::Claimed { task_id, work } => {
-                state.wait_until(work);
-                (202, json!({ "success": true, "taskId": task_id, "claimed": true }))
-            }
-            Delivery::Duplicate => (200, json!({ "success": true, "claimed": false })),
-        }),
+        Action::Health => Ok(app
+            .health()
+            .await
+            .map_or_else(|down| (503, down), |up| (200, up))),
+        Action::Process => app
+            .process(&credentials, &body)
+            .await
+            .map(|delivery| match delivery {
+                Delivery::Claimed { task_id, work } => {
+                    state.wait_until(work);
+                    (
+                        202,
+                        json!({ "success": true, "taskId": task_id, "claimed": true }),
+                    )
+                }
+                Delivery::Duplicate => (200, json!({ "success": true, "claimed": false })),
+            }),
     };
     (Some(action), outcome)
 }
@@ -148,7 +166,9 @@ async fn static_page(app: &App, path: &str) -> Response<ResponseBody> {
         None => builder
             .status(404)
             .header("content-type", "application/json")
-            .body(ResponseBody::from(json!({ "error": "Not found", "code": "NOT_FOUND" }).to_string())),
+            .body(ResponseBody::from(
+                json!({ "error": "Not found", "code": "NOT_FOUND" }).to_string(),
+            )),
     }
     .expect("valid response parts")
 }

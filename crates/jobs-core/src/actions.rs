@@ -65,7 +65,10 @@ impl App {
         let store = Store::connect(&config).await?;
         let dispatcher = Dispatcher::new(&config, http.clone())?;
         if let Err(message) = dispatcher.route() {
-            tracing::error!(message, "dispatch is not configured; every create and retry will fail to queue");
+            tracing::error!(
+                message,
+                "dispatch is not configured; every create and retry will fail to queue"
+            );
         }
         Ok(Self {
             auth: Auth::new(&config),
@@ -88,12 +91,24 @@ impl App {
             .get(&request.kind)
             .ok_or_else(|| JobsError::UnknownTaskType(request.kind.chars().take(64).collect()))?;
         let payload = Value::Object(request.payload.clone().unwrap_or_default());
-        processor.validate(&payload).map_err(JobsError::InvalidPayload)?;
-        let payload: Document = bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
+        processor
+            .validate(&payload)
+            .map_err(JobsError::InvalidPayload)?;
+        let payload: Document =
+            bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
         if bson::to_vec(&payload).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
-            return Err(JobsError::InvalidPayload(format!("payload is larger than {} KiB", MAX_PAYLOAD_BYTES / 1024)));
+            return Err(JobsError::InvalidPayload(format!(
+                "payload is larger than {} KiB",
+                MAX_PAYLOAD_BYTES / 1024
+            )));
         }
-        let task = Task::new(user, request.brand_id()?, request.kind.clone(), payload, request.max_retries()?);
+        let task = Task::new(
+            user,
+            request.brand_id()?,
+            request.kind.clone(),
+            payload,
+            request.max_retries()?,
+        );
         self.store.insert(&task).await?;
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
 
@@ -109,7 +124,11 @@ impl App {
     pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
         let user = self.auth.user(credentials, query.get("userId"))?;
         let task_id = task_id(query.get("taskId"))?.ok_or(JobsError::MissingFields("taskId"))?;
-        let task = self.store.find_owned(&task_id, &user).await?.ok_or(JobsError::TaskNotFound(task_id))?;
+        let task = self
+            .store
+            .find_owned(&task_id, &user)
+            .await?
+            .ok_or(JobsError::TaskNotFound(task_id))?;
         Ok(json!({ "task": task.to_json() }))
     }
 
@@ -136,11 +155,19 @@ impl App {
         let mut tasks = self.store.list(filter, list.limit + 1).await?;
         let next_cursor = if tasks.len() as i64 > list.limit {
             tasks.truncate(list.limit as usize);
-            tasks.last().map(|t| Cursor { created_at: t.created_at, task_id: t.task_id.clone() }.encode())
+            tasks.last().map(|t| {
+                Cursor {
+                    created_at: t.created_at,
+                    task_id: t.task_id.clone(),
+                }
+                .encode()
+            })
         } else {
             None
         };
-        Ok(json!({ "tasks": tasks.iter().map(Task::to_json).collect::<Vec<_>>(), "nextCursor": next_cursor }))
+        Ok(
+            json!({ "tasks": tasks.iter().map(Task::to_json).collect::<Vec<_>>(), "nextCursor": next_cursor }),
+        )
     }
 
     /// The headline feature: one atomic conditional update, then the re-publish. The precise
@@ -149,7 +176,10 @@ impl App {
         const MISSING: JobsError = JobsError::MissingFields("taskId, userId");
         let request: TaskRequest = decode(body)?;
         let task_id = task_id(request.task_id.as_deref())?.ok_or(MISSING)?;
-        let user = match self.auth.user(credentials, request.user_id.as_deref().filter(|u| !u.is_empty())) {
+        let user = match self.auth.user(
+            credentials,
+            request.user_id.as_deref().filter(|u| !u.is_empty()),
+        ) {
             Err(JobsError::MissingFields(_)) => return Err(MISSING),
             other => other?,
         };
@@ -157,7 +187,11 @@ impl App {
         let Some(before) = self.store.requeue_for_retry(&task_id, &user).await? else {
             return Err(self.why_not_retried(task_id, &user).await?);
         };
-        if let Err(error) = self.dispatcher.dispatch(&task_id, before.retry_count + 1).await {
+        if let Err(error) = self
+            .dispatcher
+            .dispatch(&task_id, before.retry_count + 1)
+            .await
+        {
             if self.store.restore_after_failed_requeue(&before).await? {
                 tracing::warn!(task_id = %task_id, %error, "retry not queued; task restored");
                 return Err(JobsError::RequeueFailed);
@@ -186,8 +220,12 @@ impl App {
 
     pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
         let request: TaskRequest = decode(body)?;
-        let task_id = task_id(request.task_id.as_deref())?.ok_or(JobsError::MissingFields("taskId"))?;
-        let user = self.auth.user(credentials, request.user_id.as_deref().filter(|u| !u.is_empty()))?;
+        let task_id =
+            task_id(request.task_id.as_deref())?.ok_or(JobsError::MissingFields("taskId"))?;
+        let user = self.auth.user(
+            credentials,
+            request.user_id.as_deref().filter(|u| !u.is_empty()),
+        )?;
         if self.store.cancel(&task_id, &user).await?.is_some() {
             return Ok(json!({ "success": true, "taskId": task_id }));
         }
@@ -199,7 +237,11 @@ impl App {
     }
 
     /// A delivery from QStash or a self-invocation: authenticate on the raw body, then claim.
-    pub async fn process(&self, credentials: &Credentials, body: &[u8]) -> Result<Delivery<impl Future<Output = ()> + Send + 'static>> {
+    pub async fn process(
+        &self,
+        credentials: &Credentials,
+        body: &[u8],
+    ) -> Result<Delivery<impl Future<Output = ()> + Send + 'static>> {
         let process_url = self.dispatcher.route().ok().map(|r| r.process_url());
         self.auth.delivery(credentials, body, process_url)?;
         let request: ProcessRequest = decode(body)?;
@@ -208,7 +250,12 @@ impl App {
             tracing::info!(task_id = %task_id, "nothing to claim; duplicate delivery ignored");
             return Ok(Delivery::Duplicate);
         };
-        let work = worker::run(self.store.clone(), self.processors.clone(), task, self.config.lease);
+        let work = worker::run(
+            self.store.clone(),
+            self.processors.clone(),
+            task,
+            self.config.lease,
+        );
         Ok(Delivery::Claimed { task_id, work })
     }
 
@@ -219,7 +266,10 @@ impl App {
         let now = DateTime::now();
         let lost = self
             .store
-            .scan(doc! { "status": TaskStatus::Processing, "lease.expiresAt": { "$lt": now } }, SWEEP_BATCH)
+            .scan(
+                doc! { "status": TaskStatus::Processing, "lease.expiresAt": { "$lt": now } },
+                SWEEP_BATCH,
+            )
             .await?;
         let mut timed_out = 0;
         for task in &lost {
@@ -232,15 +282,21 @@ impl App {
             timed_out += u32::from(self.store.fail_lost_worker(task, lease, &message).await?);
         }
 
-        let queued_before = DateTime::from_millis(now.timestamp_millis() - self.config.queue_timeout.as_millis() as i64);
+        let queued_before = DateTime::from_millis(
+            now.timestamp_millis() - self.config.queue_timeout.as_millis() as i64,
+        );
         let stale = self
             .store
-            .scan(doc! { "status": TaskStatus::Queued, "updatedAt": { "$lt": queued_before } }, SWEEP_BATCH)
+            .scan(
+                doc! { "status": TaskStatus::Queued, "updatedAt": { "$lt": queued_before } },
+                SWEEP_BATCH,
+            )
             .await?;
         let mut never_picked_up = 0;
         for task in &stale {
             let waited = seconds_between(task.updated_at, now);
-            let message = format!("The task was never picked up: it waited in the queue for {waited} s.");
+            let message =
+                format!("The task was never picked up: it waited in the queue for {waited} s.");
             never_picked_up += u32::from(self.store.fail_never_picked_up(task, &message).await?);
         }
         tracing::info!(timed_out, never_picked_up, "sweep finished");
@@ -272,5 +328,6 @@ impl App {
 }
 
 fn seconds_between(from: DateTime, to: DateTime) -> i64 {
-    Duration::from_millis((to.timestamp_millis() - from.timestamp_millis()).max(0) as u64).as_secs() as i64
+    Duration::from_millis((to.timestamp_millis() - from.timestamp_millis()).max(0) as u64).as_secs()
+        as i64
 }

@@ -37,7 +37,12 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
-        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         Self {
             authorization: get("authorization"),
             upstash_signature: get("upstash-signature"),
@@ -46,7 +51,10 @@ impl Credentials {
     }
 
     fn bearer(&self) -> Option<&str> {
-        self.authorization.as_deref()?.strip_prefix("Bearer ").map(str::trim)
+        self.authorization
+            .as_deref()?
+            .strip_prefix("Bearer ")
+            .map(str::trim)
     }
 }
 
@@ -61,10 +69,14 @@ pub struct Auth {
 impl Auth {
     pub fn new(config: &Config) -> Self {
         let users = match (&config.auth_secret, config.is_production) {
-            (Some(secret), _) => UserAuth::Jwt(Box::new(DecodingKey::from_secret(secret.expose().as_bytes()))),
+            (Some(secret), _) => UserAuth::Jwt(Box::new(DecodingKey::from_secret(
+                secret.expose().as_bytes(),
+            ))),
             (None, true) => UserAuth::Misconfigured,
             (None, false) => {
-                tracing::warn!("JOBS_AUTH_SECRET is not set: trusting the userId clients send (development only)");
+                tracing::warn!(
+                    "JOBS_AUTH_SECRET is not set: trusting the userId clients send (development only)"
+                );
                 UserAuth::Trusted
             }
         };
@@ -88,7 +100,10 @@ impl Auth {
     /// The user a request acts for. `claimed` is the `userId` from the body or query: trusted
     /// in development, and with tokens it must match `sub` when present.
     pub fn user(&self, credentials: &Credentials, claimed: Option<&str>) -> Result<UserId> {
-        let claimed = claimed.map(UserId::parse).transpose().map_err(JobsError::InvalidBody)?;
+        let claimed = claimed
+            .map(UserId::parse)
+            .transpose()
+            .map_err(JobsError::InvalidBody)?;
         match &self.users {
             UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
             UserAuth::Misconfigured => Err(JobsError::Misconfigured("JOBS_AUTH_SECRET")),
@@ -114,7 +129,12 @@ impl Auth {
     /// A `process` delivery: a valid QStash signature over the raw body for `process_url`
     /// (the URL the service publishes to, never one rebuilt from `Host`), or the internal
     /// secret of a self-invocation. Open only in development with neither configured.
-    pub fn delivery(&self, credentials: &Credentials, raw_body: &[u8], process_url: Option<&str>) -> Result<()> {
+    pub fn delivery(
+        &self,
+        credentials: &Credentials,
+        raw_body: &[u8],
+        process_url: Option<&str>,
+    ) -> Result<()> {
         if let (Some(receiver), Some(signature)) = (&self.qstash, &credentials.upstash_signature) {
             let verified = receiver.verify(VerifyRequest {
                 signature,
@@ -127,7 +147,8 @@ impl Auth {
                 JobsError::Unauthenticated("Invalid signature")
             });
         }
-        if let (Some(expected), Some(given)) = (&self.internal_secret, &credentials.internal_secret) {
+        if let (Some(expected), Some(given)) = (&self.internal_secret, &credentials.internal_secret)
+        {
             return if constant_time_eq(expected.expose().as_bytes(), given.as_bytes()) {
                 Ok(())
             } else {
@@ -144,7 +165,9 @@ impl Auth {
     pub fn cron(&self, credentials: &Credentials) -> Result<()> {
         match &self.cron_secret {
             Some(secret) => match credentials.bearer() {
-                Some(given) if constant_time_eq(secret.expose().as_bytes(), given.as_bytes()) => Ok(()),
+                Some(given) if constant_time_eq(secret.expose().as_bytes(), given.as_bytes()) => {
+                    Ok(())
+                }
                 _ => Err(JobsError::Unauthenticated("Invalid cron secret")),
             },
             None if self.is_production => Err(JobsError::Misconfigured("CRON_SECRET")),
@@ -156,7 +179,10 @@ impl Auth {
 /// Compares secrets in time independent of where they differ (and of their lengths).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]

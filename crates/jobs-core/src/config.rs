@@ -63,7 +63,11 @@ impl Config {
 
     /// Builds the configuration from any variable lookup; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let secret = |name: &str| var(name).map(Secret);
         let url = |name: &str| var(name).map(|v| v.trim_end_matches('/').to_owned());
         let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
@@ -146,7 +150,11 @@ mod tests {
 
     #[test]
     fn production_is_either_variable() {
-        assert!(config(&[("VERCEL_ENV", "production")]).unwrap().is_production);
+        assert!(
+            config(&[("VERCEL_ENV", "production")])
+                .unwrap()
+                .is_production
+        );
         assert!(config(&[("NODE_ENV", "production")]).unwrap().is_production);
         assert!(!config(&[("VERCEL_ENV", "preview")]).unwrap().is_production);
     }

@@ -55,18 +55,30 @@ pub struct Decision {
 pub fn decide(config: &Config) -> Decision {
     let use_qstash =
         config.qstash_token.is_some() && (config.is_production || config.use_qstash_in_dev);
-    let vercel_base = config.vercel_url.as_ref().map(|host| format!("https://{host}"));
+    let vercel_base = config
+        .vercel_url
+        .as_ref()
+        .map(|host| format!("https://{host}"));
 
     if use_qstash {
         let base = config
             .public_url
             .clone()
-            .or(if config.is_production { vercel_base } else { None })
+            .or(if config.is_production {
+                vercel_base
+            } else {
+                None
+            })
             .or_else(|| config.qstash_base_url.clone());
         let route = base
-            .map(|base| Route::QStash { destination: format!("{base}{PROCESS_PATH}") })
+            .map(|base| Route::QStash {
+                destination: format!("{base}{PROCESS_PATH}"),
+            })
             .ok_or(QSTASH_DEV_BASE_URL_MISSING);
-        return Decision { route, warning: None };
+        return Decision {
+            route,
+            warning: None,
+        };
     }
 
     let base = config
@@ -78,7 +90,12 @@ pub fn decide(config: &Config) -> Decision {
         "QSTASH_TOKEN is not set in production: tasks are dispatched by self-invocation, \
          which has no retries or delivery guarantees",
     );
-    Decision { route: Ok(Route::SelfInvoke { url: format!("{base}{PROCESS_PATH}") }), warning }
+    Decision {
+        route: Ok(Route::SelfInvoke {
+            url: format!("{base}{PROCESS_PATH}"),
+        }),
+        warning,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +129,11 @@ impl Dispatcher {
                 if let Some(url) = &config.qstash_url {
                     builder = builder.base_url(url.clone());
                 }
-                Some(builder.build().map_err(|e| DispatchError::Publish(e.to_string()))?)
+                Some(
+                    builder
+                        .build()
+                        .map_err(|e| DispatchError::Publish(e.to_string()))?,
+                )
             }
             _ => None,
         };
@@ -120,7 +141,10 @@ impl Dispatcher {
             route: decision.route,
             http,
             qstash,
-            internal_secret: config.internal_secret.as_ref().map(|s| s.expose().to_owned()),
+            internal_secret: config
+                .internal_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
             qstash_retries: config.qstash_retries,
         })
     }
@@ -138,25 +162,35 @@ impl Dispatcher {
             Route::SelfInvoke { url } => self.self_invoke(url, task_id).await,
         };
         match &sent {
-            Ok(()) => tracing::info!(task_id = %task_id, transport = route.transport(), destination = route.process_url(), "task dispatched"),
-            Err(error) => tracing::error!(task_id = %task_id, transport = route.transport(), %error, "dispatch failed"),
+            Ok(()) => {
+                tracing::info!(task_id = %task_id, transport = route.transport(), destination = route.process_url(), "task dispatched")
+            }
+            Err(error) => {
+                tracing::error!(task_id = %task_id, transport = route.transport(), %error, "dispatch failed")
+            }
         }
         sent
     }
 
-    async fn publish(&self, destination: &str, task_id: &TaskId, delivery: i32) -> Result<(), DispatchError> {
+    async fn publish(
+        &self,
+        destination: &str,
+        task_id: &TaskId,
+        delivery: i32,
+    ) -> Result<(), DispatchError> {
         let client = self
             .qstash
             .as_ref()
             .ok_or(DispatchError::NotConfigured("QSTASH_TOKEN"))?;
         let failed = |e: &dyn std::fmt::Display| DispatchError::Publish(e.to_string());
-        let request = PublishRequest::builder(Destination::url(destination).map_err(|e| failed(&e))?)
-            .json_body(&json!({ "taskId": task_id }))
-            .map_err(|e| failed(&e))?
-            .method(reqwest::Method::POST)
-            .deduplication_id(format!("{task_id}-delivery-{delivery}"))
-            .retries(self.qstash_retries)
-            .build();
+        let request =
+            PublishRequest::builder(Destination::url(destination).map_err(|e| failed(&e))?)
+                .json_body(&json!({ "taskId": task_id }))
+                .map_err(|e| failed(&e))?
+                .method(reqwest::Method::POST)
+                .deduplication_id(format!("{task_id}-delivery-{delivery}"))
+                .retries(self.qstash_retries)
+                .build();
         tokio::time::timeout(DISPATCH_TIMEOUT, client.publish(request))
             .await
             .map_err(|_| DispatchError::Publish("timed out".into()))?
@@ -173,11 +207,17 @@ impl Dispatcher {
         if let Some(secret) = &self.internal_secret {
             request = request.header(INTERNAL_SECRET_HEADER, secret);
         }
-        let response = request.send().await.map_err(|e| DispatchError::SelfInvoke(e.to_string()))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| DispatchError::SelfInvoke(e.to_string()))?;
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(DispatchError::SelfInvoke(format!("process answered {}", response.status())))
+            Err(DispatchError::SelfInvoke(format!(
+                "process answered {}",
+                response.status()
+            )))
         }
     }
 }
@@ -196,19 +236,41 @@ mod tests {
     }
 
     fn qstash(base: &str) -> Result<Route, &'static str> {
-        Ok(Route::QStash { destination: format!("{base}{PROCESS_PATH}") })
+        Ok(Route::QStash {
+            destination: format!("{base}{PROCESS_PATH}"),
+        })
     }
 
     fn self_invoke(base: &str) -> Result<Route, &'static str> {
-        Ok(Route::SelfInvoke { url: format!("{base}{PROCESS_PATH}") })
+        Ok(Route::SelfInvoke {
+            url: format!("{base}{PROCESS_PATH}"),
+        })
     }
+
+    /// (name, environment, expected route, whether a warning is logged)
+    type Row = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        Result<Route, &'static str>,
+        bool,
+    );
 
     /// One row per line of the decision table in SPEC section 7.
     #[test]
     fn decision_table() {
-        let rows: Vec<(&str, Vec<(&str, &str)>, Result<Route, &'static str>, bool)> = vec![
-            ("dev, nothing set", vec![], self_invoke("http://localhost:3000"), false),
-            ("dev, PORT", vec![("PORT", "4100")], self_invoke("http://localhost:4100"), false),
+        let rows: Vec<Row> = vec![
+            (
+                "dev, nothing set",
+                vec![],
+                self_invoke("http://localhost:3000"),
+                false,
+            ),
+            (
+                "dev, PORT",
+                vec![("PORT", "4100")],
+                self_invoke("http://localhost:4100"),
+                false,
+            ),
             (
                 "dev, VERCEL_URL (vercel dev / preview)",
                 vec![("VERCEL_URL", "app-git-x.vercel.app")],
@@ -217,25 +279,38 @@ mod tests {
             ),
             (
                 "dev, JOBS_PUBLIC_URL wins over VERCEL_URL",
-                vec![("JOBS_PUBLIC_URL", "https://jobs.example.com/"), ("VERCEL_URL", "a.vercel.app")],
+                vec![
+                    ("JOBS_PUBLIC_URL", "https://jobs.example.com/"),
+                    ("VERCEL_URL", "a.vercel.app"),
+                ],
                 self_invoke("https://jobs.example.com"),
                 false,
             ),
             (
                 "dev, token but USE_QSTASH_IN_DEV unset",
-                vec![("QSTASH_TOKEN", "t"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
+                vec![
+                    ("QSTASH_TOKEN", "t"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
+                ],
                 self_invoke("http://localhost:3000"),
                 false,
             ),
             (
                 "dev, USE_QSTASH_IN_DEV without token",
-                vec![("USE_QSTASH_IN_DEV", "true"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
+                vec![
+                    ("USE_QSTASH_IN_DEV", "true"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
+                ],
                 self_invoke("http://localhost:3000"),
                 false,
             ),
             (
                 "dev, QStash with ngrok base",
-                vec![("QSTASH_TOKEN", "t"), ("USE_QSTASH_IN_DEV", "true"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
+                vec![
+                    ("QSTASH_TOKEN", "t"),
+                    ("USE_QSTASH_IN_DEV", "true"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
+                ],
                 qstash("https://x.ngrok.app"),
                 false,
             ),
@@ -247,37 +322,64 @@ mod tests {
             ),
             (
                 "dev, QStash, JOBS_PUBLIC_URL wins over ngrok",
-                vec![("QSTASH_TOKEN", "t"), ("USE_QSTASH_IN_DEV", "true"), ("QSTASH_BASE_URL", "https://x.ngrok.app"), ("JOBS_PUBLIC_URL", "https://jobs.example.com")],
+                vec![
+                    ("QSTASH_TOKEN", "t"),
+                    ("USE_QSTASH_IN_DEV", "true"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
+                    ("JOBS_PUBLIC_URL", "https://jobs.example.com"),
+                ],
                 qstash("https://jobs.example.com"),
                 false,
             ),
             (
                 "dev, QStash ignores VERCEL_URL outside production",
-                vec![("QSTASH_TOKEN", "t"), ("USE_QSTASH_IN_DEV", "true"), ("VERCEL_URL", "a.vercel.app"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
+                vec![
+                    ("QSTASH_TOKEN", "t"),
+                    ("USE_QSTASH_IN_DEV", "true"),
+                    ("VERCEL_URL", "a.vercel.app"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
+                ],
                 qstash("https://x.ngrok.app"),
                 false,
             ),
             (
                 "production (VERCEL_ENV), QStash to VERCEL_URL",
-                vec![("VERCEL_ENV", "production"), ("QSTASH_TOKEN", "t"), ("VERCEL_URL", "app.vercel.app"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
+                vec![
+                    ("VERCEL_ENV", "production"),
+                    ("QSTASH_TOKEN", "t"),
+                    ("VERCEL_URL", "app.vercel.app"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
+                ],
                 qstash("https://app.vercel.app"),
                 false,
             ),
             (
                 "production (NODE_ENV), QStash to VERCEL_URL",
-                vec![("NODE_ENV", "production"), ("QSTASH_TOKEN", "t"), ("VERCEL_URL", "app.vercel.app")],
+                vec![
+                    ("NODE_ENV", "production"),
+                    ("QSTASH_TOKEN", "t"),
+                    ("VERCEL_URL", "app.vercel.app"),
+                ],
                 qstash("https://app.vercel.app"),
                 false,
             ),
             (
                 "production, JOBS_PUBLIC_URL wins over VERCEL_URL",
-                vec![("VERCEL_ENV", "production"), ("QSTASH_TOKEN", "t"), ("VERCEL_URL", "app.vercel.app"), ("JOBS_PUBLIC_URL", "https://app.example.com")],
+                vec![
+                    ("VERCEL_ENV", "production"),
+                    ("QSTASH_TOKEN", "t"),
+                    ("VERCEL_URL", "app.vercel.app"),
+                    ("JOBS_PUBLIC_URL", "https://app.example.com"),
+                ],
                 qstash("https://app.example.com"),
                 false,
             ),
             (
                 "production without token falls back to self-invocation, with a warning",
-                vec![("VERCEL_ENV", "production"), ("VERCEL_URL", "app.vercel.app")],
+                vec![
+                    ("VERCEL_ENV", "production"),
+                    ("VERCEL_URL", "app.vercel.app"),
+                ],
                 self_invoke("https://app.vercel.app"),
                 true,
             ),

@@ -97,7 +97,9 @@ impl From<mongodb::error::Error> for JobsError {
     fn from(error: mongodb::error::Error) -> Self {
         use mongodb::error::ErrorKind;
         match *error.kind {
-            ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+            ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. } => {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::DbUnavailable
             }

@@ -76,7 +76,11 @@ impl Action {
             Err(JobsError::MethodNotAllowed {
                 method: method.as_str().chars().take(16).collect(),
                 action: action.name(),
-                allow: if expected == Method::GET { "GET" } else { "POST" },
+                allow: if expected == Method::GET {
+                    "GET"
+                } else {
+                    "POST"
+                },
             })
         }
     }
@@ -91,7 +95,9 @@ impl Query {
         let mut params = HashMap::new();
         for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             if params.insert(key.to_string(), value.into_owned()).is_some() {
-                return Err(JobsError::InvalidQuery(format!("parameter {key} is repeated")));
+                return Err(JobsError::InvalidQuery(format!(
+                    "parameter {key} is repeated"
+                )));
             }
         }
         Ok(Self(params))
@@ -108,14 +114,18 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let too_large = JobsError::PayloadTooLarge { limit: MAX_BODY_BYTES };
+    let too_large = JobsError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
     if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large);
     }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large),
-        Err(error) => Err(JobsError::InvalidBody(format!("could not read the body: {error}"))),
+        Err(error) => Err(JobsError::InvalidBody(format!(
+            "could not read the body: {error}"
+        ))),
     }
 }
 
@@ -149,7 +159,9 @@ pub async fn static_file(dir: &str, path: &str) -> Option<(&'static str, Vec<u8>
         "json" => "application/json",
         _ => return None,
     };
-    let bytes = tokio::fs::read(std::path::Path::new(dir).join(relative)).await.ok()?;
+    let bytes = tokio::fs::read(std::path::Path::new(dir).join(relative))
+        .await
+        .ok()?;
     Some((content_type, bytes))
 }
 

@@ -34,12 +34,18 @@ impl CreateRequest {
         match self.max_retries {
             None => Ok(DEFAULT_MAX_RETRIES),
             Some(n) if (0..=MAX_MAX_RETRIES as i64).contains(&n) => Ok(n as i32),
-            Some(_) => Err(JobsError::InvalidBody(format!("maxRetries must be between 0 and {MAX_MAX_RETRIES}"))),
+            Some(_) => Err(JobsError::InvalidBody(format!(
+                "maxRetries must be between 0 and {MAX_MAX_RETRIES}"
+            ))),
         }
     }
 
     pub fn brand_id(&self) -> Result<Option<BrandId>> {
-        self.brand_id.clone().map(BrandId::parse).transpose().map_err(JobsError::InvalidBody)
+        self.brand_id
+            .clone()
+            .map(BrandId::parse)
+            .transpose()
+            .map_err(JobsError::InvalidBody)
     }
 }
 
@@ -83,19 +89,44 @@ impl ListQuery {
         let status = query
             .get("status")
             .filter(|s| !s.is_empty())
-            .map(|s| TaskStatus::parse(s).ok_or_else(|| invalid(format!("unknown status {:?}", s.chars().take(32).collect::<String>()))))
+            .map(|s| {
+                TaskStatus::parse(s).ok_or_else(|| {
+                    invalid(format!(
+                        "unknown status {:?}",
+                        s.chars().take(32).collect::<String>()
+                    ))
+                })
+            })
             .transpose()?;
-        let brand_id = query.get("brandId").filter(|s| !s.is_empty()).map(BrandId::parse).transpose().map_err(invalid)?;
+        let brand_id = query
+            .get("brandId")
+            .filter(|s| !s.is_empty())
+            .map(BrandId::parse)
+            .transpose()
+            .map_err(invalid)?;
         let limit = match query.get("limit") {
             None | Some("") => DEFAULT_LIST_LIMIT,
             Some(raw) => raw
                 .parse::<i64>()
                 .ok()
                 .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-                .ok_or_else(|| invalid(format!("limit must be a whole number between 1 and {MAX_LIST_LIMIT}")))?,
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "limit must be a whole number between 1 and {MAX_LIST_LIMIT}"
+                    ))
+                })?,
         };
-        let after = query.get("cursor").filter(|s| !s.is_empty()).map(Cursor::decode).transpose()?;
-        Ok(Self { status, brand_id, limit, after })
+        let after = query
+            .get("cursor")
+            .filter(|s| !s.is_empty())
+            .map(Cursor::decode)
+            .transpose()?;
+        Ok(Self {
+            status,
+            brand_id,
+            limit,
+            after,
+        })
     }
 }
 
@@ -108,7 +139,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at.timestamp_millis(), self.task_id))
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_millis(),
+            self.task_id
+        ))
     }
 
     pub fn decode(raw: &str) -> Result<Self> {
@@ -129,7 +164,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_refuses_forgeries() {
-        let cursor = Cursor { created_at: DateTime::from_millis(1_700_000_000_123), task_id: TaskId::generate() };
+        let cursor = Cursor {
+            created_at: DateTime::from_millis(1_700_000_000_123),
+            task_id: TaskId::generate(),
+        };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         for bogus in ["", "!!!", "bm90LWEtY3Vyc29y", "MTIzOg"] {
             assert!(Cursor::decode(bogus).is_err(), "{bogus}");
@@ -138,9 +176,20 @@ mod tests {
 
     #[test]
     fn list_limits() {
-        let cases = [("", Some(20)), ("limit=1", Some(1)), ("limit=100", Some(100)), ("limit=0", None), ("limit=101", None), ("limit=-5", None), ("limit=1e3", None), ("limit=99999999999999999999", None)];
+        let cases = [
+            ("", Some(20)),
+            ("limit=1", Some(1)),
+            ("limit=100", Some(100)),
+            ("limit=0", None),
+            ("limit=101", None),
+            ("limit=-5", None),
+            ("limit=1e3", None),
+            ("limit=99999999999999999999", None),
+        ];
         for (raw, expected) in cases {
-            let got = ListQuery::parse(&Query::parse(Some(raw)).unwrap()).ok().map(|q| q.limit);
+            let got = ListQuery::parse(&Query::parse(Some(raw)).unwrap())
+                .ok()
+                .map(|q| q.limit);
             assert_eq!(got, expected, "{raw}");
         }
     }

@@ -44,8 +44,12 @@ impl Store {
     pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
         let mut options = ClientOptions::parse(config.mongodb_uri.expose()).await?;
         // An unreachable database must be a prompt 503, not a 30 s hang.
-        options.server_selection_timeout.get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
-        options.connect_timeout.get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options
+            .server_selection_timeout
+            .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options
+            .connect_timeout
+            .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
         options.app_name.get_or_insert_with(|| "jobs".into());
         options.command_event_handler = Some(EventHandler::callback(|event| {
             if let CommandEvent::Started(_) = event {
@@ -54,7 +58,11 @@ impl Store {
         }));
         let client = Client::with_options(options)?;
         let tasks = client.database(&config.mongodb_db).collection("tasks");
-        Ok(Self { client, tasks, indexes: OnceCell::new() })
+        Ok(Self {
+            client,
+            tasks,
+            indexes: OnceCell::new(),
+        })
     }
 
     pub(crate) fn tasks(&self) -> &Collection<Task> {
@@ -68,9 +76,16 @@ impl Store {
                 let unique = IndexOptions::builder().unique(true).build();
                 self.tasks
                     .create_indexes([
-                        IndexModel::builder().keys(doc! { "taskId": 1 }).options(unique).build(),
-                        IndexModel::builder().keys(doc! { "userId": 1, "createdAt": -1 }).build(),
-                        IndexModel::builder().keys(doc! { "status": 1, "updatedAt": 1 }).build(),
+                        IndexModel::builder()
+                            .keys(doc! { "taskId": 1 })
+                            .options(unique)
+                            .build(),
+                        IndexModel::builder()
+                            .keys(doc! { "userId": 1, "createdAt": -1 })
+                            .build(),
+                        IndexModel::builder()
+                            .keys(doc! { "status": 1, "updatedAt": 1 })
+                            .build(),
                     ])
                     .await?;
                 Ok::<_, JobsError>(())
@@ -86,7 +101,10 @@ impl Store {
     }
 
     pub async fn find(&self, task_id: &TaskId) -> Result<Option<Task>> {
-        Ok(self.tasks.find_one(doc! { "taskId": task_id.as_str() }).await?)
+        Ok(self
+            .tasks
+            .find_one(doc! { "taskId": task_id.as_str() })
+            .await?)
     }
 
     /// A task of this user; another user's task is indistinguishable from a missing one.
@@ -116,7 +134,10 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.client.database("admin").run_command(doc! { "ping": 1 }).await?;
+        self.client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await?;
         Ok(())
     }
 }

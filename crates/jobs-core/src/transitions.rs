@@ -13,7 +13,8 @@ use crate::store::Store;
 use crate::task::{ERROR_HISTORY_LEN, Lease, Task, TaskId, TaskStatus, UserId};
 
 pub const REQUEUE_FAILED_MESSAGE: &str = "Failed to re-queue task.";
-pub const ENQUEUE_FAILED_MESSAGE: &str = "Failed to queue task: the queue could not be reached. Retry it.";
+pub const ENQUEUE_FAILED_MESSAGE: &str =
+    "Failed to queue task: the queue could not be reached. Retry it.";
 
 fn log(task_id: &TaskId, from: &str, to: TaskStatus, transition: &'static str) {
     tracing::info!(task_id = %task_id, from, to = %to, transition, "task state changed");
@@ -66,7 +67,13 @@ impl Store {
 
     /// Progress from the worker; doubles as the lease heartbeat. `false` means the worker
     /// no longer owns the task and must stop.
-    pub async fn report_progress(&self, task_id: &TaskId, lease: &Lease, progress: i32, lease_for: Duration) -> Result<bool> {
+    pub async fn report_progress(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        progress: i32,
+        lease_for: Duration,
+    ) -> Result<bool> {
         let updated = self
             .tasks()
             .update_one(
@@ -79,7 +86,12 @@ impl Store {
     }
 
     /// processing -> completed, fenced on the lease.
-    pub async fn complete(&self, task_id: &TaskId, lease: &Lease, result: Document) -> Result<bool> {
+    pub async fn complete(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        result: Document,
+    ) -> Result<bool> {
         let now = DateTime::now();
         let updated = self
             .tasks()
@@ -100,14 +112,32 @@ impl Store {
     }
 
     /// processing -> failed, fenced on the lease.
-    pub async fn fail(&self, task_id: &TaskId, lease: &Lease, attempt: i32, message: &str) -> Result<bool> {
-        self.fail_where(worker_fence(task_id, &lease.id), task_id, "processing", attempt, message, "fail").await
+    pub async fn fail(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        attempt: i32,
+        message: &str,
+    ) -> Result<bool> {
+        self.fail_where(
+            worker_fence(task_id, &lease.id),
+            task_id,
+            "processing",
+            attempt,
+            message,
+            "fail",
+        )
+        .await
     }
 
     /// failed -> queued, for the owner, within the retry budget. Returns the task as it was
     /// before, so a failed re-queue can put it back exactly. `None` means the guard did not
     /// hold; the caller reads the task to say why.
-    pub async fn requeue_for_retry(&self, task_id: &TaskId, user_id: &UserId) -> Result<Option<Task>> {
+    pub async fn requeue_for_retry(
+        &self,
+        task_id: &TaskId,
+        user_id: &UserId,
+    ) -> Result<Option<Task>> {
         let before = self
             .tasks()
             .find_one_and_update(
@@ -157,7 +187,12 @@ impl Store {
             .await?;
         let restored = updated.matched_count == 1;
         if restored {
-            log(&before.task_id, "queued", TaskStatus::Failed, "restore_after_failed_requeue");
+            log(
+                &before.task_id,
+                "queued",
+                TaskStatus::Failed,
+                "restore_after_failed_requeue",
+            );
         }
         Ok(restored)
     }
@@ -165,7 +200,15 @@ impl Store {
     /// queued (never delivered) -> failed, when `create` could not reach the queue.
     pub async fn fail_unqueued(&self, task: &Task) -> Result<bool> {
         let filter = doc! { "taskId": task.task_id.as_str(), "status": TaskStatus::Queued, "attempts": task.attempts };
-        self.fail_where(filter, &task.task_id, "queued", task.attempts + 1, ENQUEUE_FAILED_MESSAGE, "fail_unqueued").await
+        self.fail_where(
+            filter,
+            &task.task_id,
+            "queued",
+            task.attempts + 1,
+            ENQUEUE_FAILED_MESSAGE,
+            "fail_unqueued",
+        )
+        .await
     }
 
     /// queued / processing -> cancelled, for the owner. A running worker notices at its next
@@ -188,27 +231,64 @@ impl Store {
             .return_document(ReturnDocument::Before)
             .await?;
         if let Some(task) = &before {
-            log(task_id, task.status.as_str(), TaskStatus::Cancelled, "cancel");
+            log(
+                task_id,
+                task.status.as_str(),
+                TaskStatus::Cancelled,
+                "cancel",
+            );
         }
         Ok(before)
     }
 
     /// processing (lease expired) -> failed: the rescuer's half for lost workers.
-    pub async fn fail_lost_worker(&self, task: &Task, lease: &Lease, message: &str) -> Result<bool> {
+    pub async fn fail_lost_worker(
+        &self,
+        task: &Task,
+        lease: &Lease,
+        message: &str,
+    ) -> Result<bool> {
         let mut filter = worker_fence(&task.task_id, &lease.id);
         filter.insert("lease.expiresAt", doc! { "$lt": DateTime::now() });
-        self.fail_where(filter, &task.task_id, "processing", task.attempts, message, "fail_lost_worker").await
+        self.fail_where(
+            filter,
+            &task.task_id,
+            "processing",
+            task.attempts,
+            message,
+            "fail_lost_worker",
+        )
+        .await
     }
 
     /// queued for too long -> failed: the rescuer's half for tasks nobody picked up. Fenced on
     /// `updatedAt`, so a task retried or claimed since it was read is left alone.
     pub async fn fail_never_picked_up(&self, task: &Task, message: &str) -> Result<bool> {
         let filter = doc! { "taskId": task.task_id.as_str(), "status": TaskStatus::Queued, "updatedAt": task.updated_at };
-        self.fail_where(filter, &task.task_id, "queued", task.attempts + 1, message, "fail_never_picked_up").await
+        self.fail_where(
+            filter,
+            &task.task_id,
+            "queued",
+            task.attempts + 1,
+            message,
+            "fail_never_picked_up",
+        )
+        .await
     }
 
-    async fn fail_where(&self, filter: Document, task_id: &TaskId, from: &str, attempt: i32, message: &str, transition: &'static str) -> Result<bool> {
-        let updated = self.tasks().update_one(filter, failed_update(attempt, message)).await?;
+    async fn fail_where(
+        &self,
+        filter: Document,
+        task_id: &TaskId,
+        from: &str,
+        attempt: i32,
+        message: &str,
+        transition: &'static str,
+    ) -> Result<bool> {
+        let updated = self
+            .tasks()
+            .update_one(filter, failed_update(attempt, message))
+            .await?;
         let failed = updated.matched_count == 1;
         if failed {
             log(task_id, from, TaskStatus::Failed, transition);

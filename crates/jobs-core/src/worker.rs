@@ -21,9 +21,16 @@ struct FencedProgress {
 }
 
 impl ProgressSink for FencedProgress {
-    fn report(&self, percent: i32) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>> {
+    fn report(
+        &self,
+        percent: i32,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>> {
         Box::pin(async move {
-            match self.store.report_progress(&self.task_id, &self.lease, percent, self.lease_for).await {
+            match self
+                .store
+                .report_progress(&self.task_id, &self.lease, percent, self.lease_for)
+                .await
+            {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(ProcessorError::Stopped),
                 // A missed progress write is not worth failing the task; the final write decides.
@@ -51,7 +58,10 @@ fn panic_message(error: tokio::task::JoinError) -> String {
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .map_or_else(|| "Processor panicked".into(), |m| format!("Processor panicked: {m}")),
+            .map_or_else(
+                || "Processor panicked".into(),
+                |m| format!("Processor panicked: {m}"),
+            ),
         Err(_) => "Processor was aborted".into(),
     }
 }
@@ -67,28 +77,55 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
     let attempt = task.attempts;
 
     let outcome = match processors.get(&task.kind) {
-        None => Err(ProcessorError::Failed(format!("Unknown task type: {}", task.kind))),
+        None => Err(ProcessorError::Failed(format!(
+            "Unknown task type: {}",
+            task.kind
+        ))),
         Some(processor) => {
-            let sink = FencedProgress { store: store.clone(), task_id: task_id.clone(), lease: lease.clone(), lease_for };
+            let sink = FencedProgress {
+                store: store.clone(),
+                task_id: task_id.clone(),
+                lease: lease.clone(),
+                lease_for,
+            };
             let payload = document_to_json(&task.payload);
             let id = task_id.to_string();
             let running = tokio::spawn(async move {
-                let job = Job { task_id: &id, attempt, payload: &payload, progress: &sink };
+                let job = Job {
+                    task_id: &id,
+                    attempt,
+                    payload: &payload,
+                    progress: &sink,
+                };
                 processor.run(job).await
             });
-            running.await.unwrap_or_else(|e| Err(ProcessorError::Failed(panic_message(e))))
+            running
+                .await
+                .unwrap_or_else(|e| Err(ProcessorError::Failed(panic_message(e))))
         }
     };
 
     let recorded = match &outcome {
-        Ok(value) => store.complete(&task_id, &lease, result_document(value.clone())).await,
-        Err(ProcessorError::Failed(message)) => store.fail(&task_id, &lease, attempt, message).await,
+        Ok(value) => {
+            store
+                .complete(&task_id, &lease, result_document(value.clone()))
+                .await
+        }
+        Err(ProcessorError::Failed(message)) => {
+            store.fail(&task_id, &lease, attempt, message).await
+        }
         Err(ProcessorError::Stopped) => Ok(false),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match recorded {
-        Ok(true) => tracing::info!(task_id = %task_id, attempt, elapsed_ms, ok = outcome.is_ok(), "task finished"),
-        Ok(false) => tracing::info!(task_id = %task_id, attempt, elapsed_ms, "task was cancelled or its lease taken; outcome dropped"),
-        Err(error) => tracing::error!(task_id = %task_id, attempt, %error, "task outcome not recorded; the sweeper will fail it when the lease expires"),
+        Ok(true) => {
+            tracing::info!(task_id = %task_id, attempt, elapsed_ms, ok = outcome.is_ok(), "task finished")
+        }
+        Ok(false) => {
+            tracing::info!(task_id = %task_id, attempt, elapsed_ms, "task was cancelled or its lease taken; outcome dropped")
+        }
+        Err(error) => {
+            tracing::error!(task_id = %task_id, attempt, %error, "task outcome not recorded; the sweeper will fail it when the lease expires")
+        }
     }
 }

@@ -31,6 +31,9 @@ fn default_step_ms() -> u64 {
 
 impl DemoPayload {
     fn parse(payload: &Value) -> Result<Self, String> {
+        if !payload.is_object() {
+            return Err("payload must be an object".into());
+        }
         let parsed: Self = serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
         if !(1..=100).contains(&parsed.steps) {
             return Err("steps must be between 1 and 100".into());
@@ -57,7 +60,8 @@ impl Processor for Demo {
             let p = DemoPayload::parse(job.payload)?;
             let attempt = job.attempt.max(0) as u32;
             // Failing attempts stop halfway, so the user sees partial progress, then the error.
-            let fails_at = (attempt <= p.fail_attempts || attempt <= p.panic_attempts).then(|| p.steps.div_ceil(2));
+            let fails_at = (attempt <= p.fail_attempts || attempt <= p.panic_attempts)
+                .then(|| p.steps.div_ceil(2));
             for step in 1..=p.steps {
                 tokio::time::sleep(Duration::from_millis(p.step_ms)).await;
                 if Some(step) == fails_at {
@@ -81,7 +85,10 @@ mod tests {
     fn payload_bounds() {
         let cases = [
             (json!({}), true),
-            (json!({ "steps": 100, "stepMs": 5000, "failAttempts": 2 }), true),
+            (
+                json!({ "steps": 100, "stepMs": 5000, "failAttempts": 2 }),
+                true,
+            ),
             (json!({ "steps": 0 }), false),
             (json!({ "steps": 101 }), false),
             (json!({ "stepMs": 5001 }), false),

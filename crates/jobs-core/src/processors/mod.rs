@@ -1,17 +1,22 @@
 //! Processors: the work a task type does. A processor is a Rust type registered under a name;
 //! it receives the task's payload and a progress reporter and returns a result or a message.
 //!
-//! ```ignore
+//! ```
+//! use jobs_core::{Job, Processor, ProcessorFuture, Processors};
+//!
 //! struct Thumbnail;
+//!
 //! impl Processor for Thumbnail {
 //!     fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {
 //!         Box::pin(async move {
-//!             job.progress(50).await?;
+//!             job.progress(50).await?; // `?` stops quietly when the task was cancelled
 //!             Ok(serde_json::json!({ "done": true }))
 //!         })
 //!     }
 //! }
-//! let processors = Processors::builtin(&config).register("thumbnail", Thumbnail);
+//!
+//! let processors = Processors::default().register("thumbnail", Thumbnail);
+//! assert!(processors.get("thumbnail").is_some());
 //! ```
 
 mod demo;
@@ -43,12 +48,16 @@ impl<T: Into<String>> From<T> for ProcessorError {
     }
 }
 
-pub type ProcessorFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, ProcessorError>> + Send + 'a>>;
+pub type ProcessorFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Value, ProcessorError>> + Send + 'a>>;
 
 /// Reports progress for the running task (0..=100). Implemented by the worker, which fences
 /// the write on the task's lease.
 pub trait ProgressSink: Send + Sync {
-    fn report(&self, percent: i32) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>>;
+    fn report(
+        &self,
+        percent: i32,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>>;
 }
 
 /// What a processor sees of its task.
@@ -85,13 +94,15 @@ pub struct Processors {
 impl Processors {
     /// `demo` and `webhook` (SPEC section 8).
     pub fn builtin(config: &Config, http: reqwest::Client) -> Self {
-        Self::default()
-            .register("demo", Demo)
-            .register("webhook", Webhook::new(config.webhook_allowed_hosts.clone(), http))
+        Self::default().register("demo", Demo).register(
+            "webhook",
+            Webhook::new(config.webhook_allowed_hosts.clone(), http),
+        )
     }
 
     pub fn register(mut self, task_type: &str, processor: impl Processor) -> Self {
-        self.by_type.insert(task_type.to_owned(), Arc::new(processor));
+        self.by_type
+            .insert(task_type.to_owned(), Arc::new(processor));
         self
     }
 

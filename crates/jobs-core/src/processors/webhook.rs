@@ -30,22 +30,31 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(allowed_hosts: Vec<String>, http: reqwest::Client) -> Self {
-        Self { allowed_hosts, http }
+        Self {
+            allowed_hosts,
+            http,
+        }
     }
 
-    fn parse(&self, payload: &Value) -> Result<(WebhookPayload, reqwest::Url, reqwest::Method), String> {
-        let p: WebhookPayload = serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
+    fn parse(
+        &self,
+        payload: &Value,
+    ) -> Result<(WebhookPayload, reqwest::Url, reqwest::Method), String> {
+        let p: WebhookPayload =
+            serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse(&p.url).map_err(|e| format!("url: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("url must be http or https".into());
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        if !self.allowed_hosts.iter().any(|allowed| *allowed == host) {
+        if !self.allowed_hosts.contains(&host) {
             return Err(format!("host {host} is not in JOBS_WEBHOOK_ALLOWED_HOSTS"));
         }
         let method = p.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
         let method = match method.as_str() {
-            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?,
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => {
+                reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?
+            }
             _ => return Err(format!("method {method} is not supported")),
         };
         Ok((p, url, method))
@@ -68,7 +77,10 @@ impl Processor for Webhook {
             if let Some(body) = &p.body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|e| format!("Webhook request failed: {e}"))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("Webhook request failed: {e}"))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(format!("Webhook answered HTTP {}", status.as_u16()).into());
@@ -88,10 +100,16 @@ mod tests {
         let webhook = Webhook::new(vec!["hooks.example.com".into()], reqwest::Client::new());
         let cases = [
             (json!({ "url": "https://hooks.example.com/x" }), true),
-            (json!({ "url": "https://HOOKS.example.com/x", "method": "put" }), true),
+            (
+                json!({ "url": "https://HOOKS.example.com/x", "method": "put" }),
+                true,
+            ),
             (json!({ "url": "http://169.254.169.254/latest" }), false),
             (json!({ "url": "file:///etc/passwd" }), false),
-            (json!({ "url": "https://hooks.example.com/x", "method": "TRACE" }), false),
+            (
+                json!({ "url": "https://hooks.example.com/x", "method": "TRACE" }),
+                false,
+            ),
             (json!({ "url": "not a url" }), false),
             (json!({}), false),
         ];

@@ -1,0 +1,49 @@
+# Shared by scripts/dev, scripts/test and .ci/run: SecantusDB, the local MongoDB-compatible
+# database, installed from PyPI into .local/venv on first use and run as its own process.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SECANTUS_VERSION="0.7.0b3"
+VENV="$ROOT/.local/venv"
+
+ensure_secantus() {
+  if [ -x "$VENV/bin/secantusd-py" ] && "$VENV/bin/pip" show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION$"; then
+    return
+  fi
+  echo "Installing SecantusDB $SECANTUS_VERSION into .local/venv (first run only)..." >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() { # port, seconds
+  local port=$1 tries=$(( $2 * 10 ))
+  while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || return 1
+    sleep 0.1
+  done
+}
+
+# start_secantus PORT DATA_DIR LOG: starts it in the background, sets SECANTUS_PID.
+start_secantus() {
+  local port=$1 dir=$2 log=$3
+  mkdir -p "$dir"
+  "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$dir" >"$log" 2>&1 &
+  SECANTUS_PID=$!
+  if ! wait_for_port "$port" 30; then
+    echo "SecantusDB did not start on port $port; its log:" >&2
+    cat "$log" >&2
+    return 1
+  fi
+}
+
+stop_pid() {
+  [ -n "${1:-}" ] || return 0
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}

@@ -1,0 +1,236 @@
+//! Test support: the real `jobs` binary on a free port against the real SecantusDB that
+//! `scripts/test` started (`JOBS_TEST_MONGODB_URI`), one fresh database per service.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use serde_json::{Value, json};
+
+pub fn db_uri() -> String {
+    std::env::var("JOBS_TEST_MONGODB_URI")
+        .expect("JOBS_TEST_MONGODB_URI is not set: run the tests with scripts/test, which starts SecantusDB")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port nothing listens on: bound, then released.
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn db_commands(&self) -> u32 {
+        self.header("x-jobs-db-commands")
+            .and_then(|v| v.parse().ok())
+            .expect("x-jobs-db-commands header")
+    }
+
+    pub fn task_id(&self) -> String {
+        self.body["taskId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no taskId in {}", self.body))
+            .to_owned()
+    }
+}
+
+pub struct Service {
+    child: Child,
+    pub base: String,
+    pub db_name: String,
+    pub log: PathBuf,
+    pub tasks: mongodb::Collection<Document>,
+    http: reqwest::Client,
+}
+
+impl Service {
+    /// Development defaults: trusted user ids, self-invocation to itself.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let db_name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        Self::start_on(free_port(), db_name, env).await
+    }
+
+    /// A second `jobs` process on the same database, configured differently.
+    pub async fn start_sharing_db(&self, env: &[(&str, &str)]) -> Self {
+        Self::start_on(free_port(), self.db_name.clone(), env).await
+    }
+
+    pub async fn start_on(port: u16, db_name: String, env: &[(&str, &str)]) -> Self {
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("service-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("{db_name}-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobs"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,mongodb=warn")
+            .env("MONGODB_URI", db_uri())
+            .env("MONGODB_DB", &db_name)
+            .env("VERCEL_DEV_PORT", port.to_string())
+            .env("PORT", port.to_string())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn the jobs binary");
+        let client = mongodb::Client::with_uri_str(db_uri()).await.unwrap();
+        let service = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            tasks: client.database(&db_name).collection("tasks"),
+            db_name,
+            log,
+            http: reqwest::Client::new(),
+        };
+        service.wait_until_ready().await;
+        service
+    }
+
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self
+                .http
+                .get(self.url("action=health"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("jobs did not start; log:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("{}/api/jobs?{query}", self.base)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches jobs");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, query: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(query))
+    }
+
+    pub async fn post(&self, action: &str, body: Value) -> Reply {
+        self.send(
+            self.http
+                .post(self.url(&format!("action={action}")))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn get(&self, query: &str) -> Reply {
+        self.send(self.http.get(self.url(query))).await
+    }
+
+    /// Creates a `demo` task for `user` and returns its id.
+    pub async fn create_demo(&self, user: &str, payload: Value) -> String {
+        let reply = self
+            .post(
+                "create",
+                json!({ "type": "demo", "userId": user, "payload": payload }),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "create: {}", reply.body);
+        reply.task_id()
+    }
+
+    /// The stored document, read directly from the database.
+    pub async fn task(&self, task_id: &str) -> Document {
+        self.tasks
+            .find_one(doc! { "taskId": task_id })
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("task {task_id} is not stored"))
+    }
+
+    pub async fn wait_for_status(&self, task_id: &str, status: &str) -> Document {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let task = self.task(task_id).await;
+            if task.get_str("status").unwrap() == status {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task never became {status}: {task}\nlog:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every stored task, for "nothing changed" checks.
+    pub async fn snapshot(&self) -> Vec<Document> {
+        let cursor = self
+            .tasks
+            .find(doc! {})
+            .sort(doc! { "taskId": 1 })
+            .await
+            .unwrap();
+        cursor.try_collect().await.unwrap()
+    }
+
+    /// A failed `demo` task of `user` whose first `fail_attempts` attempts fail.
+    pub async fn failed_task(&self, user: &str, fail_attempts: u32, max_retries: i64) -> String {
+        let payload = json!({ "steps": 2, "stepMs": 0, "failAttempts": fail_attempts });
+        let reply = self
+            .post("create", json!({ "type": "demo", "userId": user, "payload": payload, "maxRetries": max_retries }))
+            .await;
+        assert_eq!(reply.status, 201, "create: {}", reply.body);
+        let id = reply.task_id();
+        self.wait_for_status(&id, "failed").await;
+        id
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
