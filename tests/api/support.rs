@@ -28,6 +28,20 @@ pub fn closed_port() -> u16 {
     free_port()
 }
 
+/// A user token as a host application would mint it: HS256, `sub` = user id, `exp`.
+pub fn user_token(secret: &str, user: &str, valid_for: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": user, "exp": now + valid_for, "iat": now }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
 pub struct Reply {
     pub status: u16,
     pub body: Value,

@@ -312,8 +312,9 @@ impl App {
             "dispatch": route.map_or("unconfigured", |r| r.transport()),
             "processors": self.processors.types(),
         });
-        if let Err(message) = route {
-            body["dispatchError"] = json!(message);
+        match route {
+            Ok(route) => body["destination"] = json!(route.process_url()),
+            Err(message) => body["dispatchError"] = json!(message),
         }
         match self.store.ping().await {
             Ok(()) => Ok(body),

@@ -1,0 +1,623 @@
+//! Production dispatch through QStash, against the emulator: the decision table through the
+//! running binary, signed deliveries, redelivery, and failed publishes.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::qstash_emulator::{
+    DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN, QStash, sign, sign_with,
+};
+use crate::support::{Service, closed_port, free_port, user_token};
+
+const SECRET: &str = "test-auth-secret";
+
+fn env_refs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// `jobs` on a port chosen up front, so its own URL can be QSTASH_BASE_URL.
+async fn jobs_behind(qstash: &QStash, extra: &[(&str, &str)]) -> Service {
+    let port = free_port();
+    let mut env = qstash.env(&format!("http://127.0.0.1:{port}"));
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    Service::start_on(
+        port,
+        format!("test_{}", uuid::Uuid::new_v4().simple()),
+        &env_refs(&env),
+    )
+    .await
+}
+
+struct Row {
+    name: &'static str,
+    env: Vec<(&'static str, String)>,
+    transport: &'static str,
+    destination: Result<String, &'static str>,
+    warns: bool,
+}
+
+/// Every row of SPEC section 7, through the running binary: the transport `health` reports,
+/// and for QStash the exact destination a `create` publishes to.
+#[tokio::test]
+async fn decision_table_through_the_binary() {
+    let qstash = QStash::start().await;
+    let q = |extra: &[(&'static str, &str)]| {
+        let mut env = vec![
+            ("QSTASH_TOKEN", DEV_TOKEN.to_owned()),
+            ("QSTASH_URL", qstash.url.clone()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    };
+    let plain = |extra: &[(&'static str, &str)]| {
+        extra
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let process = "/api/jobs?action=process";
+    let rows = vec![
+        Row {
+            name: "development, nothing set",
+            env: vec![],
+            transport: "self",
+            destination: Ok(format!("http://localhost:PORT{process}")),
+            warns: false,
+        },
+        Row {
+            name: "development, token without USE_QSTASH_IN_DEV",
+            env: q(&[("QSTASH_BASE_URL", "https://dev.ngrok.app")]),
+            transport: "self",
+            destination: Ok(format!("http://localhost:PORT{process}")),
+            warns: false,
+        },
+        Row {
+            name: "development, VERCEL_URL",
+            env: plain(&[("VERCEL_URL", "app-git-dev.vercel.app")]),
+            transport: "self",
+            destination: Ok(format!("https://app-git-dev.vercel.app{process}")),
+            warns: false,
+        },
+        Row {
+            name: "development, JOBS_PUBLIC_URL",
+            env: plain(&[
+                ("JOBS_PUBLIC_URL", "https://jobs.example.com"),
+                ("VERCEL_URL", "x.vercel.app"),
+            ]),
+            transport: "self",
+            destination: Ok(format!("https://jobs.example.com{process}")),
+            warns: false,
+        },
+        Row {
+            name: "development, QStash via ngrok",
+            env: q(&[
+                ("USE_QSTASH_IN_DEV", "true"),
+                ("QSTASH_BASE_URL", "https://dev.ngrok.app"),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://dev.ngrok.app{process}")),
+            warns: false,
+        },
+        Row {
+            name: "development, QStash without QSTASH_BASE_URL",
+            env: q(&[("USE_QSTASH_IN_DEV", "true")]),
+            transport: "unconfigured",
+            destination: Err(
+                "QStash is enabled in development, but QSTASH_BASE_URL (your ngrok URL) is not set.",
+            ),
+            warns: false,
+        },
+        Row {
+            name: "development, QStash, JOBS_PUBLIC_URL wins",
+            env: q(&[
+                ("USE_QSTASH_IN_DEV", "true"),
+                ("QSTASH_BASE_URL", "https://dev.ngrok.app"),
+                ("JOBS_PUBLIC_URL", "https://jobs.example.com"),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://jobs.example.com{process}")),
+            warns: false,
+        },
+        Row {
+            name: "production, QStash to VERCEL_URL",
+            env: q(&[
+                ("VERCEL_ENV", "production"),
+                ("VERCEL_URL", "app.vercel.app"),
+                ("JOBS_AUTH_SECRET", SECRET),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://app.vercel.app{process}")),
+            warns: false,
+        },
+        Row {
+            name: "production (NODE_ENV), QStash to VERCEL_URL",
+            env: q(&[
+                ("NODE_ENV", "production"),
+                ("VERCEL_URL", "app.vercel.app"),
+                ("JOBS_AUTH_SECRET", SECRET),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://app.vercel.app{process}")),
+            warns: false,
+        },
+        Row {
+            name: "production, JOBS_PUBLIC_URL wins over VERCEL_URL",
+            env: q(&[
+                ("VERCEL_ENV", "production"),
+                ("VERCEL_URL", "app.vercel.app"),
+                ("JOBS_PUBLIC_URL", "https://app.example.com"),
+                ("JOBS_AUTH_SECRET", SECRET),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://app.example.com{process}")),
+            warns: false,
+        },
+        Row {
+            name: "production without QSTASH_TOKEN falls back to self-invocation",
+            env: plain(&[
+                ("VERCEL_ENV", "production"),
+                ("VERCEL_URL", "app.vercel.app"),
+                ("JOBS_AUTH_SECRET", SECRET),
+            ]),
+            transport: "self",
+            destination: Ok(format!("https://app.vercel.app{process}")),
+            warns: true,
+        },
+    ];
+
+    for row in rows {
+        let jobs = Service::start_with(&env_refs(&row.env)).await;
+        let health = jobs.get("action=health").await.body;
+        assert_eq!(health["dispatch"], row.transport, "{}: {health}", row.name);
+        let expected = row
+            .destination
+            .clone()
+            .map(|d| d.replace("PORT", jobs.base.rsplit(':').next().unwrap()));
+        match &expected {
+            Ok(destination) => {
+                assert_eq!(health["destination"], destination.as_str(), "{}", row.name)
+            }
+            Err(message) => assert_eq!(health["dispatchError"], *message, "{}", row.name),
+        }
+        assert_eq!(
+            jobs.logs()
+                .contains("QSTASH_TOKEN is not set in production"),
+            row.warns,
+            "{}: warning",
+            row.name
+        );
+
+        if row.transport == "self" {
+            continue;
+        }
+        let published_before = qstash.published().len();
+        let create = jobs
+            .send(
+                jobs.request(reqwest::Method::POST, "action=create")
+                    .bearer_auth(user_token(SECRET, "alice", 300))
+                    .json(&json!({ "type": "demo", "userId": "alice" })),
+            )
+            .await;
+        match &expected {
+            Ok(destination) => {
+                assert_eq!(create.status, 201, "{}: {}", row.name, create.body);
+                let published = qstash.published();
+                let last = published.last().unwrap();
+                assert_eq!(published.len(), published_before + 1, "{}", row.name);
+                assert_eq!(&last.destination, destination, "{}", row.name);
+                assert_eq!(
+                    last.body,
+                    json!({ "taskId": create.task_id() }).to_string(),
+                    "{}",
+                    row.name
+                );
+                assert_eq!(last.headers["upstash-method"], "POST", "{}", row.name);
+                assert_eq!(last.headers["upstash-retries"], "3", "{}", row.name);
+                assert_eq!(
+                    last.headers["upstash-deduplication-id"],
+                    format!("{}-delivery-0", create.task_id()),
+                    "{}",
+                    row.name
+                );
+            }
+            Err(_) => {
+                assert_eq!(
+                    (create.status, create.body["code"].as_str()),
+                    (503, Some("ENQUEUE_FAILED")),
+                    "{}",
+                    row.name
+                );
+                assert_eq!(qstash.published().len(), published_before, "{}", row.name);
+                let task = jobs.task(&create.task_id()).await;
+                assert_eq!(
+                    task.get_str("status").unwrap(),
+                    "failed",
+                    "{}: never left queued with no message",
+                    row.name
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn retry_story_delivered_by_qstash() {
+    let qstash = QStash::start().await;
+    let jobs = jobs_behind(&qstash, &[]).await;
+    let id = jobs.failed_task("alice", 1, 3).await;
+    assert_eq!(
+        jobs.task(&id).await.get_str("lastError").unwrap(),
+        "Simulated failure on attempt 1"
+    );
+
+    qstash.behave(|b| b.delivery_delay = Duration::from_millis(500));
+    let reply = jobs
+        .post("retry", json!({ "taskId": id, "userId": "alice" }))
+        .await;
+    assert_eq!(reply.body, json!({ "success": true, "taskId": id }));
+    let queued = jobs.task(&id).await;
+    assert_eq!(queued.get_str("status").unwrap(), "queued");
+    assert_eq!(queued.get_i32("progress").unwrap(), 0);
+    assert!(queued.get("lastError").unwrap().as_null().is_some());
+    assert_eq!(queued.get_i32("retryCount").unwrap(), 1);
+
+    let done = jobs.wait_for_status(&id, "completed").await;
+    assert_eq!(
+        (
+            done.get_i32("progress").unwrap(),
+            done.get_i32("attempts").unwrap()
+        ),
+        (100, 2)
+    );
+
+    let published = qstash.published();
+    let own_url = format!("{}/api/jobs?action=process", jobs.base);
+    assert!(published.iter().all(|p| p.destination == own_url));
+    let dedup: Vec<&str> = published
+        .iter()
+        .map(|p| p.headers["upstash-deduplication-id"].as_str())
+        .collect();
+    assert_eq!(
+        dedup,
+        [format!("{id}-delivery-0"), format!("{id}-delivery-1")],
+        "a new retry is a new message"
+    );
+    let delivered = qstash.delivered();
+    assert!(
+        delivered
+            .iter()
+            .all(|d| matches!(d.status, Some(200 | 202))),
+        "{delivered:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_delivered_three_times_runs_once() {
+    let qstash = QStash::start().await;
+    qstash.behave(|b| b.copies = 3);
+    let jobs = jobs_behind(&qstash, &[]).await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 3, "stepMs": 20 }))
+        .await;
+    let done = jobs.wait_for_status(&id, "completed").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let statuses: Vec<Option<u16>> = qstash.delivered().iter().map(|d| d.status).collect();
+    assert_eq!(statuses.len(), 3);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(202)).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(200)).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(done.get_i32("attempts").unwrap(), 1);
+    assert_eq!(jobs.task(&id).await, done);
+}
+
+#[tokio::test]
+async fn deliveries_must_be_signed_or_carry_the_internal_secret() {
+    let qstash = QStash::start().await;
+    // Held in the queue: nothing is delivered while the test forges its own deliveries.
+    qstash.behave(|b| b.delivery_delay = Duration::from_secs(3600));
+    let jobs = jobs_behind(&qstash, &[("JOBS_INTERNAL_SECRET", "internal-secret")]).await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    let url = format!("{}/api/jobs?action=process", jobs.base);
+    let body = json!({ "taskId": id }).to_string();
+    let tampered = json!({ "taskId": id, "isSelfInvoke": true }).to_string();
+
+    // (case, headers sent, body sent)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("missing signature", vec![], &body),
+        (
+            "forged: signed with another key",
+            vec![(
+                "upstash-signature",
+                sign("sig_not_the_key", &url, body.as_bytes()),
+            )],
+            &body,
+        ),
+        (
+            "expired",
+            vec![(
+                "upstash-signature",
+                sign_with(DEV_CURRENT_SIGNING_KEY, &url, body.as_bytes(), 3600),
+            )],
+            &body,
+        ),
+        (
+            "wrong URL",
+            vec![(
+                "upstash-signature",
+                sign(
+                    DEV_CURRENT_SIGNING_KEY,
+                    "https://evil.example.com/api/jobs?action=process",
+                    body.as_bytes(),
+                ),
+            )],
+            &body,
+        ),
+        (
+            "body tampered",
+            vec![(
+                "upstash-signature",
+                sign(DEV_CURRENT_SIGNING_KEY, &url, body.as_bytes()),
+            )],
+            &tampered,
+        ),
+        (
+            "not a JWT",
+            vec![("upstash-signature", "garbage".to_owned())],
+            &body,
+        ),
+        (
+            "wrong internal secret",
+            vec![("x-jobs-internal-secret", "guess".to_owned())],
+            &body,
+        ),
+    ];
+    for (name, headers, payload) in cases {
+        let before = jobs.snapshot().await;
+        let mut request = jobs
+            .request(reqwest::Method::POST, "action=process")
+            .header("content-type", "application/json")
+            .body(payload.to_owned());
+        for (header, value) in headers {
+            request = request.header(header, value);
+        }
+        let reply = jobs.send(request).await;
+        assert_eq!(
+            (reply.status, reply.body["code"].as_str()),
+            (401, Some("UNAUTHENTICATED")),
+            "{name}: {}",
+            reply.body
+        );
+        assert_eq!(jobs.snapshot().await, before, "{name}: state changed");
+    }
+    assert_eq!(
+        jobs.task(&id).await.get_i32("attempts").unwrap(),
+        0,
+        "the processor never ran"
+    );
+
+    // Signing-key rotation: a delivery signed with the next key is accepted.
+    let rotated = jobs
+        .send(
+            jobs.request(reqwest::Method::POST, "action=process")
+                .header("content-type", "application/json")
+                .header(
+                    "upstash-signature",
+                    sign(DEV_NEXT_SIGNING_KEY, &url, body.as_bytes()),
+                )
+                .body(body.clone()),
+        )
+        .await;
+    assert_eq!(rotated.status, 202, "{}", rotated.body);
+    jobs.wait_for_status(&id, "completed").await;
+}
+
+#[tokio::test]
+async fn self_invocation_carries_the_internal_secret() {
+    let jobs = Service::start_with(&[("JOBS_INTERNAL_SECRET", "internal-secret")]).await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    jobs.wait_for_status(&id, "completed").await;
+    let open = jobs.post("process", json!({ "taskId": id })).await;
+    assert_eq!(open.status, 401, "without the secret, process is closed");
+}
+
+#[tokio::test]
+async fn a_failed_publish_restores_the_task() {
+    let qstash = QStash::start().await;
+    let jobs = jobs_behind(&qstash, &[]).await;
+    let id = jobs.failed_task("alice", 1, 3).await;
+    let before = jobs.task(&id).await;
+
+    for (failure, status) in [
+        ("QStash answers 500", 500),
+        ("QStash answers 401", 401),
+        ("QStash answers 429", 429),
+    ] {
+        qstash.behave(|b| b.publish_status = Some(status));
+        let reply = jobs
+            .post("retry", json!({ "taskId": id, "userId": "alice" }))
+            .await;
+        assert_eq!(reply.status, 503, "{failure}");
+        assert_eq!(
+            reply.body,
+            json!({ "error": "Failed to re-queue task.", "code": "REQUEUE_FAILED" }),
+            "{failure}"
+        );
+        let after = jobs.task(&id).await;
+        assert_eq!(after.get_str("status").unwrap(), "failed", "{failure}");
+        assert_eq!(
+            after.get_i32("retryCount").unwrap(),
+            before.get_i32("retryCount").unwrap(),
+            "{failure}"
+        );
+        assert_eq!(
+            after.get_str("lastError").unwrap(),
+            "Failed to re-queue task.",
+            "{failure}"
+        );
+    }
+
+    qstash.stop();
+    let reply = jobs
+        .post("retry", json!({ "taskId": id, "userId": "alice" }))
+        .await;
+    assert_eq!(
+        (reply.status, reply.body["code"].as_str()),
+        (503, Some("REQUEUE_FAILED")),
+        "QStash down"
+    );
+
+    let create = jobs
+        .post("create", json!({ "type": "demo", "userId": "alice" }))
+        .await;
+    assert_eq!(
+        (create.status, create.body["code"].as_str()),
+        (503, Some("ENQUEUE_FAILED"))
+    );
+    let created = jobs.task(&create.task_id()).await;
+    assert_eq!(
+        created.get_str("status").unwrap(),
+        "failed",
+        "nothing is left queued with no message on its way"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_retries_publish_once() {
+    let qstash = QStash::start().await;
+    let jobs = jobs_behind(&qstash, &[]).await;
+    let id = jobs.failed_task("alice", 1, 3).await;
+    let body = json!({ "taskId": id, "userId": "alice" });
+    let replies = join_all((0..20).map(|_| jobs.post("retry", body.clone()))).await;
+    assert_eq!(replies.iter().filter(|r| r.status == 200).count(), 1);
+    jobs.wait_for_status(&id, "completed").await;
+    assert_eq!(
+        qstash.published().len(),
+        2,
+        "one publish at create, one for the winning retry"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_qstash_url_is_a_failed_requeue() {
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let env = [
+        ("QSTASH_TOKEN", DEV_TOKEN),
+        ("QSTASH_URL", dead.as_str()),
+        ("USE_QSTASH_IN_DEV", "true"),
+        ("QSTASH_BASE_URL", "http://127.0.0.1:9"),
+    ];
+    let jobs = Service::start_on(
+        port,
+        format!("test_{}", uuid::Uuid::new_v4().simple()),
+        &env,
+    )
+    .await;
+    let create = jobs
+        .post("create", json!({ "type": "demo", "userId": "alice" }))
+        .await;
+    assert_eq!(create.status, 503);
+    let retry = jobs
+        .post(
+            "retry",
+            json!({ "taskId": create.task_id(), "userId": "alice" }),
+        )
+        .await;
+    assert_eq!(
+        (retry.status, retry.body["code"].as_str()),
+        (503, Some("REQUEUE_FAILED"))
+    );
+    let task = jobs.task(&create.task_id()).await;
+    assert_eq!(
+        (
+            task.get_str("status").unwrap(),
+            task.get_i32("retryCount").unwrap()
+        ),
+        ("failed", 0)
+    );
+}
+
+#[tokio::test]
+async fn refused_deliveries_are_redelivered_then_given_up() {
+    let qstash = QStash::start().await;
+    qstash.behave(|b| b.signing_key = "sig_wrong_key".into());
+    let jobs = jobs_behind(&qstash, &[("JOBS_QSTASH_RETRIES", "2")]).await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let delivered = qstash.delivered();
+    let retried: Vec<u32> = delivered.iter().map(|d| d.retried).collect();
+    assert_eq!(
+        retried,
+        [0, 1, 2],
+        "Upstash-Retries 2: the first try and two redeliveries"
+    );
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d.status == Some(401) && d.message_id == delivered[0].message_id)
+    );
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d.destination == format!("{}/api/jobs?action=process", jobs.base))
+    );
+    let task = jobs.task(&id).await;
+    assert_eq!(
+        (
+            task.get_str("status").unwrap(),
+            task.get_i32("attempts").unwrap()
+        ),
+        ("queued", 0)
+    );
+}
+
+#[tokio::test]
+async fn the_emulator_deduplicates_a_resent_publish() {
+    let qstash = QStash::start().await;
+    let jobs = jobs_behind(&qstash, &[]).await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    jobs.wait_for_status(&id, "completed").await;
+
+    // The same publish the service sent, sent again: QStash answers with the same message
+    // and delivers nothing new.
+    let first = &qstash.published()[0];
+    let resent = reqwest::Client::new()
+        .post(format!("{}/v2/publish/{}", qstash.url, first.destination))
+        .bearer_auth(DEV_TOKEN)
+        .header(
+            "upstash-deduplication-id",
+            &first.headers["upstash-deduplication-id"],
+        )
+        .header("content-type", "application/json")
+        .body(first.body.clone())
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = resent.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({ "messageId": first.message_id, "deduplicated": true })
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(qstash.delivered().len(), 1);
+    assert!(qstash.published()[1].deduplicated);
+}
