@@ -1,4 +1,4 @@
-# Shared by scripts/dev, scripts/test and .ci/run: SecantusDB, the local MongoDB-compatible
+# Shared by scripts/dev and scripts/test: SecantusDB, the local MongoDB-compatible
 # database, installed from PyPI into .local/venv on first use and run as its own process.
 # shellcheck shell=bash
 
@@ -46,4 +46,21 @@ stop_pid() {
   kill "$1" 2>/dev/null || return 0
   for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
   kill -9 "$1" 2>/dev/null || true
+}
+
+# Debian's Chromium and the e2e test's npm packages (playwright-core drives the system browser;
+# it never downloads one).
+ensure_browser_tools() {
+  if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "Installing Debian's chromium for the browser tests..." >&2
+      apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+      echo "The browser tests need Debian's chromium: sudo apt-get install chromium" >&2
+      return 1
+    fi
+  fi
+  if [ ! -d "$ROOT/e2e/node_modules/playwright-core" ]; then
+    (cd "$ROOT/e2e" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 }

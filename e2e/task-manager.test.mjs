@@ -1,0 +1,176 @@
+// The Task Manager page in headless Chromium against the real jobs binary and SecantusDB:
+// the plan's seven acceptance criteria, live refresh, cancel, and concurrent retries.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, openPage, row, shot, slowDown, startService } from './harness.mjs';
+
+let browser;
+let jobs;
+
+before(async () => {
+  browser = await launchBrowser();
+  jobs = await startService();
+});
+
+after(async () => {
+  await browser?.close();
+  jobs?.stop();
+});
+
+const FAILS_ONCE = { steps: 3, stepMs: 150, failAttempts: 1 };
+
+describe('retry, the plan\'s acceptance criteria', () => {
+  test('1. the Retry button is shown only for failed tasks', async () => {
+    const user = 'criteria-1';
+    const failed = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+    const completed = await jobs.createDemo(user, { steps: 1, stepMs: 0 });
+    const running = await jobs.createDemo(user, { steps: 100, stepMs: 200 });
+    await jobs.waitForStatus(user, failed, 'failed');
+    await jobs.waitForStatus(user, completed, 'completed');
+
+    const page = await openPage(browser, jobs, user);
+    await row(page, failed).getByRole('button', { name: /^Retry task/ }).waitFor();
+    assert.equal(await row(page, completed).getByRole('button', { name: /Retry/ }).count(), 0);
+    assert.equal(await row(page, running).getByRole('button', { name: /Retry/ }).count(), 0);
+    assert.equal(await row(page, running).getByRole('button', { name: /^Cancel task/ }).count(), 1);
+    assert.equal(await row(page, failed).locator('[data-error]').textContent(), 'Simulated failure on attempt 1');
+    await shot(row(page, failed), '1-failed-row');
+    await jobs.api('cancel', { method: 'POST', body: { taskId: running, userId: user } });
+    await page.context().close();
+  });
+
+  test('2-6. Retry disables the button, shows Retrying..., posts {taskId, userId}, and the row re-queues at once, then completes live', async () => {
+    const user = 'criteria-2';
+    const page = await openPage(browser, jobs, user);
+    // Created through the page's own form.
+    await page.getByLabel('Steps').fill(String(FAILS_ONCE.steps));
+    await page.getByLabel('Step (ms)').fill(String(FAILS_ONCE.stepMs));
+    await page.getByLabel('Failing attempts').fill('1');
+    await page.getByRole('button', { name: 'Create task' }).click();
+    const created = page.locator('tr[data-task-id]').first();
+    await created.waitFor();
+    const taskId = await created.getAttribute('data-task-id');
+    const button = row(page, taskId).getByRole('button', { name: /Retry task/ });
+    await button.waitFor({ timeout: 15000 });
+
+    const requests = await slowDown(page, 'retry', 800);
+    const response = page.waitForResponse((r) => new URL(r.url()).searchParams.get('action') === 'retry');
+    await button.focus();
+    await page.keyboard.press('Enter'); // keyboard works
+    const busy = row(page, taskId).locator('button[data-action="retry"]');
+    await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"] button[data-action="retry"]`)?.textContent === 'Retrying...', taskId);
+    assert.equal(await busy.isDisabled(), true);
+    assert.equal(await busy.getAttribute('aria-busy'), 'true');
+    await shot(row(page, taskId), '2-retrying');
+
+    assert.equal((await (await response).json()).success, true);
+    assert.deepEqual(requests.map((r) => [r.method, JSON.parse(r.body)]), [['POST', { taskId, userId: user }]]);
+    await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'queued', taskId, { timeout: 500 });
+    const requeued = row(page, taskId);
+    assert.equal(await requeued.locator('[data-status]').textContent(), 'queued');
+    assert.equal(await requeued.locator('[data-progress]').textContent(), '0%');
+    assert.equal(await requeued.locator('[data-error]').textContent(), '');
+    assert.equal(await requeued.locator('[data-retries]').textContent(), '1 / 3');
+    assert.equal(await requeued.getByRole('button', { name: /Retry/ }).count(), 0);
+    await shot(requeued, '3-requeued-row');
+
+    // Live refresh, no reload: processing, then completed.
+    await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', taskId, { timeout: 20000 });
+    assert.equal(await requeued.locator('[data-progress]').textContent(), '100%');
+    await requeued.getByText('Error history (1)').click();
+    assert.match(await requeued.locator('details ol').textContent(), /Attempt 1 .*Simulated failure on attempt 1/);
+    await page.context().close();
+  });
+
+  test('7. a refused retry shows the server\'s message in an error toast', async () => {
+    const user = 'criteria-7';
+    const taskId = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 }, { maxRetries: 0 });
+    await jobs.waitForStatus(user, taskId, 'failed');
+    const page = await openPage(browser, jobs, user);
+    await row(page, taskId).getByRole('button', { name: /Retry task/ }).click();
+    const toast = page.getByRole('alert');
+    await toast.getByText('Max retries (0) reached.').waitFor();
+    await shot(page, '4-max-retries-toast');
+    await row(page, taskId).getByRole('button', { name: /^Retry task/ }).waitFor();
+    assert.equal((await jobs.task(user, taskId)).status, 'failed');
+    await page.context().close();
+  });
+});
+
+test('one task retrying never disables another task\'s button', async () => {
+  const user = 'two-failures';
+  const first = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  const second = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  await jobs.waitForStatus(user, first, 'failed');
+  await jobs.waitForStatus(user, second, 'failed');
+  const page = await openPage(browser, jobs, user);
+  await row(page, second).getByRole('button', { name: /Retry task/ }).waitFor();
+
+  await slowDown(page, 'retry', 1000);
+  await row(page, first).getByRole('button', { name: /Retry task/ }).click();
+  await row(page, first).getByRole('button', { name: /Retrying task/ }).waitFor();
+  const other = row(page, second).getByRole('button', { name: /^Retry task/ });
+  assert.equal(await other.isEnabled(), true);
+  assert.equal(await other.textContent(), 'Retry');
+
+  await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', first, { timeout: 20000 });
+  assert.equal(await row(page, second).getAttribute('data-status'), 'failed');
+  assert.equal((await jobs.task(user, second)).retryCount, 0);
+  await page.context().close();
+});
+
+test('cancel stops a running task', async () => {
+  const user = 'canceller';
+  const taskId = await jobs.createDemo(user, { steps: 100, stepMs: 200 });
+  const page = await openPage(browser, jobs, user);
+  await row(page, taskId).getByRole('button', { name: /Cancel task/ }).click();
+  await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'cancelled', taskId);
+  assert.equal((await jobs.task(user, taskId)).status, 'cancelled');
+  assert.equal(await row(page, taskId).getByRole('button').filter({ hasText: /Retry|Cancel/ }).count(), 0);
+  await page.context().close();
+});
+
+test('the status filter and the empty state', async () => {
+  const user = 'filterer';
+  const failed = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  const completed = await jobs.createDemo(user, { steps: 1, stepMs: 0 });
+  await jobs.waitForStatus(user, failed, 'failed');
+  await jobs.waitForStatus(user, completed, 'completed');
+  const page = await openPage(browser, jobs, user);
+  await row(page, completed).waitFor();
+  await page.getByLabel('Status').selectOption('failed');
+  await row(page, completed).waitFor({ state: 'detached' });
+  assert.equal(await row(page, failed).count(), 1);
+  await page.getByLabel('Status').selectOption('cancelled');
+  await page.getByText('No cancelled tasks.').waitFor();
+  await page.context().close();
+});
+
+test('usable at 375 px wide', async () => {
+  const user = 'phone';
+  const taskId = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  await jobs.waitForStatus(user, taskId, 'failed');
+  const page = await openPage(browser, jobs, user, { width: 375, height: 812 });
+  const retry = row(page, taskId).getByRole('button', { name: /Retry task/ });
+  await retry.waitFor();
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 375), 'no horizontal scrolling');
+  const box = await retry.boundingBox();
+  assert.ok(box.x >= 0 && box.x + box.width <= 375, 'the Retry button is on screen');
+  await shot(page, '5-375px', { fullPage: true });
+  await retry.click();
+  await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status !== 'failed', taskId);
+  await page.context().close();
+});
+
+test('a database outage is a visible message, not a blank page', async () => {
+  const down = await startService({ MONGODB_URI: 'mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300' });
+  try {
+    const page = await openPage(browser, down, 'nobody');
+    await page.getByText('The task database is unavailable').waitFor();
+    await shot(page, '6-database-down');
+    await page.context().close();
+  } finally {
+    down.stop();
+  }
+});
