@@ -1,7 +1,9 @@
 //! HTTP integration tests: the real `jobs` binary, a real SecantusDB (see `support`).
 
+mod auth;
 mod bad_input;
 mod qstash;
 mod qstash_emulator;
+mod recovery;
 mod retry;
 mod support;

@@ -112,7 +112,11 @@ impl Service {
             command.env(key, value);
         }
         let child = command.spawn().expect("spawn the jobs binary");
-        let client = mongodb::Client::with_uri_str(db_uri()).await.unwrap();
+        let uri = env
+            .iter()
+            .find(|(k, _)| *k == "MONGODB_URI")
+            .map_or_else(db_uri, |(_, v)| v.to_string());
+        let client = mongodb::Client::with_uri_str(uri).await.unwrap();
         let service = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -246,5 +250,81 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// Kills the process at once, as a crash or a platform timeout would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SecantusDB of the test's own, to stop and start under a running service.
+pub struct OwnDatabase {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnDatabase {
+    pub async fn start() -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("db-{}", uuid::Uuid::new_v4().simple()));
+        let mut db = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        db.resume().await;
+        db
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn resume(&mut self) {
+        let server = std::env::var("JOBS_TEST_SECANTUSD")
+            .expect("JOBS_TEST_SECANTUSD is not set: run the tests with scripts/test");
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let child = Command::new(server)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--storage-path",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start SecantusDB");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "SecantusDB did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -51,10 +51,8 @@ impl Credentials {
     }
 
     fn bearer(&self) -> Option<&str> {
-        self.authorization
-            .as_deref()?
-            .strip_prefix("Bearer ")
-            .map(str::trim)
+        let (scheme, token) = self.authorization.as_deref()?.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
 }
 
