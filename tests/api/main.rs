@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod load;
 mod qstash;
 mod qstash_emulator;
 mod recovery;

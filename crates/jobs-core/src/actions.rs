@@ -14,7 +14,9 @@ use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, Result};
 use crate::http::{Query, decode};
 use crate::processors::Processors;
-use crate::requests::{CreateRequest, Cursor, ListQuery, ProcessRequest, TaskRequest, task_id};
+use crate::requests::{
+    CreateRequest, Cursor, ListQuery, ProcessRequest, Source, TaskRequest, task_id, user_id,
+};
 use crate::store::Store;
 use crate::task::{Task, TaskId, TaskStatus, UserId};
 use crate::worker;
@@ -85,28 +87,31 @@ impl App {
 
     pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
         let request: CreateRequest = decode(body)?;
-        let user = self.auth.user(credentials, request.user_id.as_deref())?;
-        let processor = self
-            .processors
-            .get(&request.kind)
-            .ok_or_else(|| JobsError::UnknownTaskType(request.kind.chars().take(64).collect()))?;
+        let user = self.auth.user(
+            credentials,
+            user_id(request.user_id.as_deref(), Source::Body)?,
+        )?;
         let payload = Value::Object(request.payload.clone().unwrap_or_default());
-        processor
-            .validate(&payload)
-            .map_err(JobsError::InvalidPayload)?;
-        let payload: Document =
+        let stored: Document =
             bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
-        if bson::to_vec(&payload).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
+        if bson::to_vec(&stored).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
             return Err(JobsError::InvalidPayload(format!(
                 "payload is larger than {} KiB",
                 MAX_PAYLOAD_BYTES / 1024
             )));
         }
+        let processor = self
+            .processors
+            .get(&request.kind)
+            .ok_or_else(|| JobsError::UnknownTaskType(request.kind.chars().take(64).collect()))?;
+        processor
+            .validate(&payload)
+            .map_err(JobsError::InvalidPayload)?;
         let task = Task::new(
             user,
             request.brand_id()?,
             request.kind.clone(),
-            payload,
+            stored,
             request.max_retries()?,
         );
         self.store.insert(&task).await?;
@@ -122,8 +127,11 @@ impl App {
     }
 
     pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
-        let user = self.auth.user(credentials, query.get("userId"))?;
-        let task_id = task_id(query.get("taskId"))?.ok_or(JobsError::MissingFields("taskId"))?;
+        let user = self
+            .auth
+            .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
+        let task_id = task_id(query.get("taskId"), Source::Query)?
+            .ok_or(JobsError::MissingFields("taskId"))?;
         let task = self
             .store
             .find_owned(&task_id, &user)
@@ -133,7 +141,9 @@ impl App {
     }
 
     pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
-        let user = self.auth.user(credentials, query.get("userId"))?;
+        let user = self
+            .auth
+            .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
         let list = ListQuery::parse(query)?;
         let mut filter = doc! { "userId": user.as_str() };
         if let Some(status) = list.status {
@@ -175,11 +185,9 @@ impl App {
     pub async fn retry(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
         const MISSING: JobsError = JobsError::MissingFields("taskId, userId");
         let request: TaskRequest = decode(body)?;
-        let task_id = task_id(request.task_id.as_deref())?.ok_or(MISSING)?;
-        let user = match self.auth.user(
-            credentials,
-            request.user_id.as_deref().filter(|u| !u.is_empty()),
-        ) {
+        let task_id = task_id(request.task_id.as_deref(), Source::Body)?.ok_or(MISSING)?;
+        let claimed = user_id(request.user_id.as_deref(), Source::Body)?;
+        let user = match self.auth.user(credentials, claimed) {
             Err(JobsError::MissingFields(_)) => return Err(MISSING),
             other => other?,
         };
@@ -220,11 +228,11 @@ impl App {
 
     pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
         let request: TaskRequest = decode(body)?;
-        let task_id =
-            task_id(request.task_id.as_deref())?.ok_or(JobsError::MissingFields("taskId"))?;
+        let task_id = task_id(request.task_id.as_deref(), Source::Body)?
+            .ok_or(JobsError::MissingFields("taskId"))?;
         let user = self.auth.user(
             credentials,
-            request.user_id.as_deref().filter(|u| !u.is_empty()),
+            user_id(request.user_id.as_deref(), Source::Body)?,
         )?;
         if self.store.cancel(&task_id, &user).await?.is_some() {
             return Ok(json!({ "success": true, "taskId": task_id }));

@@ -97,11 +97,7 @@ impl Auth {
 
     /// The user a request acts for. `claimed` is the `userId` from the body or query: trusted
     /// in development, and with tokens it must match `sub` when present.
-    pub fn user(&self, credentials: &Credentials, claimed: Option<&str>) -> Result<UserId> {
-        let claimed = claimed
-            .map(UserId::parse)
-            .transpose()
-            .map_err(JobsError::InvalidBody)?;
+    pub fn user(&self, credentials: &Credentials, claimed: Option<UserId>) -> Result<UserId> {
         match &self.users {
             UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
             UserAuth::Misconfigured => Err(JobsError::Misconfigured("JOBS_AUTH_SECRET")),

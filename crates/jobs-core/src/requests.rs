@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{JobsError, Result};
 use crate::http::Query;
-use crate::task::{BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus};
+use crate::task::{BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus, UserId};
 
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
 pub const MAX_LIST_LIMIT: i64 = 100;
@@ -67,11 +67,34 @@ pub struct ProcessRequest {
     pub is_self_invoke: Option<bool>,
 }
 
-pub fn task_id(raw: Option<&str>) -> Result<Option<TaskId>> {
-    match raw {
-        None | Some("") => Ok(None),
-        Some(raw) => TaskId::parse(raw).map(Some).map_err(JobsError::InvalidBody),
+/// Where a client value came from, so a bad one is reported as a bad body or a bad query.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Body,
+    Query,
+}
+
+impl Source {
+    fn invalid(self, message: String) -> JobsError {
+        match self {
+            Self::Body => JobsError::InvalidBody(message),
+            Self::Query => JobsError::InvalidQuery(message),
+        }
     }
+}
+
+/// An optional task id: empty counts as absent.
+pub fn task_id(raw: Option<&str>, source: Source) -> Result<Option<TaskId>> {
+    raw.filter(|r| !r.is_empty())
+        .map(|r| TaskId::parse(r).map_err(|e| source.invalid(e)))
+        .transpose()
+}
+
+/// An optional claimed user id: empty counts as absent.
+pub fn user_id(raw: Option<&str>, source: Source) -> Result<Option<UserId>> {
+    raw.filter(|r| !r.is_empty())
+        .map(|r| UserId::parse(r).map_err(|e| source.invalid(e)))
+        .transpose()
 }
 
 /// `list`: filters, page size and the cursor of the previous page.
