@@ -7,7 +7,7 @@ SECANTUS_VERSION="0.7.0b3"
 VENV="$ROOT/.local/venv"
 
 ensure_secantus() {
-  if [ -x "$VENV/bin/secantusd-py" ] && "$VENV/bin/pip" show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION$"; then
+  if [ -x "$VENV/bin/secantusd-py" ] && "$VENV/bin/pip" show SecantusDB 2>/dev/null | grep "^Version: $SECANTUS_VERSION$" >/dev/null; then
     return
   fi
   echo "Installing SecantusDB $SECANTUS_VERSION into .local/venv (first run only)..." >&2

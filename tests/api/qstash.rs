@@ -17,19 +17,6 @@ fn env_refs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// `jobs` on a port chosen up front, so its own URL can be QSTASH_BASE_URL.
-async fn jobs_behind(qstash: &QStash, extra: &[(&str, &str)]) -> Service {
-    let port = free_port();
-    let mut env = qstash.env(&format!("http://127.0.0.1:{port}"));
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    Service::start_on(
-        port,
-        format!("test_{}", uuid::Uuid::new_v4().simple()),
-        &env_refs(&env),
-    )
-    .await
-}
-
 struct Row {
     name: &'static str,
     env: Vec<(&'static str, String)>,
@@ -245,7 +232,7 @@ async fn decision_table_through_the_binary() {
 #[tokio::test]
 async fn retry_story_delivered_by_qstash() {
     let qstash = QStash::start().await;
-    let jobs = jobs_behind(&qstash, &[]).await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
     let id = jobs.failed_task("alice", 1, 3).await;
     assert_eq!(
         jobs.task(&id).await.get_str("lastError").unwrap(),
@@ -253,9 +240,7 @@ async fn retry_story_delivered_by_qstash() {
     );
 
     qstash.behave(|b| b.delivery_delay = Duration::from_millis(500));
-    let reply = jobs
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let reply = jobs.retry(&id, "alice").await;
     assert_eq!(reply.body, json!({ "success": true, "taskId": id }));
     let queued = jobs.task(&id).await;
     assert_eq!(queued.get_str("status").unwrap(), "queued");
@@ -297,7 +282,7 @@ async fn retry_story_delivered_by_qstash() {
 async fn a_message_delivered_three_times_runs_once() {
     let qstash = QStash::start().await;
     qstash.behave(|b| b.copies = 3);
-    let jobs = jobs_behind(&qstash, &[]).await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
     let id = jobs
         .create_demo("alice", json!({ "steps": 3, "stepMs": 20 }))
         .await;
@@ -324,7 +309,8 @@ async fn deliveries_must_be_signed_or_carry_the_internal_secret() {
     let qstash = QStash::start().await;
     // Held in the queue: nothing is delivered while the test forges its own deliveries.
     qstash.behave(|b| b.delivery_delay = Duration::from_secs(3600));
-    let jobs = jobs_behind(&qstash, &[("JOBS_INTERNAL_SECRET", "internal-secret")]).await;
+    let jobs =
+        Service::behind_qstash(&qstash, &[("JOBS_INTERNAL_SECRET", "internal-secret")]).await;
     let id = jobs
         .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
         .await;
@@ -437,7 +423,7 @@ async fn self_invocation_carries_the_internal_secret() {
 #[tokio::test]
 async fn a_failed_publish_restores_the_task() {
     let qstash = QStash::start().await;
-    let jobs = jobs_behind(&qstash, &[]).await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
     let id = jobs.failed_task("alice", 1, 3).await;
     let before = jobs.task(&id).await;
 
@@ -447,9 +433,7 @@ async fn a_failed_publish_restores_the_task() {
         ("QStash answers 429", 429),
     ] {
         qstash.behave(|b| b.publish_status = Some(status));
-        let reply = jobs
-            .post("retry", json!({ "taskId": id, "userId": "alice" }))
-            .await;
+        let reply = jobs.retry(&id, "alice").await;
         assert_eq!(reply.status, 503, "{failure}");
         assert_eq!(
             reply.body,
@@ -471,9 +455,7 @@ async fn a_failed_publish_restores_the_task() {
     }
 
     qstash.stop();
-    let reply = jobs
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let reply = jobs.retry(&id, "alice").await;
     assert_eq!(
         (reply.status, reply.body["code"].as_str()),
         (503, Some("REQUEUE_FAILED")),
@@ -498,7 +480,7 @@ async fn a_failed_publish_restores_the_task() {
 #[tokio::test]
 async fn concurrent_retries_publish_once() {
     let qstash = QStash::start().await;
-    let jobs = jobs_behind(&qstash, &[]).await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
     let id = jobs.failed_task("alice", 1, 3).await;
     let body = json!({ "taskId": id, "userId": "alice" });
     let replies = join_all((0..20).map(|_| jobs.post("retry", body.clone()))).await;
@@ -555,7 +537,7 @@ async fn unreachable_qstash_url_is_a_failed_requeue() {
 async fn refused_deliveries_are_redelivered_then_given_up() {
     let qstash = QStash::start().await;
     qstash.behave(|b| b.signing_key = "sig_wrong_key".into());
-    let jobs = jobs_behind(&qstash, &[("JOBS_QSTASH_RETRIES", "2")]).await;
+    let jobs = Service::behind_qstash(&qstash, &[("JOBS_QSTASH_RETRIES", "2")]).await;
     let id = jobs
         .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
         .await;
@@ -591,7 +573,7 @@ async fn refused_deliveries_are_redelivered_then_given_up() {
 #[tokio::test]
 async fn the_emulator_deduplicates_a_resent_publish() {
     let qstash = QStash::start().await;
-    let jobs = jobs_behind(&qstash, &[]).await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
     let id = jobs
         .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
         .await;

@@ -8,7 +8,7 @@ use mongodb::bson::Document;
 use serde_json::json;
 
 use crate::qstash_emulator::QStash;
-use crate::support::{OwnDatabase, Service, free_port};
+use crate::support::{OwnDatabase, Service};
 
 /// Every invariant a stored task must satisfy, whatever happened to it.
 pub fn assert_legal(task: &Document) {
@@ -66,13 +66,7 @@ async fn a_killed_worker_is_swept_and_its_task_retried() {
     );
     assert!(message.contains("lease of 1 s expired"), "{message}");
 
-    assert_eq!(
-        second
-            .post("retry", json!({ "taskId": id, "userId": "alice" }))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(second.retry(&id, "alice").await.status, 200);
     let done = second.wait_for_status(&id, "completed").await;
     assert_eq!(
         (
@@ -109,15 +103,12 @@ async fn a_worker_whose_lease_was_taken_cannot_write_afterwards() {
 async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
     let qstash = QStash::start().await;
     qstash.behave(|b| b.delivery_delay = Duration::from_secs(3600));
-    let port = free_port();
-    let mut env = qstash.env(&format!("http://127.0.0.1:{port}"));
-    env.push(("JOBS_QUEUE_TIMEOUT_SECONDS", "1".into()));
-    env.push(("CRON_SECRET", "cron-secret".into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let jobs = Service::start_on(
-        port,
-        format!("test_{}", uuid::Uuid::new_v4().simple()),
-        &env,
+    let jobs = Service::behind_qstash(
+        &qstash,
+        &[
+            ("JOBS_QUEUE_TIMEOUT_SECONDS", "1"),
+            ("CRON_SECRET", "cron-secret"),
+        ],
     )
     .await;
     let id = jobs
@@ -159,12 +150,7 @@ async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
     );
 
     qstash.behave(|b| b.delivery_delay = Duration::ZERO);
-    assert_eq!(
-        jobs.post("retry", json!({ "taskId": id, "userId": "alice" }))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(jobs.retry(&id, "alice").await.status, 200);
     jobs.wait_for_status(&id, "completed").await;
 }
 
@@ -184,12 +170,7 @@ async fn a_processor_panic_fails_the_task_and_the_function_keeps_serving() {
     );
     assert_legal(&failed);
     assert_eq!(jobs.get("action=health").await.status, 200);
-    assert_eq!(
-        jobs.post("retry", json!({ "taskId": id, "userId": "alice" }))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(jobs.retry(&id, "alice").await.status, 200);
     jobs.wait_for_status(&id, "completed").await;
 }
 

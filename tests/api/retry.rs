@@ -23,9 +23,7 @@ async fn a_failed_task_is_retried_and_completes() {
     );
     assert_eq!(failed.get_i32("retryCount").unwrap(), 0);
 
-    let reply = jobs
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let reply = jobs.retry(&id, "alice").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, json!({ "success": true, "taskId": id }));
 
@@ -61,12 +59,7 @@ async fn retry_error_table() {
         .await;
     jobs.wait_for_status(&completed, "completed").await;
     let exhausted = jobs.failed_task("alice", 5, 1).await;
-    assert_eq!(
-        jobs.post("retry", json!({ "taskId": exhausted, "userId": "alice" }))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(jobs.retry(&exhausted, "alice").await.status, 200);
     jobs.wait_for_status(&exhausted, "failed").await;
 
     let missing = "Missing required fields: taskId, userId";
@@ -138,17 +131,10 @@ async fn default_retry_budget_is_three() {
     let jobs = Service::start().await;
     let id = jobs.failed_task("alice", 10, 3).await;
     for _ in 0..3 {
-        assert_eq!(
-            jobs.post("retry", json!({ "taskId": id, "userId": "alice" }))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(jobs.retry(&id, "alice").await.status, 200);
         jobs.wait_for_status(&id, "failed").await;
     }
-    let reply = jobs
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let reply = jobs.retry(&id, "alice").await;
     assert_eq!(reply.status, 409);
     assert_eq!(reply.body["error"], "Max retries (3) reached.");
     let task = jobs.task(&id).await;
@@ -218,12 +204,7 @@ async fn the_same_delivery_three_times_runs_the_processor_once() {
 async fn unreachable_self_invocation_restores_the_task() {
     let jobs = Service::start().await;
     let id = jobs.failed_task("alice", 5, 3).await;
-    assert_eq!(
-        jobs.post("retry", json!({ "taskId": id, "userId": "alice" }))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(jobs.retry(&id, "alice").await.status, 200);
     let before = jobs.wait_for_status(&id, "failed").await;
     assert_eq!(before.get_i32("retryCount").unwrap(), 1);
 
@@ -231,9 +212,7 @@ async fn unreachable_self_invocation_restores_the_task() {
     let cut_off = jobs
         .start_sharing_db(&[("JOBS_PUBLIC_URL", &dead_end)])
         .await;
-    let reply = cut_off
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let reply = cut_off.retry(&id, "alice").await;
     assert_eq!(reply.status, 503);
     assert_eq!(
         reply.body,
@@ -261,12 +240,7 @@ async fn unreachable_self_invocation_restores_the_task() {
     );
 
     // With the queue back, the same task retries normally.
-    assert_eq!(
-        jobs.post("retry", json!({ "taskId": id, "userId": "alice" }))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(jobs.retry(&id, "alice").await.status, 200);
 }
 
 #[tokio::test]
@@ -296,9 +270,7 @@ async fn retry_and_get_each_take_one_database_command() {
         .get(&format!("action=get&taskId={id}&userId=alice"))
         .await;
     assert_eq!((get.status, get.db_commands()), (200, 1));
-    let retry = jobs
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let retry = jobs.retry(&id, "alice").await;
     assert_eq!((retry.status, retry.db_commands()), (200, 1));
     let list = jobs.get("action=list&userId=alice").await;
     assert_eq!((list.status, list.db_commands()), (200, 1));
@@ -320,9 +292,7 @@ async fn another_users_task_is_out_of_reach() {
         (get.status, get.body["code"].as_str()),
         (404, Some("TASK_NOT_FOUND"))
     );
-    let retry = jobs
-        .post("retry", json!({ "taskId": failed, "userId": "mallory" }))
-        .await;
+    let retry = jobs.retry(&failed, "mallory").await;
     assert_eq!(
         (retry.status, retry.body["code"].as_str()),
         (403, Some("NOT_OWNER"))
@@ -379,9 +349,7 @@ async fn cancel_stops_a_running_task() {
         (again.status, again.body["code"].as_str()),
         (409, Some("NOT_CANCELLABLE"))
     );
-    let retry = jobs
-        .post("retry", json!({ "taskId": id, "userId": "alice" }))
-        .await;
+    let retry = jobs.retry(&id, "alice").await;
     assert_eq!(retry.status, 409);
 }
 

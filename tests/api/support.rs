@@ -185,6 +185,30 @@ impl Service {
         self.send(self.http.get(self.url(query))).await
     }
 
+    /// The plan's retry request, `{taskId, userId}`.
+    pub async fn retry(&self, task_id: &str, user: &str) -> Reply {
+        self.post("retry", json!({ "taskId": task_id, "userId": user }))
+            .await
+    }
+
+    /// `jobs` dispatching through the QStash emulator, on a port chosen up front so that its
+    /// own URL can be `QSTASH_BASE_URL`.
+    pub async fn behind_qstash(
+        qstash: &crate::qstash_emulator::QStash,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let port = free_port();
+        let mut env = qstash.env(&format!("http://127.0.0.1:{port}"));
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self::start_on(
+            port,
+            format!("test_{}", uuid::Uuid::new_v4().simple()),
+            &env,
+        )
+        .await
+    }
+
     /// Creates a `demo` task for `user` and returns its id.
     pub async fn create_demo(&self, user: &str, payload: Value) -> String {
         let reply = self

@@ -88,7 +88,8 @@ pub fn decide(config: &Config) -> Decision {
         .unwrap_or_else(|| format!("http://localhost:{}", config.port));
     let warning = (config.is_production && config.qstash_token.is_none()).then_some(
         "QSTASH_TOKEN is not set in production: tasks are dispatched by self-invocation, \
-         which has no retries or delivery guarantees",
+         which has no retries or delivery guarantees (and process accepts it only with \
+         JOBS_INTERNAL_SECRET set)",
     );
     Decision {
         route: Ok(Route::SelfInvoke {

@@ -1,0 +1,109 @@
+//! The floor: the MongoDB operations each action needs, issued directly with the same driver
+//! against the same database, at the same concurrency and for the same time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures_util::TryStreamExt;
+use mongodb::Database;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
+
+use crate::seed::task;
+use crate::stats::{Figures, quantile};
+
+async fn once(
+    tasks: &mongodb::Collection<Document>,
+    action: &str,
+    get_id: &str,
+    retry_id: Option<&String>,
+) -> Result<bool> {
+    Ok(match action {
+        "create" => tasks
+            .insert_one(task("bench", "queued", DateTime::now()))
+            .await
+            .is_ok(),
+        "get" => tasks
+            .find_one(doc! { "taskId": get_id, "userId": "bench" })
+            .await?
+            .is_some(),
+        "list" => {
+            let cursor = tasks
+                .find(doc! { "userId": "bench-list" })
+                .sort(doc! { "createdAt": -1, "taskId": -1 })
+                .limit(21)
+                .batch_size(21)
+                .await?;
+            cursor.try_collect::<Vec<_>>().await?.len() == 20
+        }
+        "retry" => {
+            let Some(id) = retry_id else { return Ok(false) };
+            tasks
+                .find_one_and_update(
+                    doc! { "taskId": id, "userId": "bench", "status": "failed", "$expr": { "$lt": ["$retryCount", "$maxRetries"] } },
+                    doc! {
+                        "$set": { "status": "queued", "progress": 0, "lastError": Bson::Null, "result": Bson::Null,
+                                  "finishedAt": Bson::Null, "updatedAt": DateTime::now() },
+                        "$inc": { "retryCount": 1 },
+                    },
+                )
+                .return_document(ReturnDocument::Before)
+                .await?
+                .is_some()
+        }
+        other => anyhow::bail!("no floor for {other}"),
+    })
+}
+
+pub async fn measure(
+    db: &Database,
+    action: &str,
+    concurrency: usize,
+    duration: Duration,
+    get_id: &str,
+    retry_ids: Vec<String>,
+) -> Result<Figures> {
+    let tasks = db.collection::<Document>("tasks");
+    let retry_ids = Arc::new(retry_ids);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + duration;
+    let workers = (0..concurrency).map(|_| {
+        let (tasks, retry_ids, next, action, get_id) = (
+            tasks.clone(),
+            retry_ids.clone(),
+            next.clone(),
+            action.to_owned(),
+            get_id.to_owned(),
+        );
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let retry_id = retry_ids.get(next.fetch_add(1, Ordering::Relaxed));
+                let started = Instant::now();
+                let ok = once(&tasks, &action, &get_id, retry_id)
+                    .await
+                    .unwrap_or(false);
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                errors += u64::from(!ok);
+            }
+            (latencies, errors)
+        })
+    });
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in futures_util::future::join_all(workers).await {
+        let (l, e) = worker?;
+        latencies.extend(l);
+        errors += e;
+    }
+    Ok(Figures {
+        per_second: latencies.len() as f64 / duration.as_secs_f64(),
+        p50_ms: quantile(&mut latencies, 0.5),
+        p99_ms: quantile(&mut latencies, 0.99),
+        errors,
+        cpu_us_per_request: f64::NAN,
+    })
+}
