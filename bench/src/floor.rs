@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures_util::TryStreamExt;
+use jobs_core::task::{TaskId, UserId};
+use jobs_core::transitions::{requeue_filter, requeue_update};
 use mongodb::Database;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
 use crate::seed::task;
@@ -40,15 +42,13 @@ async fn once(
         }
         "retry" => {
             let Some(id) = retry_id else { return Ok(false) };
+            // Exactly the guard and reset the service's `requeue_for_retry` sends.
+            let (task_id, user_id) = (
+                TaskId::parse(id.as_str()).map_err(anyhow::Error::msg)?,
+                UserId::parse("bench").map_err(anyhow::Error::msg)?,
+            );
             tasks
-                .find_one_and_update(
-                    doc! { "taskId": id, "userId": "bench", "status": "failed", "$expr": { "$lt": ["$retryCount", "$maxRetries"] } },
-                    doc! {
-                        "$set": { "status": "queued", "progress": 0, "lastError": Bson::Null, "result": Bson::Null,
-                                  "finishedAt": Bson::Null, "updatedAt": DateTime::now() },
-                        "$inc": { "retryCount": 1 },
-                    },
-                )
+                .find_one_and_update(requeue_filter(&task_id, &user_id), requeue_update())
                 .return_document(ReturnDocument::Before)
                 .await?
                 .is_some()

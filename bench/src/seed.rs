@@ -1,9 +1,8 @@
 //! Test data: one task to `get`, 20 tasks to `list`, and pools of failed tasks so that every
 //! `retry` (service and floor alike) acts on a fresh failed task.
 
+use mongodb::Database;
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::options::IndexOptions;
-use mongodb::{Database, IndexModel};
 
 pub fn task(user: &str, status: &str, created: DateTime) -> Document {
     doc! {
@@ -18,18 +17,7 @@ pub fn task(user: &str, status: &str, created: DateTime) -> Document {
 /// The indexes the service creates, present before the first measurement as in production.
 async fn indexes(db: &Database) -> anyhow::Result<()> {
     db.collection::<Document>("tasks")
-        .create_indexes([
-            IndexModel::builder()
-                .keys(doc! { "taskId": 1 })
-                .options(IndexOptions::builder().unique(true).build())
-                .build(),
-            IndexModel::builder()
-                .keys(doc! { "userId": 1, "createdAt": -1 })
-                .build(),
-            IndexModel::builder()
-                .keys(doc! { "status": 1, "updatedAt": 1 })
-                .build(),
-        ])
+        .create_indexes(jobs_core::store::task_indexes())
         .await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
 
@@ -33,6 +33,23 @@ pub async fn count_commands<F: Future>(work: F) -> (F::Output, u32) {
         .await
 }
 
+/// The indexes of the `tasks` collection: `taskId` unique, a user's tasks newest first, and
+/// the sweeper's scan by status and age.
+pub fn task_indexes() -> Vec<IndexModel> {
+    vec![
+        IndexModel::builder()
+            .keys(doc! { "taskId": 1 })
+            .options(IndexOptions::builder().unique(true).build())
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { "userId": 1, "createdAt": -1 })
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { "status": 1, "updatedAt": 1 })
+            .build(),
+    ]
+}
+
 pub struct Store {
     client: Client,
     tasks: Collection<Task>,
@@ -51,6 +68,14 @@ impl Store {
             .connect_timeout
             .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
         options.app_name.get_or_insert_with(|| "jobs".into());
+        // An acknowledged write must survive a database crash: a task answered 201 and then
+        // lost would break the promise that nothing is lost. The URI may ask for another.
+        options.write_concern.get_or_insert_with(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        });
         options.command_event_handler = Some(EventHandler::callback(|event| {
             if let CommandEvent::Started(_) = event {
                 let _ = COMMANDS.try_with(|n| n.set(n.get() + 1));
@@ -73,21 +98,7 @@ impl Store {
     async fn ensure_indexes(&self) -> Result<()> {
         self.indexes
             .get_or_try_init(|| async {
-                let unique = IndexOptions::builder().unique(true).build();
-                self.tasks
-                    .create_indexes([
-                        IndexModel::builder()
-                            .keys(doc! { "taskId": 1 })
-                            .options(unique)
-                            .build(),
-                        IndexModel::builder()
-                            .keys(doc! { "userId": 1, "createdAt": -1 })
-                            .build(),
-                        IndexModel::builder()
-                            .keys(doc! { "status": 1, "updatedAt": 1 })
-                            .build(),
-                    ])
-                    .await?;
+                self.tasks.create_indexes(task_indexes()).await?;
                 Ok::<_, JobsError>(())
             })
             .await

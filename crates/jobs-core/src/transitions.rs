@@ -37,6 +37,25 @@ fn failed_update(attempt: i32, message: &str) -> Document {
     }
 }
 
+/// The guard of `requeue_for_retry`: the owner's task, failed, with retries left.
+pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
+    doc! {
+        "taskId": task_id.as_str(),
+        "userId": user_id.as_str(),
+        "status": TaskStatus::Failed,
+        "$expr": { "$lt": ["$retryCount", "$maxRetries"] },
+    }
+}
+
+/// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used.
+pub fn requeue_update() -> Document {
+    doc! {
+        "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
+                  "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": DateTime::now() },
+        "$inc": { "retryCount": 1 },
+    }
+}
+
 fn worker_fence(task_id: &TaskId, lease_id: &str) -> Document {
     doc! { "taskId": task_id.as_str(), "status": TaskStatus::Processing, "lease.id": lease_id }
 }
@@ -140,19 +159,7 @@ impl Store {
     ) -> Result<Option<Task>> {
         let before = self
             .tasks()
-            .find_one_and_update(
-                doc! {
-                    "taskId": task_id.as_str(),
-                    "userId": user_id.as_str(),
-                    "status": TaskStatus::Failed,
-                    "$expr": { "$lt": ["$retryCount", "$maxRetries"] },
-                },
-                doc! {
-                    "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
-                              "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": DateTime::now() },
-                    "$inc": { "retryCount": 1 },
-                },
-            )
+            .find_one_and_update(requeue_filter(task_id, user_id), requeue_update())
             .return_document(ReturnDocument::Before)
             .await?;
         if before.is_some() {
