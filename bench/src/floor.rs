@@ -48,7 +48,10 @@ async fn once(
                 UserId::parse("bench").map_err(anyhow::Error::msg)?,
             );
             tasks
-                .find_one_and_update(requeue_filter(&task_id, &user_id), requeue_update())
+                .find_one_and_update(
+                    requeue_filter(&task_id, &user_id),
+                    requeue_update(DateTime::now()),
+                )
                 .return_document(ReturnDocument::Before)
                 .await?
                 .is_some()

@@ -53,6 +53,8 @@ pub struct Delivered {
 pub struct Behaviour {
     /// Answer publishes with this status instead of accepting them.
     pub publish_status: Option<u16>,
+    /// Hold every publish this long before answering.
+    pub publish_delay: Duration,
     /// Wait this long before the first delivery attempt.
     pub delivery_delay: Duration,
     /// Pause between delivery attempts of a message (QStash backs off; tests are quick).
@@ -67,6 +69,7 @@ impl Default for Behaviour {
     fn default() -> Self {
         Self {
             publish_status: None,
+            publish_delay: Duration::ZERO,
             delivery_delay: Duration::ZERO,
             retry_delay: Duration::from_millis(50),
             copies: 1,
@@ -196,6 +199,8 @@ async fn publish(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let delay = state.lock().unwrap().behaviour.publish_delay;
+    tokio::time::sleep(delay).await;
 
     let mut guard = state.lock().unwrap();
     if let Some(status) = guard.behaviour.publish_status {

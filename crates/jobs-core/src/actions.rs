@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Auth, Credentials};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Handoff};
 use crate::error::{JobsError, Result};
 use crate::http::{Query, decode};
 use crate::processors::Processors;
@@ -117,7 +117,12 @@ impl App {
         self.store.insert(&task).await?;
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
 
-        if self.dispatcher.dispatch(&task.task_id, 0).await.is_err() {
+        let handoff = Handoff {
+            task_id: &task.task_id,
+            retry_count: 0,
+            queued_at: task.created_at,
+        };
+        if self.dispatcher.dispatch(handoff).await.is_err() {
             // Never leave a task queued with no message on its way: fail it, visibly, so
             // the user can retry it.
             self.store.fail_unqueued(&task).await?;
@@ -192,12 +197,21 @@ impl App {
             other => other?,
         };
 
-        let Some(before) = self.store.requeue_for_retry(&task_id, &user).await? else {
+        let queued_at = DateTime::now();
+        let Some(before) = self
+            .store
+            .requeue_for_retry(&task_id, &user, queued_at)
+            .await?
+        else {
             return Err(self.why_not_retried(task_id, &user).await?);
         };
         if let Err(error) = self
             .dispatcher
-            .dispatch(&task_id, before.retry_count + 1)
+            .dispatch(Handoff {
+                task_id: &task_id,
+                retry_count: before.retry_count + 1,
+                queued_at,
+            })
             .await
         {
             if self.store.restore_after_failed_requeue(&before).await? {

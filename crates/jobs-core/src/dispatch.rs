@@ -7,6 +7,8 @@ use std::time::Duration;
 use qstash_rs::client::{Client as QStashClient, Destination, PublishRequest};
 use serde_json::json;
 
+use mongodb::bson::DateTime;
+
 use crate::config::Config;
 use crate::task::TaskId;
 
@@ -99,6 +101,27 @@ pub fn decide(config: &Config) -> Decision {
     }
 }
 
+/// One hand-off of a task to the queue. Its deduplication id names the task, its retry count
+/// and the moment it was queued: a re-sent publish of the same hand-off is delivered once,
+/// while a new retry is a new message — even one that reuses a retry count because an earlier
+/// re-queue failed and was undone (its publish may still have reached QStash).
+pub struct Handoff<'a> {
+    pub task_id: &'a TaskId,
+    pub retry_count: i32,
+    pub queued_at: DateTime,
+}
+
+impl Handoff<'_> {
+    pub fn deduplication_id(&self) -> String {
+        format!(
+            "{}-r{}-{}",
+            self.task_id,
+            self.retry_count,
+            self.queued_at.timestamp_millis()
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("dispatch is not configured: {0}")]
@@ -154,12 +177,12 @@ impl Dispatcher {
         self.route.as_ref().map_err(|e| *e)
     }
 
-    /// Sends one task on its way. `delivery` distinguishes a retry from the first run, so
-    /// QStash deduplicates a re-sent publish but delivers a new retry.
-    pub async fn dispatch(&self, task_id: &TaskId, delivery: i32) -> Result<(), DispatchError> {
+    /// Sends one task on its way.
+    pub async fn dispatch(&self, handoff: Handoff<'_>) -> Result<(), DispatchError> {
+        let task_id = handoff.task_id;
         let route = self.route().map_err(DispatchError::NotConfigured)?;
         let sent = match route {
-            Route::QStash { destination } => self.publish(destination, task_id, delivery).await,
+            Route::QStash { destination } => self.publish(destination, &handoff).await,
             Route::SelfInvoke { url } => self.self_invoke(url, task_id).await,
         };
         match &sent {
@@ -173,12 +196,7 @@ impl Dispatcher {
         sent
     }
 
-    async fn publish(
-        &self,
-        destination: &str,
-        task_id: &TaskId,
-        delivery: i32,
-    ) -> Result<(), DispatchError> {
+    async fn publish(&self, destination: &str, handoff: &Handoff<'_>) -> Result<(), DispatchError> {
         let client = self
             .qstash
             .as_ref()
@@ -186,10 +204,10 @@ impl Dispatcher {
         let failed = |e: &dyn std::fmt::Display| DispatchError::Publish(e.to_string());
         let request =
             PublishRequest::builder(Destination::url(destination).map_err(|e| failed(&e))?)
-                .json_body(&json!({ "taskId": task_id }))
+                .json_body(&json!({ "taskId": handoff.task_id }))
                 .map_err(|e| failed(&e))?
                 .method(reqwest::Method::POST)
-                .deduplication_id(format!("{task_id}-delivery-{delivery}"))
+                .deduplication_id(handoff.deduplication_id())
                 .retries(self.qstash_retries)
                 .build();
         tokio::time::timeout(DISPATCH_TIMEOUT, client.publish(request))
@@ -257,6 +275,27 @@ mod tests {
     );
 
     /// One row per line of the decision table in SPEC section 7.
+    #[test]
+    fn a_new_retry_is_a_new_message_even_with_a_reused_retry_count() {
+        let task_id = TaskId::parse("t-1").unwrap();
+        let at = |ms| Handoff {
+            task_id: &task_id,
+            retry_count: 1,
+            queued_at: DateTime::from_millis(ms),
+        };
+        assert_eq!(
+            at(1000).deduplication_id(),
+            at(1000).deduplication_id(),
+            "a re-sent publish"
+        );
+        assert_ne!(
+            at(1000).deduplication_id(),
+            at(2000).deduplication_id(),
+            "a new hand-off"
+        );
+        assert_eq!(at(1000).deduplication_id(), "t-1-r1-1000");
+    }
+
     #[test]
     fn decision_table() {
         let rows: Vec<Row> = vec![

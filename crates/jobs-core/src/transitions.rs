@@ -48,10 +48,10 @@ pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
 }
 
 /// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used.
-pub fn requeue_update() -> Document {
+pub fn requeue_update(at: DateTime) -> Document {
     doc! {
         "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
-                  "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": DateTime::now() },
+                  "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": at },
         "$inc": { "retryCount": 1 },
     }
 }
@@ -156,10 +156,11 @@ impl Store {
         &self,
         task_id: &TaskId,
         user_id: &UserId,
+        at: DateTime,
     ) -> Result<Option<Task>> {
         let before = self
             .tasks()
-            .find_one_and_update(requeue_filter(task_id, user_id), requeue_update())
+            .find_one_and_update(requeue_filter(task_id, user_id), requeue_update(at))
             .return_document(ReturnDocument::Before)
             .await?;
         if before.is_some() {
