@@ -53,7 +53,10 @@ fn settings() -> Result<Settings> {
 async fn main() -> Result<()> {
     let settings = settings()?;
     let sink = qstash_sink::start().await?;
-    let client = mongodb::Client::with_uri_str(&settings.mongodb_uri).await?;
+    // The floor writes with the write concern the service uses (journaled, majority).
+    let client =
+        mongodb::Client::with_uri_str(format!("{}/?w=majority&journal=true", settings.mongodb_uri))
+            .await?;
     let db = client.database(&settings.db);
     let seeded = seed::main_database(&db).await?;
 
