@@ -77,7 +77,10 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         status,
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         db_commands,
-        task_id = body.get("taskId").and_then(serde_json::Value::as_str),
+        task_id = body
+            .get("taskId")
+            .or_else(|| body.pointer("/task/taskId"))
+            .and_then(serde_json::Value::as_str),
         "request"
     );
     let mut response = Response::builder()
