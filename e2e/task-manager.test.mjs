@@ -174,3 +174,28 @@ test('a database outage is a visible message, not a blank page', async () => {
     down.stop();
   }
 });
+
+test('live refresh pauses while the tab is hidden and resumes when it is shown', async () => {
+  const user = 'hidden-tab';
+  const taskId = await jobs.createDemo(user, { steps: 100, stepMs: 100 });
+  const page = await openPage(browser, jobs, user);
+  await row(page, taskId).waitFor();
+  const lists = [];
+  page.on('request', (r) => { if (new URL(r.url()).searchParams.get('action') === 'list') lists.push(Date.now()); });
+  const setHidden = (hidden) => page.evaluate((value) => {
+    Object.defineProperty(document, 'hidden', { value, configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+
+  await page.waitForTimeout(2500);
+  assert.ok(lists.length >= 2, `refreshes live while a task is processing (${lists.length} in 2.5 s)`);
+  await setHidden(true);
+  const whenHidden = lists.length;
+  await page.waitForTimeout(2500);
+  assert.ok(lists.length - whenHidden <= 1, `paused while hidden (${lists.length - whenHidden} requests)`);
+  await setHidden(false);
+  await page.waitForTimeout(1500);
+  assert.ok(lists.length - whenHidden >= 2, 'resumes when shown');
+  await jobs.api('cancel', { method: 'POST', body: { taskId, userId: user } });
+  await page.context().close();
+});
