@@ -86,12 +86,12 @@ impl App {
     }
 
     pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
-        let request: CreateRequest = decode(body)?;
+        let mut request: CreateRequest = decode(body)?;
         let user = self.auth.user(
             credentials,
             user_id(request.user_id.as_deref(), Source::Body)?,
         )?;
-        let payload = Value::Object(request.payload.clone().unwrap_or_default());
+        let payload = Value::Object(request.payload.take().unwrap_or_default());
         let stored: Document =
             bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
         if bson::to_vec(&stored).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
@@ -107,13 +107,8 @@ impl App {
         processor
             .validate(&payload)
             .map_err(JobsError::InvalidPayload)?;
-        let task = Task::new(
-            user,
-            request.brand_id()?,
-            request.kind.clone(),
-            stored,
-            request.max_retries()?,
-        );
+        let (brand_id, max_retries) = (request.brand_id()?, request.max_retries()?);
+        let task = Task::new(user, brand_id, request.kind, stored, max_retries);
         self.store.insert(&task).await?;
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
 
@@ -142,7 +137,7 @@ impl App {
             .find_owned(&task_id, &user)
             .await?
             .ok_or(JobsError::TaskNotFound(task_id))?;
-        Ok(json!({ "task": task.to_json() }))
+        Ok(json!({ "task": task.into_json() }))
     }
 
     pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
@@ -181,7 +176,7 @@ impl App {
             None
         };
         Ok(
-            json!({ "tasks": tasks.iter().map(Task::to_json).collect::<Vec<_>>(), "nextCursor": next_cursor }),
+            json!({ "tasks": tasks.into_iter().map(Task::into_json).collect::<Vec<_>>(), "nextCursor": next_cursor }),
         )
     }
 

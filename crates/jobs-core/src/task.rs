@@ -200,25 +200,25 @@ impl Task {
     }
 
     /// The JSON a client sees: camelCase fields, RFC 3339 times, no lease internals.
-    pub fn to_json(&self) -> Value {
+    pub fn into_json(self) -> Value {
         json!({
             "taskId": self.task_id,
             "userId": self.user_id,
             "brandId": self.brand_id,
             "type": self.kind,
-            "payload": document_to_json(&self.payload),
+            "payload": document_to_json(self.payload),
             "status": self.status,
             "progress": self.progress,
             "retryCount": self.retry_count,
             "maxRetries": self.max_retries,
             "attempts": self.attempts,
             "lastError": self.last_error,
-            "errorHistory": self.error_history.iter().map(|e| json!({
+            "errorHistory": self.error_history.into_iter().map(|e| json!({
                 "attempt": e.attempt,
                 "message": e.message,
                 "at": rfc3339(e.at),
             })).collect::<Vec<_>>(),
-            "result": self.result.as_ref().map(document_to_json),
+            "result": self.result.map(document_to_json),
             "createdAt": rfc3339(self.created_at),
             "updatedAt": rfc3339(self.updated_at),
             "startedAt": self.started_at.map(rfc3339),
@@ -232,8 +232,8 @@ pub fn rfc3339(at: DateTime) -> String {
         .unwrap_or_else(|_| at.timestamp_millis().to_string())
 }
 
-pub fn document_to_json(doc: &Document) -> Value {
-    bson::Bson::Document(doc.clone()).into_relaxed_extjson()
+pub fn document_to_json(doc: Document) -> Value {
+    bson::Bson::Document(doc).into_relaxed_extjson()
 }
 
 #[cfg(test)]

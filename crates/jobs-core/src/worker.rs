@@ -88,7 +88,7 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
                 lease: lease.clone(),
                 lease_for,
             };
-            let payload = document_to_json(&task.payload);
+            let payload = document_to_json(task.payload);
             let id = task_id.to_string();
             let running = tokio::spawn(async move {
                 let job = Job {
@@ -105,21 +105,22 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
         }
     };
 
-    let recorded = match &outcome {
+    let succeeded = outcome.is_ok();
+    let recorded = match outcome {
         Ok(value) => {
             store
-                .complete(&task_id, &lease, result_document(value.clone()))
+                .complete(&task_id, &lease, result_document(value))
                 .await
         }
         Err(ProcessorError::Failed(message)) => {
-            store.fail(&task_id, &lease, attempt, message).await
+            store.fail(&task_id, &lease, attempt, &message).await
         }
         Err(ProcessorError::Stopped) => Ok(false),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match recorded {
         Ok(true) => {
-            tracing::info!(task_id = %task_id, attempt, elapsed_ms, ok = outcome.is_ok(), "task finished")
+            tracing::info!(task_id = %task_id, attempt, elapsed_ms, ok = succeeded, "task finished")
         }
         Ok(false) => {
             tracing::info!(task_id = %task_id, attempt, elapsed_ms, "task was cancelled or its lease taken; outcome dropped")
