@@ -175,3 +175,51 @@ async fn static_page(app: &App, path: &str) -> Response<ResponseBody> {
     }
     .expect("valid response parts")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobs_core::task::{TaskId, TaskStatus};
+
+    /// The status column of SPEC section 5, one row per error.
+    #[test]
+    fn every_error_has_its_status() {
+        let id = || TaskId::parse("t").unwrap();
+        let rows = [
+            (JobsError::MissingFields("taskId, userId"), 400),
+            (JobsError::InvalidBody("x".into()), 400),
+            (JobsError::InvalidQuery("x".into()), 400),
+            (JobsError::UnknownAction("x".into()), 400),
+            (JobsError::UnknownTaskType("x".into()), 400),
+            (JobsError::InvalidPayload("x".into()), 400),
+            (JobsError::Unauthenticated("x"), 401),
+            (JobsError::NotOwner, 403),
+            (JobsError::UserMismatch, 403),
+            (JobsError::TaskNotFound(id()), 404),
+            (
+                JobsError::MethodNotAllowed {
+                    method: "GET".into(),
+                    action: "retry",
+                    allow: "POST",
+                },
+                405,
+            ),
+            (JobsError::NotFailed, 409),
+            (JobsError::MaxRetries(3), 409),
+            (JobsError::NotCancellable(TaskStatus::Completed), 409),
+            (JobsError::PayloadTooLarge { limit: 1 }, 413),
+            (JobsError::Misconfigured("JOBS_AUTH_SECRET"), 500),
+            (JobsError::Internal("detail".into()), 500),
+            (JobsError::RequeueFailed, 503),
+            (JobsError::EnqueueFailed(id()), 503),
+            (JobsError::DbUnavailable, 503),
+        ];
+        for (error, status) in rows {
+            assert_eq!(status_of(&error), status, "{}", error.code());
+        }
+        assert_eq!(
+            JobsError::Internal("secret detail".into()).to_string(),
+            "Internal error"
+        );
+    }
+}
