@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use futures_util::TryStreamExt;
@@ -14,7 +14,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
 use crate::seed::task;
-use crate::stats::{Figures, quantile};
+use crate::stats::{Figures, Run, quantile};
 
 async fn once(
     tasks: &mongodb::Collection<Document>,
@@ -60,14 +60,14 @@ async fn once(
     })
 }
 
-pub async fn measure(
-    db: &Database,
-    action: &str,
-    concurrency: usize,
-    duration: Duration,
-    get_id: &str,
-    retry_ids: Vec<String>,
-) -> Result<Figures> {
+pub async fn measure(db: &Database, run: Run<'_>) -> Result<Figures> {
+    let Run {
+        action,
+        concurrency,
+        duration,
+        get_id,
+        retry_ids,
+    } = run;
     let tasks = db.collection::<Document>("tasks");
     let retry_ids = Arc::new(retry_ids);
     let next = Arc::new(AtomicUsize::new(0));

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::service::Jobs;
-use crate::stats::{Figures, median};
+use crate::stats::{Figures, Run, median};
 
 /// Failed tasks per retry run: more than a run gets through at SecantusDB's pace.
 const RETRY_POOL: usize = 2_000;
@@ -83,24 +83,15 @@ async fn main() -> Result<()> {
         ("list", 1),
         ("list", 32),
     ] {
-        let service = jobs
-            .wrk(
-                action,
-                concurrency,
-                settings.duration,
-                &seeded.get_id,
-                Vec::new(),
-            )
-            .await?;
-        let floor = floor::measure(
-            &db,
+        let run = |retry_ids| Run {
             action,
             concurrency,
-            settings.duration,
-            &seeded.get_id,
-            Vec::new(),
-        )
-        .await?;
+            duration: settings.duration,
+            get_id: &seeded.get_id,
+            retry_ids,
+        };
+        let service = jobs.wrk(run(Vec::new())).await?;
+        let floor = floor::measure(&db, run(Vec::new())).await?;
         eprintln!("{action} c{concurrency}: service {service:?} floor {floor:?}");
         rows.push((action.to_owned(), concurrency, service, floor));
     }
@@ -113,25 +104,16 @@ async fn main() -> Result<()> {
         let service_ids = seed::failed_pool(&service_db, RETRY_POOL).await?;
         let floor_ids = seed::failed_pool(&floor_db, RETRY_POOL).await?;
         let retrying = Jobs::start(&settings, service_db.name(), &sink).await?;
-        let service = retrying
-            .wrk(
-                "retry",
-                concurrency,
-                settings.duration,
-                &seeded.get_id,
-                service_ids,
-            )
-            .await?;
-        retrying.stop();
-        let floor = floor::measure(
-            &floor_db,
-            "retry",
+        let run = |retry_ids| Run {
+            action: "retry",
             concurrency,
-            settings.duration,
-            &seeded.get_id,
-            floor_ids,
-        )
-        .await?;
+            duration: settings.duration,
+            get_id: &seeded.get_id,
+            retry_ids,
+        };
+        let service = retrying.wrk(run(service_ids)).await?;
+        retrying.stop();
+        let floor = floor::measure(&floor_db, run(floor_ids)).await?;
         eprintln!("retry c{concurrency}: service {service:?} floor {floor:?}");
         rows.push(("retry".to_owned(), concurrency, service, floor));
         service_db.drop().await?;

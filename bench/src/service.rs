@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 use crate::Settings;
 use crate::qstash_sink::Sink;
 use crate::seed::Seeded;
-use crate::stats::{Figures, parse_wrk};
+use crate::stats::{Figures, Run, parse_wrk};
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -228,14 +228,14 @@ impl Jobs {
     }
 
     /// Drives one action with `wrk` at `concurrency` connections for `duration`.
-    pub async fn wrk(
-        &self,
-        action: &str,
-        concurrency: usize,
-        duration: Duration,
-        get_id: &str,
-        retry_ids: Vec<String>,
-    ) -> Result<Figures> {
+    pub async fn wrk(&self, run: Run<'_>) -> Result<Figures> {
+        let Run {
+            action,
+            concurrency,
+            duration,
+            get_id,
+            retry_ids,
+        } = run;
         let ids_file =
             std::env::temp_dir().join(format!("jobs-bench-ids-{}", uuid::Uuid::new_v4().simple()));
         std::fs::write(&ids_file, retry_ids.join("\n"))?;

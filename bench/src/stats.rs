@@ -1,5 +1,17 @@
 //! Latency figures and their summaries.
 
+use std::time::Duration;
+
+/// One measured row: an action at a concurrency for a duration. `retry_ids` are the fresh
+/// failed tasks the retries act on (empty for other actions).
+pub struct Run<'a> {
+    pub action: &'a str,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub get_id: &'a str,
+    pub retry_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Figures {
     pub p50_ms: f64,

@@ -230,6 +230,16 @@ impl Service {
             .unwrap_or_else(|| panic!("task {task_id} is not stored"))
     }
 
+    /// `(status, retryCount, attempts)` of a stored task: the three a retry story moves.
+    pub async fn state(&self, task_id: &str) -> (String, i32, i32) {
+        let task = self.task(task_id).await;
+        (
+            task.get_str("status").unwrap().to_owned(),
+            task.get_i32("retryCount").unwrap(),
+            task.get_i32("attempts").unwrap(),
+        )
+    }
+
     pub async fn wait_for_status(&self, task_id: &str, status: &str) -> Document {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
