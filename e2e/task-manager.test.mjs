@@ -3,6 +3,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { launchBrowser, openPage, row, shot, slowDown, startService } from './harness.mjs';
 
 let browser;
@@ -199,3 +200,39 @@ test('live refresh pauses while the tab is hidden and resumes when it is shown',
   await jobs.api('cancel', { method: 'POST', body: { taskId, userId: user } });
   await page.context().close();
 });
+
+test('with JOBS_AUTH_SECRET the page uses the token the host hands over', async () => {
+  const secret = 'e2e-auth-secret';
+  const secured = await startService({ JOBS_AUTH_SECRET: secret });
+  try {
+    const token = mintToken(secret, 'token-user');
+    const created = await fetch(`${secured.base}/api/jobs?action=create`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ type: 'demo', payload: { steps: 1, stepMs: 0, failAttempts: 1 } }),
+    });
+    const { taskId } = await created.json();
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const requests = [];
+    page.on('request', (r) => requests.push(r));
+    await page.goto(`${secured.base}/#token=${token}`);
+    await page.getByText('Signed in as token-user').waitFor();
+    assert.equal(new URL(page.url()).hash, '', 'the token is removed from the address bar');
+    await row(page, taskId).getByRole('button', { name: /Retry task/ }).click();
+    await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', taskId, { timeout: 20000 });
+    const retry = requests.find((r) => new URL(r.url()).searchParams.get('action') === 'retry');
+    assert.equal(retry.headers().authorization, `Bearer ${token}`);
+    assert.deepEqual(JSON.parse(retry.postData()), { taskId, userId: 'token-user' });
+    await context.close();
+  } finally {
+    secured.stop();
+  }
+});
+
+/** An HS256 JWT as a host application's backend would mint it. */
+function mintToken(secret, sub) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const body = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ sub, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}

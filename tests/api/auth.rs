@@ -252,7 +252,12 @@ async fn production_without_an_auth_secret_is_misconfigured() {
             Some("The service is misconfigured: CRON_SECRET is not set")
         )
     );
-    assert_eq!(jobs.get("action=health").await.status, 200);
+    let health = jobs.get("action=health").await;
+    assert_eq!(health.status, 200);
+    assert!(
+        health.header("x-jobs-db-commands").is_none(),
+        "internals stay in the log in production"
+    );
     assert!(jobs.snapshot().await.is_empty());
 }
 

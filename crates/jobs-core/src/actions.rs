@@ -81,6 +81,10 @@ impl App {
         })
     }
 
+    pub fn is_production(&self) -> bool {
+        self.config.is_production
+    }
+
     pub fn static_dir(&self) -> Option<&str> {
         self.config.static_dir.as_deref()
     }
