@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mongodb::bson::{self, DateTime, Document, doc};
 use serde_json::{Value, json};
@@ -350,6 +349,5 @@ impl App {
 }
 
 fn seconds_between(from: DateTime, to: DateTime) -> i64 {
-    Duration::from_millis((to.timestamp_millis() - from.timestamp_millis()).max(0) as u64).as_secs()
-        as i64
+    (to.timestamp_millis() - from.timestamp_millis()).max(0) / 1000
 }

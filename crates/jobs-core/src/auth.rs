@@ -17,7 +17,8 @@ const SIGNATURE_LEEWAY_SECONDS: u64 = 5;
 enum UserAuth {
     /// Development without `JOBS_AUTH_SECRET`: the `userId` the client sends is trusted.
     Trusted,
-    Jwt(Box<DecodingKey>),
+    /// The key and the rules (HS256 only, `exp` and `sub` required), built once.
+    Jwt(Box<(DecodingKey, Validation)>),
     /// Production without `JOBS_AUTH_SECRET`: refuse rather than trust anyone.
     Misconfigured,
 }
@@ -67,9 +68,12 @@ pub struct Auth {
 impl Auth {
     pub fn new(config: &Config) -> Self {
         let users = match (&config.auth_secret, config.is_production) {
-            (Some(secret), _) => UserAuth::Jwt(Box::new(DecodingKey::from_secret(
-                secret.expose().as_bytes(),
-            ))),
+            (Some(secret), _) => {
+                let mut validation = Validation::new(Algorithm::HS256);
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                let key = DecodingKey::from_secret(secret.expose().as_bytes());
+                UserAuth::Jwt(Box::new((key, validation)))
+            }
             (None, true) => UserAuth::Misconfigured,
             (None, false) => {
                 tracing::warn!(
@@ -101,13 +105,12 @@ impl Auth {
         match &self.users {
             UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
             UserAuth::Misconfigured => Err(JobsError::Misconfigured("JOBS_AUTH_SECRET")),
-            UserAuth::Jwt(key) => {
+            UserAuth::Jwt(jwt) => {
+                let (key, validation) = &**jwt;
                 let token = credentials
                     .bearer()
                     .ok_or(JobsError::Unauthenticated("Missing bearer token"))?;
-                let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+                let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
                     .map_err(|_| JobsError::Unauthenticated("Invalid or expired token"))?
                     .claims;
                 let user = UserId::parse(claims.sub)
