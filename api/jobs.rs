@@ -87,9 +87,9 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         .status(status)
         .header("content-type", "application/json")
         .header("cache-control", "no-store");
-    // Outside production, the MongoDB commands a request issued (tests and the benchmark
-    // count them); in production they stay in the request log.
-    if !app.is_production() {
+    // In development, the MongoDB commands a request issued (tests and the benchmark count
+    // them); deployed, they stay in the request log.
+    if !app.is_deployed() {
         response = response.header("x-jobs-db-commands", db_commands);
     }
     if let Some(allow) = allow {
@@ -115,6 +115,9 @@ async fn respond(
         Ok(action) => action,
         Err(error) => return (None, Err(error)),
     };
+    if let (false, Err(error)) = (action == Action::Health, app.database_configured()) {
+        return (Some(action), Err(error));
+    }
     let credentials = Credentials::from_headers(&parts.headers);
     let body = if action.takes_body() {
         let length = parts
@@ -212,7 +215,7 @@ mod tests {
             (JobsError::MaxRetries(3), 409),
             (JobsError::NotCancellable(TaskStatus::Completed), 409),
             (JobsError::PayloadTooLarge { limit: 1 }, 413),
-            (JobsError::Misconfigured("JOBS_AUTH_SECRET"), 500),
+            (JobsError::missing_setting("JOBS_AUTH_SECRET"), 500),
             (JobsError::Internal("detail".into()), 500),
             (JobsError::RequeueFailed, 503),
             (JobsError::EnqueueFailed(id()), 503),

@@ -216,49 +216,60 @@ async fn a_valid_token_reaches_only_its_own_tasks() {
     assert_eq!(own_cancel.status, 200);
 }
 
+/// Deployed means production or preview: a preview is on the internet and may share the
+/// production database, so neither trusts client-supplied ids or leaves anything open.
 #[tokio::test]
-async fn production_without_an_auth_secret_is_misconfigured() {
-    let jobs = Service::start_with(&[("VERCEL_ENV", "production")]).await;
-    for (method, query, body) in [
-        (Method::GET, "action=list&userId=alice", None),
-        (
-            Method::POST,
-            "action=create",
-            Some(json!({ "type": "demo", "userId": "alice" })),
-        ),
-        (
-            Method::POST,
-            "action=retry",
-            Some(json!({ "taskId": "t", "userId": "alice" })),
-        ),
+async fn deployed_without_secrets_refuses_users_and_unsigned_calls() {
+    for environment in [
+        ("VERCEL_ENV", "production"),
+        ("VERCEL_ENV", "preview"),
+        ("NODE_ENV", "production"),
     ] {
-        let reply = as_user(&jobs, None, method, query, body).await;
-        assert_eq!(reply.status, 500, "{query}");
+        let jobs = Service::start_with(&[environment]).await;
+        for (method, query, body) in [
+            (Method::GET, "action=list&userId=alice", None),
+            (
+                Method::POST,
+                "action=create",
+                Some(json!({ "type": "demo", "userId": "alice" })),
+            ),
+            (
+                Method::POST,
+                "action=retry",
+                Some(json!({ "taskId": "t", "userId": "alice" })),
+            ),
+        ] {
+            let reply = as_user(&jobs, None, method, query, body).await;
+            assert_eq!(reply.status, 500, "{environment:?} {query}");
+            assert_eq!(
+                reply.body,
+                json!({ "error": "The service is misconfigured: JOBS_AUTH_SECRET is not set", "code": "MISCONFIGURED" })
+            );
+        }
+        let process = jobs.post("process", json!({ "taskId": "t" })).await;
         assert_eq!(
-            reply.body,
-            json!({ "error": "The service is misconfigured: JOBS_AUTH_SECRET is not set", "code": "MISCONFIGURED" })
+            process.status, 401,
+            "{environment:?}: process without a signature"
         );
+        let sweep = jobs.get("action=sweep").await;
+        assert_eq!(
+            (sweep.status, sweep.body["code"].as_str()),
+            (401, Some("UNAUTHENTICATED")),
+            "{environment:?}: sweep without the cron secret"
+        );
+        let health = jobs.get("action=health").await;
+        assert_eq!(health.status, 503, "{environment:?}");
+        assert_eq!(health.body["code"], "MISCONFIGURED");
+        assert_eq!(
+            health.body["missing"],
+            json!(["JOBS_AUTH_SECRET", "CRON_SECRET", "JOBS_INTERNAL_SECRET"])
+        );
+        assert!(
+            health.header("x-jobs-db-commands").is_none(),
+            "internals stay in the log when deployed"
+        );
+        assert!(jobs.snapshot().await.is_empty());
     }
-    let process = jobs.post("process", json!({ "taskId": "t" })).await;
-    assert_eq!(
-        process.status, 401,
-        "process is closed in production without a signature"
-    );
-    let sweep = jobs.get("action=sweep").await;
-    assert_eq!(
-        (sweep.status, sweep.body["error"].as_str()),
-        (
-            500,
-            Some("The service is misconfigured: CRON_SECRET is not set")
-        )
-    );
-    let health = jobs.get("action=health").await;
-    assert_eq!(health.status, 200);
-    assert!(
-        health.header("x-jobs-db-commands").is_none(),
-        "internals stay in the log in production"
-    );
-    assert!(jobs.snapshot().await.is_empty());
 }
 
 #[tokio::test]

@@ -61,10 +61,21 @@ async fn decision_table_through_the_binary() {
             warns: false,
         },
         Row {
-            name: "development, VERCEL_URL",
+            name: "development, VERCEL_URL outside vercel dev is not this machine",
             env: plain(&[("VERCEL_URL", "app-git-dev.vercel.app")]),
             transport: "self",
-            destination: Ok(format!("https://app-git-dev.vercel.app{process}")),
+            destination: Ok(format!("http://localhost:PORT{process}")),
+            warns: false,
+        },
+        Row {
+            name: "vercel dev: plain http to VERCEL_URL",
+            env: plain(&[
+                ("VERCEL_DEV", "1"),
+                ("VERCEL_ENV", "development"),
+                ("VERCEL_URL", "localhost:4711"),
+            ]),
+            transport: "self",
+            destination: Ok(format!("http://localhost:4711{process}")),
             warns: false,
         },
         Row {
@@ -105,6 +116,37 @@ async fn decision_table_through_the_binary() {
             ]),
             transport: "qstash",
             destination: Ok(format!("https://jobs.example.com{process}")),
+            warns: false,
+        },
+        Row {
+            name: "production, QStash to the production domain before VERCEL_URL",
+            env: q(&[
+                ("VERCEL_ENV", "production"),
+                ("VERCEL_URL", "app-abc123.vercel.app"),
+                ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
+                ("JOBS_AUTH_SECRET", SECRET),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://app.example.com{process}")),
+            warns: false,
+        },
+        Row {
+            name: "preview, QStash to this deployment's VERCEL_URL",
+            env: q(&[
+                ("VERCEL_ENV", "preview"),
+                ("VERCEL_URL", "app-git-x.vercel.app"),
+                ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
+                ("JOBS_AUTH_SECRET", SECRET),
+            ]),
+            transport: "qstash",
+            destination: Ok(format!("https://app-git-x.vercel.app{process}")),
+            warns: false,
+        },
+        Row {
+            name: "production, QStash without any URL",
+            env: q(&[("NODE_ENV", "production"), ("JOBS_AUTH_SECRET", SECRET)]),
+            transport: "unconfigured",
+            destination: Err("QStash needs a public URL for this deployment: set JOBS_PUBLIC_URL."),
             warns: false,
         },
         Row {
@@ -170,7 +212,7 @@ async fn decision_table_through_the_binary() {
         }
         assert_eq!(
             jobs.logs()
-                .contains("QSTASH_TOKEN is not set in production"),
+                .contains("QSTASH_TOKEN is not set on a deployment"),
             row.warns,
             "{}: warning",
             row.name
@@ -209,19 +251,17 @@ async fn decision_table_through_the_binary() {
                     row.name
                 );
             }
-            Err(_) => {
+            Err(message) => {
                 assert_eq!(
-                    (create.status, create.body["code"].as_str()),
-                    (503, Some("ENQUEUE_FAILED")),
+                    (create.status, &create.body),
+                    (500, &json!({ "error": message, "code": "MISCONFIGURED" })),
                     "{}",
                     row.name
                 );
                 assert_eq!(qstash.published().len(), published_before, "{}", row.name);
-                let task = jobs.task(&create.task_id()).await;
-                assert_eq!(
-                    task.get_str("status").unwrap(),
-                    "failed",
-                    "{}: never left queued with no message",
+                assert!(
+                    jobs.snapshot().await.is_empty(),
+                    "{}: nothing is stored, so nothing is left queued",
                     row.name
                 );
             }

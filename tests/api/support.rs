@@ -114,7 +114,7 @@ impl Service {
         let child = command.spawn().expect("spawn the jobs binary");
         let uri = env
             .iter()
-            .find(|(k, _)| *k == "MONGODB_URI")
+            .find(|(k, v)| *k == "MONGODB_URI" && !v.is_empty())
             .map_or_else(db_uri, |(_, v)| v.to_string());
         let client = mongodb::Client::with_uri_str(uri).await.unwrap();
         let service = Self {

@@ -31,6 +31,8 @@ pub struct App {
     dispatcher: Dispatcher,
     processors: Processors,
     auth: Auth,
+    /// Deployed settings that are missing (SPEC section 6); `health` reports them.
+    missing: Vec<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +70,19 @@ impl App {
         if let Err(message) = dispatcher.route() {
             tracing::error!(
                 message,
-                "dispatch is not configured; every create and retry will fail to queue"
+                "dispatch is not configured; every create and retry will be refused"
+            );
+        }
+        let missing = config.missing_for_deployment();
+        for variable in &missing {
+            tracing::error!(
+                variable,
+                environment = ?config.environment,
+                "a deployed function needs this setting; health answers 503 until it is set"
             );
         }
         Ok(Self {
+            missing,
             auth: Auth::new(&config),
             processors: processors(&config, http),
             store: Arc::new(store),
@@ -80,8 +91,26 @@ impl App {
         })
     }
 
-    pub fn is_production(&self) -> bool {
-        self.config.is_production
+    /// Production or preview.
+    pub fn is_deployed(&self) -> bool {
+        self.config.is_deployed()
+    }
+
+    /// Refuses every action that needs the database when a deployed function has no
+    /// `MONGODB_URI`, instead of quietly trying localhost.
+    pub fn database_configured(&self) -> Result<()> {
+        match self.missing.contains(&"MONGODB_URI") {
+            true => Err(JobsError::missing_setting("MONGODB_URI")),
+            false => Ok(()),
+        }
+    }
+
+    /// The route tasks are handed off on, or `MISCONFIGURED` with the sentence of SPEC
+    /// section 7: checked before anything is written, so nothing is left `queued`.
+    fn route(&self) -> Result<&crate::dispatch::Route> {
+        self.dispatcher
+            .route()
+            .map_err(|message| JobsError::Misconfigured(message.to_owned()))
     }
 
     pub fn static_dir(&self) -> Option<&str> {
@@ -111,6 +140,7 @@ impl App {
             .validate(&payload)
             .map_err(JobsError::InvalidPayload)?;
         let (brand_id, max_retries) = (request.brand_id()?, request.max_retries()?);
+        self.route()?;
         let task = Task::new(user, brand_id, request.kind, stored, max_retries);
         self.store.insert(&task).await?;
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
@@ -195,6 +225,7 @@ impl App {
             other => other?,
         };
 
+        self.route()?;
         let queued_at = DateTime::now();
         let Some(before) = self
             .store
@@ -263,7 +294,8 @@ impl App {
         body: &[u8],
     ) -> Result<Delivery<impl Future<Output = ()> + Send + 'static>> {
         let process_url = self.dispatcher.route().ok().map(|r| r.process_url());
-        self.auth.delivery(credentials, body, process_url)?;
+        self.auth
+            .delivery(credentials, body, process_url.as_deref())?;
         let request: ProcessRequest = decode(body)?;
         let task_id = TaskId::parse(request.task_id).map_err(JobsError::InvalidBody)?;
         let Some(task) = self.store.claim(&task_id, self.config.lease).await? else {
@@ -282,7 +314,8 @@ impl App {
     /// The rescuer: fails tasks whose worker was lost and tasks nobody picked up, saying
     /// what happened and for how long, so their owners can retry them.
     pub async fn sweep(&self, credentials: &Credentials) -> Result<Value> {
-        self.auth.cron(credentials)?;
+        let sweep_url = self.dispatcher.route().ok().map(|r| r.url("sweep"));
+        self.auth.cron(credentials, sweep_url.as_deref())?;
         let now = DateTime::now();
         let lost = self
             .store
@@ -323,7 +356,8 @@ impl App {
         Ok(json!({ "timedOut": timed_out, "neverPickedUp": never_picked_up }))
     }
 
-    /// Liveness with the database and the dispatch route; `Err` when MongoDB is unreachable.
+    /// Liveness with the database and the dispatch route. `Err` (503) when a deployed setting
+    /// is missing, dispatch is not configured, or MongoDB is unreachable.
     pub async fn health(&self) -> std::result::Result<Value, Value> {
         let route = self.dispatcher.route();
         let mut body = json!({
@@ -336,15 +370,26 @@ impl App {
             Ok(route) => body["destination"] = json!(route.process_url()),
             Err(message) => body["dispatchError"] = json!(message),
         }
-        match self.store.ping().await {
-            Ok(()) => Ok(body),
-            Err(_) => {
-                body["ok"] = json!(false);
-                body["error"] = json!(JobsError::DbUnavailable.to_string());
-                body["code"] = json!(JobsError::DbUnavailable.code());
-                Err(body)
-            }
-        }
+        let problem = if !self.missing.is_empty() {
+            body["missing"] = json!(self.missing);
+            Some(JobsError::Misconfigured(format!(
+                "The deployment is misconfigured: set {}.",
+                self.missing.join(", ")
+            )))
+        } else if let Err(message) = route {
+            Some(JobsError::Misconfigured(message.to_owned()))
+        } else if self.store.ping().await.is_err() {
+            Some(JobsError::DbUnavailable)
+        } else {
+            None
+        };
+        let Some(problem) = problem else {
+            return Ok(body);
+        };
+        body["ok"] = json!(false);
+        body["error"] = json!(problem.to_string());
+        body["code"] = json!(problem.code());
+        Err(body)
     }
 }
 

@@ -19,7 +19,8 @@ enum UserAuth {
     Trusted,
     /// The key and the rules (HS256 only, `exp` and `sub` required), built once.
     Jwt(Box<(DecodingKey, Validation)>),
-    /// Production without `JOBS_AUTH_SECRET`: refuse rather than trust anyone.
+    /// Deployed (production or preview) without `JOBS_AUTH_SECRET`: refuse rather than trust
+    /// anyone.
     Misconfigured,
 }
 
@@ -62,12 +63,13 @@ pub struct Auth {
     qstash: Option<Receiver>,
     internal_secret: Option<Secret>,
     cron_secret: Option<Secret>,
-    is_production: bool,
+    /// Production or preview: nothing is open.
+    deployed: bool,
 }
 
 impl Auth {
     pub fn new(config: &Config) -> Self {
-        let users = match (&config.auth_secret, config.is_production) {
+        let users = match (&config.auth_secret, config.is_deployed()) {
             (Some(secret), _) => {
                 let mut validation = Validation::new(Algorithm::HS256);
                 validation.set_required_spec_claims(&["exp", "sub"]);
@@ -95,7 +97,7 @@ impl Auth {
             qstash,
             internal_secret: config.internal_secret.clone(),
             cron_secret: config.cron_secret.clone(),
-            is_production: config.is_production,
+            deployed: config.is_deployed(),
         }
     }
 
@@ -104,7 +106,7 @@ impl Auth {
     pub fn user(&self, credentials: &Credentials, claimed: Option<UserId>) -> Result<UserId> {
         match &self.users {
             UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
-            UserAuth::Misconfigured => Err(JobsError::Misconfigured("JOBS_AUTH_SECRET")),
+            UserAuth::Misconfigured => Err(JobsError::missing_setting("JOBS_AUTH_SECRET")),
             UserAuth::Jwt(jwt) => {
                 let (key, validation) = &**jwt;
                 let token = credentials
@@ -123,26 +125,17 @@ impl Auth {
         }
     }
 
-    /// A `process` delivery: a valid QStash signature over the raw body for `process_url`
-    /// (the URL the service publishes to, never one rebuilt from `Host`), or the internal
-    /// secret of a self-invocation. Open only in development with neither configured.
+    /// A `process` delivery: a valid QStash signature over the raw body for `url` (the URL
+    /// the service publishes to, never one rebuilt from `Host`), or the internal secret of a
+    /// self-invocation. Open only in development with neither configured.
     pub fn delivery(
         &self,
         credentials: &Credentials,
         raw_body: &[u8],
-        process_url: Option<&str>,
+        url: Option<&str>,
     ) -> Result<()> {
-        if let (Some(receiver), Some(signature)) = (&self.qstash, &credentials.upstash_signature) {
-            let verified = receiver.verify(VerifyRequest {
-                signature,
-                body: raw_body,
-                url: process_url,
-                clock_tolerance_seconds: SIGNATURE_LEEWAY_SECONDS,
-            });
-            return verified.map_err(|error| {
-                tracing::warn!(%error, "rejected a process delivery with a bad signature");
-                JobsError::Unauthenticated("Invalid signature")
-            });
+        if let Some(verified) = self.signature(credentials, raw_body, url) {
+            return verified;
         }
         if let (Some(expected), Some(given)) = (&self.internal_secret, &credentials.internal_secret)
         {
@@ -152,24 +145,60 @@ impl Auth {
                 Err(JobsError::Unauthenticated("Invalid internal secret"))
             };
         }
-        if self.qstash.is_none() && self.internal_secret.is_none() && !self.is_production {
+        if self.qstash.is_none() && self.internal_secret.is_none() && !self.deployed {
             return Ok(());
         }
         Err(JobsError::Unauthenticated("Missing signature"))
     }
 
-    /// `sweep`: `Authorization: Bearer $CRON_SECRET`; open in development without one.
-    pub fn cron(&self, credentials: &Credentials) -> Result<()> {
-        match &self.cron_secret {
-            Some(secret) => match credentials.bearer() {
-                Some(given) if constant_time_eq(secret.expose().as_bytes(), given.as_bytes()) => {
-                    Ok(())
-                }
-                _ => Err(JobsError::Unauthenticated("Invalid cron secret")),
-            },
-            None if self.is_production => Err(JobsError::Misconfigured("CRON_SECRET")),
-            None => Ok(()),
+    /// `sweep`: `Authorization: Bearer $CRON_SECRET` (Vercel Cron), or a QStash signature for
+    /// `url` (a QStash schedule). Open in development without `CRON_SECRET`.
+    pub fn cron(&self, credentials: &Credentials, url: Option<&str>) -> Result<()> {
+        if let Some(verified) = self.signature(credentials, b"", url) {
+            return verified;
         }
+        match (&self.cron_secret, credentials.bearer()) {
+            (Some(secret), Some(given))
+                if constant_time_eq(secret.expose().as_bytes(), given.as_bytes()) =>
+            {
+                Ok(())
+            }
+            (Some(_), _) => Err(JobsError::Unauthenticated("Invalid cron secret")),
+            (None, _) if self.deployed => Err(JobsError::Unauthenticated(
+                "Missing cron secret or signature",
+            )),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// `Some` when the request carries an `Upstash-Signature` this service can check: valid
+    /// for `url`, or refused. A signature is never accepted without a URL to check its `sub`.
+    fn signature(
+        &self,
+        credentials: &Credentials,
+        raw_body: &[u8],
+        url: Option<&str>,
+    ) -> Option<Result<()>> {
+        let (receiver, signature) = (
+            self.qstash.as_ref()?,
+            credentials.upstash_signature.as_ref()?,
+        );
+        let Some(url) = url else {
+            tracing::warn!(
+                "refused a signed request: dispatch has no URL to check the signature's subject against"
+            );
+            return Some(Err(JobsError::Unauthenticated("Invalid signature")));
+        };
+        let verified = receiver.verify(VerifyRequest {
+            signature,
+            body: raw_body,
+            url: Some(url),
+            clock_tolerance_seconds: SIGNATURE_LEEWAY_SECONDS,
+        });
+        Some(verified.map_err(|error| {
+            tracing::warn!(%error, "refused a request with a bad signature");
+            JobsError::Unauthenticated("Invalid signature")
+        }))
     }
 }
 

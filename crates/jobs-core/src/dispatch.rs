@@ -9,96 +9,125 @@ use serde_json::json;
 
 use mongodb::bson::DateTime;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::task::TaskId;
 
-pub const PROCESS_PATH: &str = "/api/jobs?action=process";
+/// The function's path; `?action=` names what is called.
+pub const FUNCTION_PATH: &str = "/api/jobs";
 /// Header carrying `JOBS_INTERNAL_SECRET` on self-invocations.
 pub const INTERNAL_SECRET_HEADER: &str = "x-jobs-internal-secret";
+/// Vercel's header that lets automation through Deployment Protection.
+pub const PROTECTION_BYPASS_HEADER: &str = "x-vercel-protection-bypass";
 pub const QSTASH_DEV_BASE_URL_MISSING: &str =
     "QStash is enabled in development, but QSTASH_BASE_URL (your ngrok URL) is not set.";
+pub const QSTASH_PUBLIC_URL_MISSING: &str =
+    "QStash needs a public URL for this deployment: set JOBS_PUBLIC_URL.";
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where a task is sent to be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Publish `{taskId}` to QStash, which delivers it to `process`.
+    QStash,
+    /// POST `{taskId, isSelfInvoke: true}` to `process` directly.
+    SelfInvoke,
+}
+
+/// Where and how a task is sent to be processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// Publish `{taskId}` to QStash, which delivers it to `destination`.
-    QStash { destination: String },
-    /// POST `{taskId, isSelfInvoke: true}` to `url` directly.
-    SelfInvoke { url: String },
+pub struct Route {
+    pub transport: Transport,
+    /// Normalised by the `url` crate exactly as QStash's client normalises a destination, so
+    /// the URL published to and the URL a signature is checked against are one string.
+    base: String,
+    /// `VERCEL_AUTOMATION_BYPASS_SECRET`, sent with every hand-off.
+    pub protection_bypass: Option<Secret>,
 }
 
 impl Route {
     pub fn transport(&self) -> &'static str {
-        match self {
-            Self::QStash { .. } => "qstash",
-            Self::SelfInvoke { .. } => "self",
+        match self.transport {
+            Transport::QStash => "qstash",
+            Transport::SelfInvoke => "self",
         }
     }
 
-    /// The URL `process` is reached at: QStash signs exactly this as the JWT subject.
-    pub fn process_url(&self) -> &str {
-        match self {
-            Self::QStash { destination } => destination,
-            Self::SelfInvoke { url } => url,
-        }
+    /// `<base>/api/jobs?action=<action>`: what QStash delivers to (and signs as the JWT
+    /// subject), or what self-invocation calls.
+    pub fn url(&self, action: &str) -> String {
+        format!("{}{FUNCTION_PATH}?action={action}", self.base)
+    }
+
+    pub fn process_url(&self) -> String {
+        self.url("process")
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// `Err` holds the exact message of a configuration that cannot dispatch at all.
-    pub route: Result<Route, &'static str>,
-    /// Production without `QSTASH_TOKEN` works, but should not go unnoticed.
+    pub route: Result<Route, String>,
+    /// Deployed without `QSTASH_TOKEN` works, but should not go unnoticed.
     pub warning: Option<&'static str>,
 }
 
 /// The decision table of SPEC section 7, as a pure function.
 pub fn decide(config: &Config) -> Decision {
-    let use_qstash =
-        config.qstash_token.is_some() && (config.is_production || config.use_qstash_in_dev);
-    let vercel_base = config
-        .vercel_url
-        .as_ref()
-        .map(|host| format!("https://{host}"));
-
-    if use_qstash {
-        let base = config
-            .public_url
-            .clone()
-            .or(if config.is_production {
-                vercel_base
-            } else {
-                None
-            })
-            .or_else(|| config.qstash_base_url.clone());
-        let route = base
-            .map(|base| Route::QStash {
-                destination: format!("{base}{PROCESS_PATH}"),
-            })
-            .ok_or(QSTASH_DEV_BASE_URL_MISSING);
-        return Decision {
-            route,
-            warning: None,
-        };
-    }
-
-    let base = config
-        .public_url
-        .clone()
-        .or(vercel_base)
-        .unwrap_or_else(|| format!("http://localhost:{}", config.port));
-    let warning = (config.is_production && config.qstash_token.is_none()).then_some(
-        "QSTASH_TOKEN is not set in production: tasks are dispatched by self-invocation, \
+    let local = !config.is_deployed();
+    let use_qstash = config.qstash_token.is_some() && (!local || config.use_qstash_in_dev);
+    let from = |name: &'static str, value: &str| normalise_base(name, value);
+    let base = if let Some(url) = &config.public_url {
+        from("JOBS_PUBLIC_URL", url)
+    } else if use_qstash && local {
+        match &config.qstash_base_url {
+            Some(url) => from("QSTASH_BASE_URL", url),
+            None => Err(QSTASH_DEV_BASE_URL_MISSING.to_owned()),
+        }
+    } else if let (true, Some(host)) = (config.vercel_dev, &config.vercel_url) {
+        from("VERCEL_URL", &format!("http://{host}"))
+    } else if let (true, Some(host)) = (
+        config.is_production(),
+        &config.vercel_project_production_url,
+    ) {
+        from("VERCEL_PROJECT_PRODUCTION_URL", &format!("https://{host}"))
+    } else if let (false, Some(host)) = (local, &config.vercel_url) {
+        from("VERCEL_URL", &format!("https://{host}"))
+    } else if use_qstash {
+        Err(QSTASH_PUBLIC_URL_MISSING.to_owned())
+    } else {
+        from("PORT", &format!("http://localhost:{}", config.port))
+    };
+    let transport = if use_qstash {
+        Transport::QStash
+    } else {
+        Transport::SelfInvoke
+    };
+    let warning = (!local && config.qstash_token.is_none()).then_some(
+        "QSTASH_TOKEN is not set on a deployment: tasks are dispatched by self-invocation, \
          which has no retries or delivery guarantees (and process accepts it only with \
          JOBS_INTERNAL_SECRET set)",
     );
     Decision {
-        route: Ok(Route::SelfInvoke {
-            url: format!("{base}{PROCESS_PATH}"),
+        route: base.map(|base| Route {
+            transport,
+            base,
+            protection_bypass: config.automation_bypass_secret.clone(),
         }),
         warning,
     }
+}
+
+/// `scheme://host[:port][/path]` as the `url` crate prints it (lower-case host, default port
+/// dropped), without a trailing slash; only http(s) without query or fragment.
+fn normalise_base(name: &str, value: &str) -> Result<String, String> {
+    let invalid = |why: &str| format!("{name} is not a valid base URL ({why}): {value:?}");
+    let url = url::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid("expected http:// or https:// and a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a base URL has no query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// One hand-off of a task to the queue. Its deduplication id names the task, its retry count
@@ -125,7 +154,7 @@ impl Handoff<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("dispatch is not configured: {0}")]
-    NotConfigured(&'static str),
+    NotConfigured(String),
     #[error("self-invocation failed: {0}")]
     SelfInvoke(String),
     #[error("QStash publish failed: {0}")]
@@ -134,10 +163,10 @@ pub enum DispatchError {
 
 /// Sends tasks along the route [`decide`] chose at start-up.
 pub struct Dispatcher {
-    route: Result<Route, &'static str>,
+    route: Result<Route, String>,
     http: reqwest::Client,
     qstash: Option<QStashClient>,
-    internal_secret: Option<String>,
+    internal_secret: Option<Secret>,
     qstash_retries: u32,
 }
 
@@ -148,7 +177,7 @@ impl Dispatcher {
             tracing::warn!(warning);
         }
         let qstash = match (&decision.route, &config.qstash_token) {
-            (Ok(Route::QStash { .. }), Some(token)) => {
+            (Ok(route), Some(token)) if route.transport == Transport::QStash => {
                 let mut builder = QStashClient::builder(token.expose());
                 if let Some(url) = &config.qstash_url {
                     builder = builder.base_url(url.clone());
@@ -165,29 +194,30 @@ impl Dispatcher {
             route: decision.route,
             http,
             qstash,
-            internal_secret: config
-                .internal_secret
-                .as_ref()
-                .map(|s| s.expose().to_owned()),
+            internal_secret: config.internal_secret.clone(),
             qstash_retries: config.qstash_retries,
         })
     }
 
-    pub fn route(&self) -> Result<&Route, &'static str> {
-        self.route.as_ref().map_err(|e| *e)
+    /// The route, or the sentence saying why there is none.
+    pub fn route(&self) -> Result<&Route, &str> {
+        self.route.as_ref().map_err(String::as_str)
     }
 
     /// Sends one task on its way.
     pub async fn dispatch(&self, handoff: Handoff<'_>) -> Result<(), DispatchError> {
         let task_id = handoff.task_id;
-        let route = self.route().map_err(DispatchError::NotConfigured)?;
-        let sent = match route {
-            Route::QStash { destination } => self.publish(destination, &handoff).await,
-            Route::SelfInvoke { url } => self.self_invoke(url, task_id).await,
+        let route = self
+            .route()
+            .map_err(|e| DispatchError::NotConfigured(e.to_owned()))?;
+        let destination = route.process_url();
+        let sent = match route.transport {
+            Transport::QStash => self.publish(route, &destination, &handoff).await,
+            Transport::SelfInvoke => self.self_invoke(route, &destination, task_id).await,
         };
         match &sent {
             Ok(()) => {
-                tracing::info!(task_id = %task_id, transport = route.transport(), destination = route.process_url(), "task dispatched")
+                tracing::info!(task_id = %task_id, transport = route.transport(), destination, "task dispatched")
             }
             Err(error) => {
                 tracing::error!(task_id = %task_id, transport = route.transport(), %error, "dispatch failed")
@@ -196,35 +226,53 @@ impl Dispatcher {
         sent
     }
 
-    async fn publish(&self, destination: &str, handoff: &Handoff<'_>) -> Result<(), DispatchError> {
+    async fn publish(
+        &self,
+        route: &Route,
+        destination: &str,
+        handoff: &Handoff<'_>,
+    ) -> Result<(), DispatchError> {
         let client = self
             .qstash
             .as_ref()
-            .ok_or(DispatchError::NotConfigured("QSTASH_TOKEN"))?;
+            .ok_or_else(|| DispatchError::NotConfigured("QSTASH_TOKEN".into()))?;
         let failed = |e: &dyn std::fmt::Display| DispatchError::Publish(e.to_string());
-        let request =
+        let mut request =
             PublishRequest::builder(Destination::url(destination).map_err(|e| failed(&e))?)
                 .json_body(&json!({ "taskId": handoff.task_id }))
                 .map_err(|e| failed(&e))?
                 .method(reqwest::Method::POST)
                 .deduplication_id(handoff.deduplication_id())
-                .retries(self.qstash_retries)
-                .build();
-        tokio::time::timeout(DISPATCH_TIMEOUT, client.publish(request))
+                .retries(self.qstash_retries);
+        if let Some(bypass) = &route.protection_bypass {
+            // qstash-rs sends it as `Upstash-Forward-x-vercel-protection-bypass`.
+            request = request
+                .header(PROTECTION_BYPASS_HEADER, bypass.expose())
+                .map_err(|e| failed(&e))?;
+        }
+        tokio::time::timeout(DISPATCH_TIMEOUT, client.publish(request.build()))
             .await
             .map_err(|_| DispatchError::Publish("timed out".into()))?
             .map_err(|e| failed(&e))?;
         Ok(())
     }
 
-    async fn self_invoke(&self, url: &str, task_id: &TaskId) -> Result<(), DispatchError> {
+    async fn self_invoke(
+        &self,
+        route: &Route,
+        url: &str,
+        task_id: &TaskId,
+    ) -> Result<(), DispatchError> {
         let mut request = self
             .http
             .post(url)
             .timeout(DISPATCH_TIMEOUT)
             .json(&json!({ "taskId": task_id, "isSelfInvoke": true }));
         if let Some(secret) = &self.internal_secret {
-            request = request.header(INTERNAL_SECRET_HEADER, secret);
+            request = request.header(INTERNAL_SECRET_HEADER, secret.expose());
+        }
+        if let Some(bypass) = &route.protection_bypass {
+            request = request.header(PROTECTION_BYPASS_HEADER, bypass.expose());
         }
         let response = request
             .send()
@@ -254,15 +302,26 @@ mod tests {
         .unwrap()
     }
 
-    fn qstash(base: &str) -> Result<Route, &'static str> {
-        Ok(Route::QStash {
-            destination: format!("{base}{PROCESS_PATH}"),
+    fn route(transport: Transport, base: &str) -> Result<Route, String> {
+        Ok(Route {
+            transport,
+            base: base.into(),
+            protection_bypass: None,
         })
     }
 
-    fn self_invoke(base: &str) -> Result<Route, &'static str> {
-        Ok(Route::SelfInvoke {
-            url: format!("{base}{PROCESS_PATH}"),
+    fn qstash(base: &str) -> Result<Route, String> {
+        route(Transport::QStash, base)
+    }
+
+    fn self_invoke(base: &str) -> Result<Route, String> {
+        route(Transport::SelfInvoke, base)
+    }
+
+    fn bypassed(route: Result<Route, String>) -> Result<Route, String> {
+        route.map(|r| Route {
+            protection_bypass: Some(Secret::new("bypass-1")),
+            ..r
         })
     }
 
@@ -270,11 +329,10 @@ mod tests {
     type Row = (
         &'static str,
         Vec<(&'static str, &'static str)>,
-        Result<Route, &'static str>,
+        Result<Route, String>,
         bool,
     );
 
-    /// One row per line of the decision table in SPEC section 7.
     #[test]
     fn a_new_retry_is_a_new_message_even_with_a_reused_retry_count() {
         let task_id = TaskId::parse("t-1").unwrap();
@@ -296,132 +354,183 @@ mod tests {
         assert_eq!(at(1000).deduplication_id(), "t-1-r1-1000");
     }
 
+    /// One row per line of the decision table in SPEC section 7.
     #[test]
     fn decision_table() {
+        let qstash_dev = [("QSTASH_TOKEN", "t"), ("USE_QSTASH_IN_DEV", "true")];
+        let with = |extra: &[(&'static str, &'static str)],
+                    base: &[(&'static str, &'static str)]| {
+            base.iter().chain(extra).copied().collect::<Vec<_>>()
+        };
+        let public_url_missing = Err(QSTASH_PUBLIC_URL_MISSING.to_owned());
         let rows: Vec<Row> = vec![
+            ("dev, nothing set", vec![], self_invoke("http://localhost:3000"), false),
+            ("dev, PORT", vec![("PORT", "4100")], self_invoke("http://localhost:4100"), false),
             (
-                "dev, nothing set",
-                vec![],
+                "dev, VERCEL_URL outside vercel dev is not this machine",
+                vec![("VERCEL_URL", "app-git-x.vercel.app")],
                 self_invoke("http://localhost:3000"),
                 false,
             ),
             (
-                "dev, PORT",
-                vec![("PORT", "4100")],
-                self_invoke("http://localhost:4100"),
+                "vercel dev: plain http to VERCEL_URL",
+                vec![("VERCEL_DEV", "1"), ("VERCEL_ENV", "development"), ("VERCEL_URL", "localhost:3000")],
+                self_invoke("http://localhost:3000"),
                 false,
             ),
             (
-                "dev, VERCEL_URL (vercel dev / preview)",
-                vec![("VERCEL_URL", "app-git-x.vercel.app")],
-                self_invoke("https://app-git-x.vercel.app"),
-                false,
-            ),
-            (
-                "dev, JOBS_PUBLIC_URL wins over VERCEL_URL",
+                "dev, JOBS_PUBLIC_URL wins over vercel dev",
                 vec![
                     ("JOBS_PUBLIC_URL", "https://jobs.example.com/"),
-                    ("VERCEL_URL", "a.vercel.app"),
+                    ("VERCEL_DEV", "1"),
+                    ("VERCEL_URL", "localhost:3000"),
                 ],
                 self_invoke("https://jobs.example.com"),
                 false,
             ),
             (
                 "dev, token but USE_QSTASH_IN_DEV unset",
-                vec![
-                    ("QSTASH_TOKEN", "t"),
-                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
-                ],
+                vec![("QSTASH_TOKEN", "t"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
                 self_invoke("http://localhost:3000"),
                 false,
             ),
             (
                 "dev, USE_QSTASH_IN_DEV without token",
-                vec![
-                    ("USE_QSTASH_IN_DEV", "true"),
-                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
-                ],
+                vec![("USE_QSTASH_IN_DEV", "true"), ("QSTASH_BASE_URL", "https://x.ngrok.app")],
                 self_invoke("http://localhost:3000"),
                 false,
             ),
             (
                 "dev, QStash with ngrok base",
-                vec![
-                    ("QSTASH_TOKEN", "t"),
-                    ("USE_QSTASH_IN_DEV", "true"),
-                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
-                ],
+                with(&[("QSTASH_BASE_URL", "https://x.ngrok.app")], &qstash_dev),
+                qstash("https://x.ngrok.app"),
+                false,
+            ),
+            (
+                "vercel dev, QStash: ngrok wins over VERCEL_URL (QStash cannot reach localhost)",
+                with(
+                    &[("QSTASH_BASE_URL", "https://x.ngrok.app"), ("VERCEL_DEV", "1"), ("VERCEL_URL", "localhost:3000")],
+                    &qstash_dev,
+                ),
                 qstash("https://x.ngrok.app"),
                 false,
             ),
             (
                 "dev, QStash without base URL",
-                vec![("QSTASH_TOKEN", "t"), ("USE_QSTASH_IN_DEV", "true")],
-                Err(QSTASH_DEV_BASE_URL_MISSING),
+                with(&[("VERCEL_DEV", "1"), ("VERCEL_URL", "localhost:3000")], &qstash_dev),
+                Err(QSTASH_DEV_BASE_URL_MISSING.to_owned()),
                 false,
             ),
             (
                 "dev, QStash, JOBS_PUBLIC_URL wins over ngrok",
-                vec![
-                    ("QSTASH_TOKEN", "t"),
-                    ("USE_QSTASH_IN_DEV", "true"),
-                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
-                    ("JOBS_PUBLIC_URL", "https://jobs.example.com"),
-                ],
+                with(
+                    &[("QSTASH_BASE_URL", "https://x.ngrok.app"), ("JOBS_PUBLIC_URL", "https://jobs.example.com")],
+                    &qstash_dev,
+                ),
                 qstash("https://jobs.example.com"),
                 false,
             ),
             (
-                "dev, QStash ignores VERCEL_URL outside production",
-                vec![
-                    ("QSTASH_TOKEN", "t"),
-                    ("USE_QSTASH_IN_DEV", "true"),
-                    ("VERCEL_URL", "a.vercel.app"),
-                    ("QSTASH_BASE_URL", "https://x.ngrok.app"),
-                ],
-                qstash("https://x.ngrok.app"),
-                false,
-            ),
-            (
-                "production (VERCEL_ENV), QStash to VERCEL_URL",
+                "production: the production domain before the deployment URL",
                 vec![
                     ("VERCEL_ENV", "production"),
                     ("QSTASH_TOKEN", "t"),
-                    ("VERCEL_URL", "app.vercel.app"),
+                    ("VERCEL_URL", "app-abc123.vercel.app"),
+                    ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
                     ("QSTASH_BASE_URL", "https://x.ngrok.app"),
-                ],
-                qstash("https://app.vercel.app"),
-                false,
-            ),
-            (
-                "production (NODE_ENV), QStash to VERCEL_URL",
-                vec![
-                    ("NODE_ENV", "production"),
-                    ("QSTASH_TOKEN", "t"),
-                    ("VERCEL_URL", "app.vercel.app"),
-                ],
-                qstash("https://app.vercel.app"),
-                false,
-            ),
-            (
-                "production, JOBS_PUBLIC_URL wins over VERCEL_URL",
-                vec![
-                    ("VERCEL_ENV", "production"),
-                    ("QSTASH_TOKEN", "t"),
-                    ("VERCEL_URL", "app.vercel.app"),
-                    ("JOBS_PUBLIC_URL", "https://app.example.com"),
                 ],
                 qstash("https://app.example.com"),
                 false,
             ),
             (
-                "production without token falls back to self-invocation, with a warning",
+                "production without a production domain: VERCEL_URL",
+                vec![("VERCEL_ENV", "production"), ("QSTASH_TOKEN", "t"), ("VERCEL_URL", "app.vercel.app")],
+                qstash("https://app.vercel.app"),
+                false,
+            ),
+            (
+                "production by NODE_ENV",
+                vec![("NODE_ENV", "production"), ("QSTASH_TOKEN", "t"), ("VERCEL_URL", "app.vercel.app")],
+                qstash("https://app.vercel.app"),
+                false,
+            ),
+            (
+                "production, JOBS_PUBLIC_URL wins",
                 vec![
                     ("VERCEL_ENV", "production"),
+                    ("QSTASH_TOKEN", "t"),
                     ("VERCEL_URL", "app.vercel.app"),
+                    ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
+                    ("JOBS_PUBLIC_URL", "https://jobs.example.org"),
                 ],
-                self_invoke("https://app.vercel.app"),
+                qstash("https://jobs.example.org"),
+                false,
+            ),
+            (
+                "preview: QStash to this deployment, never to production",
+                vec![
+                    ("VERCEL_ENV", "preview"),
+                    ("NODE_ENV", "production"),
+                    ("QSTASH_TOKEN", "t"),
+                    ("VERCEL_URL", "app-git-x.vercel.app"),
+                    ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
+                ],
+                qstash("https://app-git-x.vercel.app"),
+                false,
+            ),
+            (
+                "preview without token: self-invocation to this deployment, with a warning",
+                vec![("VERCEL_ENV", "preview"), ("VERCEL_URL", "app-git-x.vercel.app")],
+                self_invoke("https://app-git-x.vercel.app"),
                 true,
+            ),
+            (
+                "production without token: self-invocation to the production domain, with a warning",
+                vec![
+                    ("VERCEL_ENV", "production"),
+                    ("VERCEL_URL", "app-abc123.vercel.app"),
+                    ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
+                ],
+                self_invoke("https://app.example.com"),
+                true,
+            ),
+            (
+                "deployed QStash without any URL",
+                vec![("NODE_ENV", "production"), ("QSTASH_TOKEN", "t")],
+                public_url_missing,
+                false,
+            ),
+            (
+                "deployed self-invocation without any URL: this machine",
+                vec![("NODE_ENV", "production")],
+                self_invoke("http://localhost:3000"),
+                true,
+            ),
+            (
+                "protection bypass on self-invocation",
+                vec![("VERCEL_ENV", "preview"), ("VERCEL_URL", "a.vercel.app"), ("QSTASH_TOKEN", ""),
+                     ("VERCEL_AUTOMATION_BYPASS_SECRET", "bypass-1")],
+                bypassed(self_invoke("https://a.vercel.app")),
+                true,
+            ),
+            (
+                "protection bypass through QStash",
+                vec![("VERCEL_ENV", "preview"), ("VERCEL_URL", "a.vercel.app"), ("QSTASH_TOKEN", "t"),
+                     ("VERCEL_AUTOMATION_BYPASS_SECRET", "bypass-1")],
+                bypassed(qstash("https://a.vercel.app")),
+                false,
+            ),
+            (
+                "the base is normalised as QStash's client would (host case, default port)",
+                vec![("JOBS_PUBLIC_URL", "https://Jobs.Example.COM:443/")],
+                self_invoke("https://jobs.example.com"),
+                false,
+            ),
+            (
+                "a base that is not a URL names its variable",
+                vec![("JOBS_PUBLIC_URL", "jobs.example.com")],
+                Err("JOBS_PUBLIC_URL is not a valid base URL (relative URL without a base): \"jobs.example.com\"".into()),
+                false,
             ),
         ];
         for (name, vars, route, warns) in rows {
@@ -429,5 +538,20 @@ mod tests {
             assert_eq!(decision.route, route, "{name}");
             assert_eq!(decision.warning.is_some(), warns, "{name}");
         }
+    }
+
+    #[test]
+    fn published_and_verified_urls_are_one_string() {
+        let c = config(&[("JOBS_PUBLIC_URL", "https://Jobs.Example.com")]);
+        let url = decide(&c).route.unwrap().process_url();
+        assert_eq!(url, "https://jobs.example.com/api/jobs?action=process");
+        let Destination::Url(published) = Destination::url(&url).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            published.as_str(),
+            url,
+            "qstash-rs publishes exactly this string"
+        );
     }
 }

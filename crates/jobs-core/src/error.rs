@@ -44,8 +44,9 @@ pub enum JobsError {
     Unauthenticated(&'static str),
     #[error("Forbidden: the userId does not match the signed-in user")]
     UserMismatch,
-    #[error("The service is misconfigured: {0} is not set")]
-    Misconfigured(&'static str),
+    /// A setting is missing or contradictory; the message says which and what to do.
+    #[error("{0}")]
+    Misconfigured(String),
     #[error("Database unavailable")]
     DbUnavailable,
     /// Unexpected failure; the detail is logged, never sent.
@@ -86,6 +87,11 @@ impl JobsError {
             Self::EnqueueFailed(id) => Some(id),
             _ => None,
         }
+    }
+
+    /// `Misconfigured` for a variable that is not set.
+    pub fn missing_setting(name: &str) -> Self {
+        Self::Misconfigured(format!("The service is misconfigured: {name} is not set"))
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {

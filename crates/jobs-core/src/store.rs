@@ -17,6 +17,10 @@ use crate::error::{JobsError, Result};
 use crate::task::{Task, TaskId, UserId};
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled connections are closed after this long: a serverless instance may be frozen
+/// between invocations, and MongoDB's guidance for Vercel functions is `maxIdleTimeMS=5000`
+/// so frozen instances do not pile up connections on the cluster.
+const DEFAULT_MAX_IDLE_TIME: Duration = Duration::from_secs(5);
 
 tokio::task_local! {
     static COMMANDS: Cell<u32>;
@@ -59,7 +63,7 @@ pub struct Store {
 impl Store {
     /// Builds the client without contacting the server: the first request connects.
     pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(config.mongodb_uri.expose()).await?;
+        let mut options = ClientOptions::parse(config.mongodb_uri()).await?;
         // An unreachable database must be a prompt 503, not a 30 s hang.
         options
             .server_selection_timeout
@@ -67,6 +71,7 @@ impl Store {
         options
             .connect_timeout
             .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options.max_idle_time.get_or_insert(DEFAULT_MAX_IDLE_TIME);
         options.app_name.get_or_insert_with(|| "jobs".into());
         // An acknowledged write must survive a database crash: a task answered 201 and then
         // lost would break the promise that nothing is lost. The URI may ask for another.

@@ -1,0 +1,307 @@
+//! Vercel's platform rules (SPEC sections 6, 7 and 9): deployed start-up checks, the
+//! Deployment Protection bypass on every hand-off, one normalised URL for publishing and
+//! verifying, and signed QStash schedules calling `sweep`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::qstash_emulator::{
+    DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN, QStash, sign,
+};
+use crate::support::{Service, free_port, user_token};
+
+const SECRET: &str = "platform-auth-secret";
+
+/// A deployed preview with every setting it needs, QStash included.
+fn complete_preview(qstash_url: &str) -> Vec<(&'static str, String)> {
+    [
+        ("VERCEL_ENV", "preview"),
+        ("VERCEL_URL", "app-git-x.vercel.app"),
+        ("JOBS_AUTH_SECRET", SECRET),
+        ("CRON_SECRET", "cron"),
+        ("QSTASH_TOKEN", DEV_TOKEN),
+        ("QSTASH_CURRENT_SIGNING_KEY", DEV_CURRENT_SIGNING_KEY),
+        ("QSTASH_NEXT_SIGNING_KEY", DEV_NEXT_SIGNING_KEY),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .chain([("QSTASH_URL", qstash_url.to_owned())])
+    .collect()
+}
+
+fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Each deployed setting, removed in turn (an empty value counts as unset): `health` answers
+/// 503 naming exactly that one; complete, it answers 200.
+#[tokio::test]
+async fn health_names_each_missing_deployed_setting() {
+    let qstash = QStash::start().await;
+    let rows: [Option<&'static str>; 6] = [
+        None,
+        Some("JOBS_AUTH_SECRET"),
+        Some("CRON_SECRET"),
+        Some("QSTASH_CURRENT_SIGNING_KEY"),
+        Some("QSTASH_NEXT_SIGNING_KEY"),
+        Some("MONGODB_URI"),
+    ];
+    for unset in rows {
+        let mut env = complete_preview(&qstash.url);
+        env.extend(unset.map(|name| (name, String::new())));
+        let jobs = Service::start_with(&refs(&env)).await;
+        let health = jobs.get("action=health").await;
+        let Some(missing) = unset else {
+            assert_eq!(health.status, 200, "complete: {}", health.body);
+            assert_eq!(health.body["ok"], true);
+            continue;
+        };
+        assert_eq!(health.status, 503, "{missing}: {}", health.body);
+        assert_eq!(health.body["ok"], false, "{missing}");
+        assert_eq!(health.body["code"], "MISCONFIGURED", "{missing}");
+        assert_eq!(health.body["missing"], json!([missing]), "{missing}");
+        assert!(
+            jobs.logs().contains(&format!("variable=\"{missing}\"")),
+            "{missing}: one error line names it:\n{}",
+            jobs.logs()
+        );
+    }
+}
+
+/// Today's bug: a deployed function without `MONGODB_URI` quietly used localhost.
+#[tokio::test]
+async fn deployed_without_mongodb_uri_refuses_instead_of_using_localhost() {
+    let qstash = QStash::start().await;
+    let mut env = complete_preview(&qstash.url);
+    env.push(("MONGODB_URI", String::new()));
+    let jobs = Service::start_with(&refs(&env)).await;
+    let reply = jobs
+        .send(
+            jobs.request(reqwest::Method::GET, "action=list")
+                .bearer_auth(user_token(SECRET, "alice", 300)),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, &reply.body),
+        (
+            500,
+            &json!({ "error": "The service is misconfigured: MONGODB_URI is not set", "code": "MISCONFIGURED" })
+        )
+    );
+}
+
+/// Deployed with QStash but no URL at all: a signature cannot be checked against anything,
+/// so even a well-signed delivery is refused.
+#[tokio::test]
+async fn a_signature_without_a_url_to_check_is_refused() {
+    let jobs = Service::start_with(&[
+        ("NODE_ENV", "production"),
+        ("QSTASH_TOKEN", DEV_TOKEN),
+        ("QSTASH_CURRENT_SIGNING_KEY", DEV_CURRENT_SIGNING_KEY),
+        ("QSTASH_NEXT_SIGNING_KEY", DEV_NEXT_SIGNING_KEY),
+    ])
+    .await;
+    let body = json!({ "taskId": "t-1" }).to_string();
+    for url in [
+        "http://localhost:3000/api/jobs?action=process".to_owned(),
+        format!("{}/api/jobs?action=process", jobs.base),
+    ] {
+        let reply = jobs
+            .send(
+                jobs.request(reqwest::Method::POST, "action=process")
+                    .header(
+                        "upstash-signature",
+                        sign(DEV_CURRENT_SIGNING_KEY, &url, body.as_bytes()),
+                    )
+                    .body(body.clone()),
+            )
+            .await;
+        assert_eq!(reply.status, 401, "{url}: {}", reply.body);
+    }
+}
+
+/// SPEC section 7's configuration error is what a user sees: 500 MISCONFIGURED with the
+/// sentence, and nothing is left `queued` (nor written at all).
+#[tokio::test]
+async fn qstash_in_development_without_a_base_url_refuses_create_and_retry() {
+    const SENTENCE: &str =
+        "QStash is enabled in development, but QSTASH_BASE_URL (your ngrok URL) is not set.";
+    let plain = Service::start().await;
+    let failed = plain.failed_task("alice", 1, 3).await;
+    let before = plain.snapshot().await;
+
+    let qstash = QStash::start().await;
+    let mut env = qstash.env("");
+    env.retain(|(k, _)| *k != "QSTASH_BASE_URL");
+    let jobs = plain.start_sharing_db(&refs(&env)).await;
+    let expected = json!({ "error": SENTENCE, "code": "MISCONFIGURED" });
+    let create = jobs
+        .post("create", json!({ "type": "demo", "userId": "alice" }))
+        .await;
+    assert_eq!((create.status, &create.body), (500, &expected));
+    let retry = jobs.retry(&failed, "alice").await;
+    assert_eq!((retry.status, &retry.body), (500, &expected));
+    assert_eq!(jobs.snapshot().await, before, "nothing was written");
+    assert!(qstash.published().is_empty());
+
+    let health = jobs.get("action=health").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(
+        (&health.body["code"], &health.body["error"]),
+        (&json!("MISCONFIGURED"), &json!(SENTENCE))
+    );
+}
+
+/// A hand-off target that records the headers it was sent and answers 202.
+struct Recorder {
+    url: String,
+    seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = shared.clone();
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    seen.lock().unwrap().push(headers);
+                    async {
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .status(202)
+                                .body(Full::new(Bytes::from("{}")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Self { url, seen }
+    }
+}
+
+/// Deployment Protection: with `VERCEL_AUTOMATION_BYPASS_SECRET` set, a self-invocation
+/// carries `x-vercel-protection-bypass`, and a QStash publish asks QStash to forward it.
+#[tokio::test]
+async fn the_protection_bypass_travels_with_every_handoff() {
+    let recorder = Recorder::start().await;
+    let jobs = Service::start_with(&[
+        ("JOBS_PUBLIC_URL", &recorder.url),
+        ("JOBS_INTERNAL_SECRET", "internal-1"),
+        ("VERCEL_AUTOMATION_BYPASS_SECRET", "bypass-123"),
+    ])
+    .await;
+    let create = jobs
+        .post("create", json!({ "type": "demo", "userId": "alice" }))
+        .await;
+    assert_eq!(create.status, 201, "{}", create.body);
+    let seen = recorder.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["x-vercel-protection-bypass"], "bypass-123");
+    assert_eq!(seen[0]["x-jobs-internal-secret"], "internal-1");
+
+    let qstash = QStash::start().await;
+    let port = free_port();
+    let mut env = qstash.env(&format!("http://127.0.0.1:{port}"));
+    env.push(("VERCEL_AUTOMATION_BYPASS_SECRET", "bypass-123".into()));
+    let jobs = Service::start_on(
+        port,
+        format!("test_{}", uuid::Uuid::new_v4().simple()),
+        &refs(&env),
+    )
+    .await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    jobs.wait_for_status(&id, "completed").await;
+    let published = qstash.published();
+    assert_eq!(
+        published[0].headers["upstash-forward-x-vercel-protection-bypass"],
+        "bypass-123"
+    );
+    assert!(jobs.logs().contains("task dispatched") && !jobs.logs().contains("bypass-123"));
+}
+
+/// The `url` crate lower-cases a host: QStash's client publishes to the normalised URL and
+/// signs that, so `process` must check the signature against the same string.
+#[tokio::test]
+async fn a_mixed_case_base_url_is_published_and_verified_as_one_string() {
+    let qstash = QStash::start().await;
+    let port = free_port();
+    let env = qstash.env(&format!("http://LocalHost:{port}/"));
+    let jobs = Service::start_on(
+        port,
+        format!("test_{}", uuid::Uuid::new_v4().simple()),
+        &refs(&env),
+    )
+    .await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    jobs.wait_for_status(&id, "completed").await;
+    assert_eq!(
+        qstash.published()[0].destination,
+        format!("http://localhost:{port}/api/jobs?action=process")
+    );
+}
+
+/// On Hobby, sweeping more often than daily is a QStash schedule calling `sweep` (method
+/// GET): its signature is accepted for the sweep URL, a forged or misdirected one is not.
+#[tokio::test]
+async fn sweep_accepts_a_signed_qstash_schedule() {
+    let qstash = QStash::start().await;
+    let mut env = complete_preview(&qstash.url);
+    env.push(("JOBS_PUBLIC_URL", "https://jobs.example.com".into()));
+    let jobs = Service::start_with(&refs(&env)).await;
+    let sweep_url = "https://jobs.example.com/api/jobs?action=sweep";
+    let rows = [
+        (sign(DEV_CURRENT_SIGNING_KEY, sweep_url, b""), 200),
+        (sign(DEV_NEXT_SIGNING_KEY, sweep_url, b""), 200),
+        (sign("sig_forged", sweep_url, b""), 401),
+        (
+            sign(
+                DEV_CURRENT_SIGNING_KEY,
+                "https://jobs.example.com/api/jobs?action=process",
+                b"",
+            ),
+            401,
+        ),
+    ];
+    for (signature, status) in rows {
+        let reply = jobs
+            .send(
+                jobs.request(reqwest::Method::GET, "action=sweep")
+                    .header("upstash-signature", signature),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{}", reply.body);
+    }
+    let cron = jobs
+        .send(
+            jobs.request(reqwest::Method::GET, "action=sweep")
+                .bearer_auth("cron"),
+        )
+        .await;
+    assert_eq!(cron.status, 200, "Vercel Cron's bearer still works");
+}
