@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use jobs_core::{Action, App, Config, Credentials, Delivery, JobsError, Processors, Query};
+use serde::Serialize;
 use serde_json::{Value, json};
 use vercel_runtime::{AppState, Error, Request, Response, ResponseBody, run, service_fn};
 
@@ -52,7 +53,7 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         return static_page(app, parts.uri.path()).await;
     }
     let ((action, outcome), db_commands) =
-        jobs_core::store::count_commands(respond(app, &parts, body, state)).await;
+        jobs_core::store::count_commands(run_action(app, &parts, body, state)).await;
 
     let (status, body, allow) = match outcome {
         Ok((status, body)) => (status, body, None),
@@ -100,8 +101,9 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         .expect("valid response parts")
 }
 
-/// Routes one API request; returns the action (when known) for the request log line.
-async fn respond(
+/// Routes one API request to its `jobs-core` call and encodes the typed reply; returns the
+/// action (when known) for the request log line.
+async fn run_action(
     app: &App,
     parts: &http::request::Parts,
     body: hyper::body::Incoming,
@@ -132,31 +134,43 @@ async fn respond(
         Default::default()
     };
     let outcome = match action {
-        Action::Create => app.create(&credentials, &body).await.map(|v| (201, v)),
-        Action::Get => app.get(&credentials, &query).await.map(|v| (200, v)),
-        Action::List => app.list(&credentials, &query).await.map(|v| (200, v)),
-        Action::Retry => app.retry(&credentials, &body).await.map(|v| (200, v)),
-        Action::Cancel => app.cancel(&credentials, &body).await.map(|v| (200, v)),
-        Action::Sweep => app.sweep(&credentials).await.map(|v| (200, v)),
-        Action::Health => Ok(app
-            .health()
-            .await
-            .map_or_else(|down| (503, down), |up| (200, up))),
-        Action::Process => app
-            .process(&credentials, &body)
-            .await
-            .map(|delivery| match delivery {
-                Delivery::Claimed { task_id, work } => {
+        Action::Create => encode(201, app.create(&credentials, &body).await),
+        Action::Get => encode(200, app.get(&credentials, &query).await),
+        Action::List => encode(200, app.list(&credentials, &query).await),
+        Action::Retry => encode(200, app.retry(&credentials, &body).await),
+        Action::Cancel => encode(200, app.cancel(&credentials, &body).await),
+        Action::Sweep => encode(200, app.sweep(&credentials).await),
+        Action::Health => match app.health().await {
+            Ok(up) => encode(200, Ok(up)),
+            Err(down) => encode(503, Ok(down)),
+        },
+        Action::Process => match app.process(&credentials, &body).await {
+            Ok(delivery) => {
+                let status = match delivery {
+                    Delivery::Claimed { .. } => 202,
+                    Delivery::NotClaimed => 200,
+                };
+                let reply = delivery.reply();
+                if let Delivery::Claimed { work, .. } = delivery {
                     state.wait_until(work);
-                    (
-                        202,
-                        json!({ "success": true, "taskId": task_id, "claimed": true }),
-                    )
                 }
-                Delivery::Duplicate => (200, json!({ "success": true, "claimed": false })),
-            }),
+                encode(status, Ok(reply))
+            }
+            Err(error) => Err(error),
+        },
     };
     (Some(action), outcome)
+}
+
+/// A success reply with its status, as JSON.
+fn encode<T: Serialize>(
+    status: u16,
+    reply: Result<T, JobsError>,
+) -> Result<(u16, Value), JobsError> {
+    let reply = reply?;
+    serde_json::to_value(reply)
+        .map(|body| (status, body))
+        .map_err(JobsError::internal)
 }
 
 /// Development only (`JOBS_STATIC_DIR`): the Task Manager page next to the API. On Vercel,

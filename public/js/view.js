@@ -28,7 +28,7 @@ function history(task) {
   const items = entries
     .slice()
     .reverse()
-    .map((e) => `<li>Attempt ${escape(e.attempt)} at ${escape(time(e.at))}: ${escape(e.message)}</li>`)
+    .map((e) => `<li>${e.attempt > 0 ? `Attempt ${escape(e.attempt)}` : 'Before its first run'} at ${escape(time(e.at))}: ${escape(e.message)}</li>`)
     .join('');
   return `<details data-history><summary>Error history (${entries.length})</summary><ol>${items}</ol></details>`;
 }

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use mongodb::bson::{self, DateTime, Document, doc};
-use serde_json::{Value, json};
+use mongodb::bson::{self, DateTime, Document};
+use serde_json::Value;
 
 use crate::auth::{Auth, Credentials};
 use crate::config::Config;
@@ -13,17 +13,17 @@ use crate::dispatch::{Dispatcher, Handoff};
 use crate::error::{JobsError, Result};
 use crate::http::{Query, decode};
 use crate::processors::Processors;
+use crate::replies::{Created, Done, Health, Processed, TaskList, TaskReply, TaskView};
 use crate::requests::{
-    CreateRequest, Cursor, ListQuery, ProcessRequest, Source, TaskRequest, task_id, user_id,
+    CreateRequest, ListQuery, ProcessRequest, Source, TaskRequest, task_id, user_id,
 };
 use crate::store::Store;
+use crate::sweeper::{self, SweepReport};
 use crate::task::{Task, TaskId, TaskStatus, UserId};
 use crate::worker;
 
 /// Largest payload accepted, as BSON (SPEC section 3).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-/// Tasks the sweeper handles per call; the next cron run takes the rest.
-const SWEEP_BATCH: i64 = 500;
 
 pub struct App {
     config: Config,
@@ -49,8 +49,19 @@ pub enum StartupError {
 pub enum Delivery<F> {
     /// Claimed: answer 202 and keep running `work` after the response.
     Claimed { task_id: TaskId, work: F },
-    /// Nothing to claim (a duplicate delivery, or cancelled): answer 200, do nothing.
-    Duplicate,
+    /// No `queued` task by that id: a duplicate delivery (QStash is at-least-once), a task
+    /// cancelled or failed meanwhile, or an unknown id. Answer 200 and do nothing.
+    NotClaimed,
+}
+
+impl<F> Delivery<F> {
+    /// The reply of `process` for this delivery.
+    pub fn reply(&self) -> Processed {
+        match self {
+            Self::Claimed { task_id, .. } => Processed::claimed(task_id.clone()),
+            Self::NotClaimed => Processed::not_claimed(),
+        }
+    }
 }
 
 impl App {
@@ -117,7 +128,7 @@ impl App {
         self.config.static_dir.as_deref()
     }
 
-    pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
+    pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Created> {
         let mut request: CreateRequest = decode(body)?;
         let user = self.auth.user(
             credentials,
@@ -156,10 +167,10 @@ impl App {
             self.store.fail_unqueued(&task).await?;
             return Err(JobsError::EnqueueFailed(task.task_id));
         }
-        Ok(json!({ "success": true, "taskId": task.task_id, "status": TaskStatus::Queued }))
+        Ok(Created::new(task.task_id, TaskStatus::Queued))
     }
 
-    pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
+    pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<TaskReply> {
         let user = self
             .auth
             .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
@@ -170,52 +181,28 @@ impl App {
             .find_owned(&task_id, &user)
             .await?
             .ok_or(JobsError::TaskNotFound(task_id))?;
-        Ok(json!({ "task": task.into_json() }))
+        Ok(TaskReply {
+            task: TaskView::from(task),
+        })
     }
 
-    pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<Value> {
+    pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<TaskList> {
         let user = self
             .auth
             .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
-        let list = ListQuery::parse(query)?;
-        let mut filter = doc! { "userId": user.as_str() };
-        if let Some(status) = list.status {
-            filter.insert("status", status);
-        }
-        if let Some(brand) = &list.brand_id {
-            filter.insert("brandId", brand.as_str());
-        }
-        if let Some(after) = &list.after {
-            filter.insert(
-                "$or",
-                vec![
-                    doc! { "createdAt": { "$lt": after.created_at } },
-                    doc! { "createdAt": after.created_at, "taskId": { "$lt": after.task_id.as_str() } },
-                ],
-            );
-        }
-        // One extra task tells whether there is a next page, in the same round trip.
-        let mut tasks = self.store.list(filter, list.limit + 1).await?;
-        let next_cursor = if tasks.len() as i64 > list.limit {
-            tasks.truncate(list.limit as usize);
-            tasks.last().map(|t| {
-                Cursor {
-                    created_at: t.created_at,
-                    task_id: t.task_id.clone(),
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
-        Ok(
-            json!({ "tasks": tasks.into_iter().map(Task::into_json).collect::<Vec<_>>(), "nextCursor": next_cursor }),
-        )
+        let page = self
+            .store
+            .list_for(&user, &ListQuery::parse(query)?)
+            .await?;
+        Ok(TaskList {
+            tasks: page.tasks.into_iter().map(TaskView::from).collect(),
+            next_cursor: page.next.map(|cursor| cursor.encode()),
+        })
     }
 
     /// The headline feature: one atomic conditional update, then the re-publish. The precise
     /// refusal is looked up only when the update matched nothing.
-    pub async fn retry(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
+    pub async fn retry(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
         const MISSING: JobsError = JobsError::MissingFields("taskId, userId");
         let request: TaskRequest = decode(body)?;
         let task_id = task_id(request.task_id.as_deref(), Source::Body)?.ok_or(MISSING)?;
@@ -250,7 +237,7 @@ impl App {
             // The dispatch reported failure, yet the task was claimed meanwhile: it is running.
             tracing::warn!(task_id = %task_id, %error, "dispatch reported failure but the task was claimed");
         }
-        Ok(json!({ "success": true, "taskId": task_id }))
+        Ok(Done::new(task_id))
     }
 
     async fn why_not_retried(&self, task_id: TaskId, user: &UserId) -> Result<JobsError> {
@@ -269,7 +256,7 @@ impl App {
         })
     }
 
-    pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Value> {
+    pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
         let request: TaskRequest = decode(body)?;
         let task_id = task_id(request.task_id.as_deref(), Source::Body)?
             .ok_or(JobsError::MissingFields("taskId"))?;
@@ -278,7 +265,7 @@ impl App {
             user_id(request.user_id.as_deref(), Source::Body)?,
         )?;
         if self.store.cancel(&task_id, &user).await?.is_some() {
-            return Ok(json!({ "success": true, "taskId": task_id }));
+            return Ok(Done::new(task_id));
         }
         Err(match self.store.find(&task_id).await? {
             None => JobsError::TaskNotFound(task_id),
@@ -299,8 +286,8 @@ impl App {
         let request: ProcessRequest = decode(body)?;
         let task_id = TaskId::parse(request.task_id).map_err(JobsError::InvalidBody)?;
         let Some(task) = self.store.claim(&task_id, self.config.lease).await? else {
-            tracing::info!(task_id = %task_id, "nothing to claim; duplicate delivery ignored");
-            return Ok(Delivery::Duplicate);
+            tracing::info!(task_id = %task_id, "nothing queued to claim; delivery ignored");
+            return Ok(Delivery::NotClaimed);
         };
         let work = worker::run(
             self.store.clone(),
@@ -311,67 +298,34 @@ impl App {
         Ok(Delivery::Claimed { task_id, work })
     }
 
-    /// The rescuer: fails tasks whose worker was lost and tasks nobody picked up, saying
-    /// what happened and for how long, so their owners can retry them.
-    pub async fn sweep(&self, credentials: &Credentials) -> Result<Value> {
+    /// The rescuer (see [`sweeper`]), for Vercel Cron or a signed QStash schedule.
+    pub async fn sweep(&self, credentials: &Credentials) -> Result<SweepReport> {
         let sweep_url = self.dispatcher.route().ok().map(|r| r.url("sweep"));
         self.auth.cron(credentials, sweep_url.as_deref())?;
-        let now = DateTime::now();
-        let lost = self
-            .store
-            .scan(
-                doc! { "status": TaskStatus::Processing, "lease.expiresAt": { "$lt": now } },
-                SWEEP_BATCH,
-            )
-            .await?;
-        let mut timed_out = 0;
-        for task in &lost {
-            let Some(lease) = &task.lease else { continue };
-            let ran_for = seconds_between(task.started_at.unwrap_or(task.updated_at), now);
-            let message = format!(
-                "The worker was lost: the task was processing for {ran_for} s and stopped reporting progress (lease of {} s expired).",
-                self.config.lease.as_secs()
-            );
-            timed_out += u32::from(self.store.fail_lost_worker(task, lease, &message).await?);
-        }
-
-        let queued_before = DateTime::from_millis(
-            now.timestamp_millis() - self.config.queue_timeout.as_millis() as i64,
-        );
-        let stale = self
-            .store
-            .scan(
-                doc! { "status": TaskStatus::Queued, "updatedAt": { "$lt": queued_before } },
-                SWEEP_BATCH,
-            )
-            .await?;
-        let mut never_picked_up = 0;
-        for task in &stale {
-            let waited = seconds_between(task.updated_at, now);
-            let message =
-                format!("The task was never picked up: it waited in the queue for {waited} s.");
-            never_picked_up += u32::from(self.store.fail_never_picked_up(task, &message).await?);
-        }
-        tracing::info!(timed_out, never_picked_up, "sweep finished");
-        Ok(json!({ "timedOut": timed_out, "neverPickedUp": never_picked_up }))
+        sweeper::sweep(&self.store, &self.config).await
     }
 
     /// Liveness with the database and the dispatch route. `Err` (503) when a deployed setting
     /// is missing, dispatch is not configured, or MongoDB is unreachable.
-    pub async fn health(&self) -> std::result::Result<Value, Value> {
+    pub async fn health(&self) -> std::result::Result<Health, Health> {
         let route = self.dispatcher.route();
-        let mut body = json!({
-            "ok": true,
-            "store": "mongodb",
-            "dispatch": route.map_or("unconfigured", |r| r.transport()),
-            "processors": self.processors.types(),
-        });
-        match route {
-            Ok(route) => body["destination"] = json!(route.process_url()),
-            Err(message) => body["dispatchError"] = json!(message),
-        }
+        let mut health = Health {
+            ok: true,
+            store: "mongodb",
+            dispatch: route.map_or("unconfigured", |r| r.transport()),
+            processors: self
+                .processors
+                .types()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            destination: route.ok().map(|r| r.process_url()),
+            dispatch_error: route.err().map(str::to_owned),
+            missing: self.missing.clone(),
+            error: None,
+            code: None,
+        };
         let problem = if !self.missing.is_empty() {
-            body["missing"] = json!(self.missing);
             Some(JobsError::Misconfigured(format!(
                 "The deployment is misconfigured: set {}.",
                 self.missing.join(", ")
@@ -384,15 +338,11 @@ impl App {
             None
         };
         let Some(problem) = problem else {
-            return Ok(body);
+            return Ok(health);
         };
-        body["ok"] = json!(false);
-        body["error"] = json!(problem.to_string());
-        body["code"] = json!(problem.code());
-        Err(body)
+        health.ok = false;
+        health.error = Some(problem.to_string());
+        health.code = Some(problem.code());
+        Err(health)
     }
-}
-
-fn seconds_between(from: DateTime, to: DateTime) -> i64 {
-    (to.timestamp_millis() - from.timestamp_millis()).max(0) / 1000
 }

@@ -36,7 +36,7 @@ pub enum JobsError {
     MaxRetries(i32),
     #[error("Only queued or processing tasks can be cancelled; this task is {0}.")]
     NotCancellable(TaskStatus),
-    #[error("Failed to re-queue task.")]
+    #[error("{}", crate::transitions::REQUEUE_FAILED_MESSAGE)]
     RequeueFailed,
     #[error("Task {0} was created but could not be queued; retry it from the Task Manager.")]
     EnqueueFailed(TaskId),

@@ -1,11 +1,12 @@
 //! The MongoDB store: one client per process, reused across requests (serverless practice),
-//! the `tasks` collection, its indexes, and the reads. Status changes live in `transitions`.
+//! the `tasks` collection, its indexes, and every read, each named after the question it
+//! answers. Status changes live in `transitions`; no other module builds a filter.
 
 use std::cell::Cell;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
@@ -14,7 +15,14 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::{JobsError, Result};
-use crate::task::{Task, TaskId, UserId};
+use crate::requests::{Cursor, ListQuery};
+use crate::task::{Task, TaskId, TaskStatus, UserId};
+
+/// A page of `list`: its tasks and, when more follow, where the next page starts.
+pub struct Page {
+    pub tasks: Vec<Task>,
+    pub next: Option<Cursor>,
+}
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long: a serverless instance may be frozen
@@ -131,20 +139,63 @@ impl Store {
             .await?)
     }
 
-    /// Newest first, `limit` at most, in one `find` round trip.
-    pub async fn list(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
+    /// One page of a user's tasks, newest first, in one `find` round trip: one task more than
+    /// the page is read to know whether another page follows.
+    pub async fn list_for(&self, user: &UserId, query: &ListQuery) -> Result<Page> {
+        let mut filter = doc! { "userId": user.as_str() };
+        if let Some(status) = query.status {
+            filter.insert("status", status);
+        }
+        if let Some(brand) = &query.brand_id {
+            filter.insert("brandId", brand.as_str());
+        }
+        if let Some(after) = &query.after {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "createdAt": { "$lt": after.created_at } },
+                    doc! { "createdAt": after.created_at, "taskId": { "$lt": after.task_id.as_str() } },
+                ],
+            );
+        }
         let cursor = self
             .tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .limit(limit)
-            .batch_size(limit as u32)
+            .limit(query.limit + 1)
+            .batch_size(query.limit as u32 + 1)
             .await?;
-        Ok(cursor.try_collect().await?)
+        let mut tasks: Vec<Task> = cursor.try_collect().await?;
+        let next = (tasks.len() as i64 > query.limit).then(|| {
+            tasks.truncate(query.limit as usize);
+            let last = tasks.last().expect("a full page has a last task");
+            Cursor {
+                created_at: last.created_at,
+                task_id: last.task_id.clone(),
+            }
+        });
+        Ok(Page { tasks, next })
     }
 
-    /// Tasks matching `filter`, for the sweeper.
-    pub async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
+    /// `processing` tasks whose lease expired before `now`: their worker is gone.
+    pub async fn lost_workers(&self, now: DateTime, limit: i64) -> Result<Vec<Task>> {
+        self.scan(
+            doc! { "status": TaskStatus::Processing, "lease.expiresAt": { "$lt": now } },
+            limit,
+        )
+        .await
+    }
+
+    /// `queued` tasks untouched since `before`: nothing picked them up.
+    pub async fn unclaimed_since(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
+        self.scan(
+            doc! { "status": TaskStatus::Queued, "updatedAt": { "$lt": before } },
+            limit,
+        )
+        .await
+    }
+
+    async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
         let cursor = self.tasks.find(filter).limit(limit).await?;
         Ok(cursor.try_collect().await?)
     }

@@ -3,7 +3,7 @@
 
 use mongodb::bson::{self, DateTime, Document};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Longest id or name accepted from a client.
 pub const MAX_ID_LEN: usize = 256;
@@ -197,33 +197,6 @@ impl Task {
             started_at: None,
             finished_at: None,
         }
-    }
-
-    /// The JSON a client sees: camelCase fields, RFC 3339 times, no lease internals.
-    pub fn into_json(self) -> Value {
-        json!({
-            "taskId": self.task_id,
-            "userId": self.user_id,
-            "brandId": self.brand_id,
-            "type": self.kind,
-            "payload": document_to_json(self.payload),
-            "status": self.status,
-            "progress": self.progress,
-            "retryCount": self.retry_count,
-            "maxRetries": self.max_retries,
-            "attempts": self.attempts,
-            "lastError": self.last_error,
-            "errorHistory": self.error_history.into_iter().map(|e| json!({
-                "attempt": e.attempt,
-                "message": e.message,
-                "at": rfc3339(e.at),
-            })).collect::<Vec<_>>(),
-            "result": self.result.map(document_to_json),
-            "createdAt": rfc3339(self.created_at),
-            "updatedAt": rfc3339(self.updated_at),
-            "startedAt": self.started_at.map(rfc3339),
-            "finishedAt": self.finished_at.map(rfc3339),
-        })
     }
 }
 

@@ -212,7 +212,7 @@ impl Store {
             filter,
             &task.task_id,
             "queued",
-            task.attempts + 1,
+            task.attempts,
             ENQUEUE_FAILED_MESSAGE,
             "fail_unqueued",
         )
@@ -277,7 +277,7 @@ impl Store {
             filter,
             &task.task_id,
             "queued",
-            task.attempts + 1,
+            task.attempts,
             message,
             "fail_never_picked_up",
         )

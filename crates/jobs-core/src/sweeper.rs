@@ -1,0 +1,57 @@
+//! The rescuer (`sweep`): fails tasks whose worker was lost and tasks nobody picked up, saying
+//! what happened and for how long, so their owners can retry them. It asks the store named
+//! questions and applies the sweeper's transitions; it builds no filter itself.
+
+use mongodb::bson::DateTime;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::store::Store;
+
+/// Tasks handled per call and per kind; the next run takes the rest.
+const SWEEP_BATCH: i64 = 500;
+
+/// What one sweep did: the `sweep` reply.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReport {
+    /// `processing` tasks failed because their lease expired.
+    pub timed_out: u32,
+    /// `queued` tasks failed because nothing claimed them in time.
+    pub never_picked_up: u32,
+}
+
+pub async fn sweep(store: &Store, config: &Config) -> Result<SweepReport> {
+    let now = DateTime::now();
+    let mut report = SweepReport::default();
+
+    for task in store.lost_workers(now, SWEEP_BATCH).await? {
+        let Some(lease) = &task.lease else { continue };
+        let ran_for = seconds_between(task.started_at.unwrap_or(task.updated_at), now);
+        let message = format!(
+            "The worker was lost: the task was processing for {ran_for} s and stopped reporting progress (lease of {} s expired).",
+            config.lease.as_secs()
+        );
+        report.timed_out += u32::from(store.fail_lost_worker(&task, lease, &message).await?);
+    }
+
+    let queued_before =
+        DateTime::from_millis(now.timestamp_millis() - config.queue_timeout.as_millis() as i64);
+    for task in store.unclaimed_since(queued_before, SWEEP_BATCH).await? {
+        let waited = seconds_between(task.updated_at, now);
+        let message =
+            format!("The task was never picked up: it waited in the queue for {waited} s.");
+        report.never_picked_up += u32::from(store.fail_never_picked_up(&task, &message).await?);
+    }
+    tracing::info!(
+        timed_out = report.timed_out,
+        never_picked_up = report.never_picked_up,
+        "sweep finished"
+    );
+    Ok(report)
+}
+
+fn seconds_between(from: DateTime, to: DateTime) -> i64 {
+    (to.timestamp_millis() - from.timestamp_millis()).max(0) / 1000
+}
