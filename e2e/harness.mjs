@@ -1,8 +1,10 @@
 // Test support for the browser tests: the real `jobs` binary serving the page from public/,
 // a fresh database on the SecantusDB that scripts/test started, and headless Debian Chromium.
+// `startService(env, { via: 'vercel-dev' })` (or JOBS_E2E_VIA=vercel-dev for every service)
+// runs the same binary under `vercel dev` instead, as e2e/vercel-dev.mjs reproduces it.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +14,9 @@ import { chromium } from 'playwright-core';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const SCREENSHOTS = join(ROOT, 'target', 'e2e-screenshots');
 const BINARY = join(ROOT, 'target', 'debug', 'jobs');
+const VERCEL_DEV = join(ROOT, 'e2e', 'vercel-dev.mjs');
+/** What the Vercel CLI would inherit from a developer's shell: the Rust toolchain. */
+const TOOLCHAIN_ENV = ['PATH', 'HOME', 'CARGO_HOME', 'RUSTUP_HOME', 'RUSTUP_TOOLCHAIN', 'CARGO_TARGET_DIR', 'RUSTFLAGS'];
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 export function freePort() {
@@ -27,41 +32,71 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts `jobs` with the page; `env` overrides its environment. */
-export async function startService(env = {}) {
+/**
+ * Starts `jobs` with the page; `env` overrides its environment. `via: 'vercel-dev'` runs it
+ * under e2e/vercel-dev.mjs instead (one `jobs` process per request, built by `cargo build`, the
+ * page served from public/), with `env` as the project's `.env`.
+ */
+export async function startService(env = {}, { via = process.env.JOBS_E2E_VIA || 'binary' } = {}) {
   const dbUri = process.env.JOBS_TEST_MONGODB_URI;
   if (!dbUri) throw new Error('JOBS_TEST_MONGODB_URI is not set: run the tests with scripts/test');
-  if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build first (scripts/test does)`);
+  if (via === 'binary' && !existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build first (scripts/test does)`);
   const port = await freePort();
   const logDir = join(ROOT, 'target', 'e2e-logs');
   mkdirSync(logDir, { recursive: true });
   const db = `e2e_${randomUUID().replace(/-/g, '')}`;
-  const log = openSync(join(logDir, `${db}.log`), 'w');
-  const child = spawn(BINARY, [], {
-    env: {
-      PATH: process.env.PATH,
-      RUST_LOG: 'info,mongodb=warn',
-      MONGODB_URI: dbUri,
-      MONGODB_DB: db,
-      PORT: String(port),
-      VERCEL_DEV_PORT: String(port),
-      JOBS_STATIC_DIR: join(ROOT, 'public'),
-      ...env,
-    },
-    stdio: ['ignore', log, log],
-  });
+  const logPath = join(logDir, `${db}.log`);
+  const log = openSync(logPath, 'a');
+  let child;
+  let stop;
+  if (via === 'vercel-dev') {
+    // The project's .env as `vercel dev` reads it; VERCEL_URL named, so it becomes localhost:<port>.
+    const dotenv = { MONGODB_URI: dbUri, MONGODB_DB: db, RUST_LOG: 'info,mongodb=warn', VERCEL_URL: '', ...env };
+    const envFile = join(logDir, `${db}.env`);
+    writeFileSync(envFile, Object.entries(dotenv).map(([key, value]) => `${key}='${value}'\n`).join(''));
+    const inherited = Object.fromEntries(TOOLCHAIN_ENV.filter((k) => k in process.env).map((k) => [k, process.env[k]]));
+    child = spawn(process.execPath, [VERCEL_DEV, '--listen', String(port), '--env-file', envFile, '--log', logPath], {
+      cwd: ROOT,
+      env: inherited,
+      stdio: ['ignore', log, log],
+      detached: true, // its own process group: stop() ends it with its cargo and jobs processes
+    });
+    stop = () => {
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    };
+  } else if (via === 'binary') {
+    child = spawn(BINARY, [], {
+      env: {
+        PATH: process.env.PATH,
+        RUST_LOG: 'info,mongodb=warn',
+        MONGODB_URI: dbUri,
+        MONGODB_DB: db,
+        PORT: String(port),
+        VERCEL_DEV_PORT: String(port),
+        JOBS_STATIC_DIR: join(ROOT, 'public'),
+        ...env,
+      },
+      stdio: ['ignore', log, log],
+    });
+    stop = () => child.kill();
+  } else {
+    throw new Error(`unknown via: ${via} (binary or vercel-dev)`);
+  }
   const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 300; i++) {
-    try {
-      await fetch(`${base}/api/jobs?action=health`);
-      break;
-    } catch {
-      await sleep(20);
-    }
+  // Under vercel-dev.mjs the first answer waits for `cargo build`.
+  let health;
+  for (let i = 0; i < 300 && !health; i++) {
+    health = await fetch(`${base}/api/jobs?action=health`).catch(() => sleep(20));
+  }
+  if (health?.status === 502) {
+    stop();
+    throw new Error(`the function did not start under vercel-dev.mjs: ${await health.text()}see ${logPath}`);
   }
   return {
     base,
-    stop: () => child.kill(),
+    via,
+    log: logPath,
+    stop,
     async api(action, { method = 'GET', query = {}, body } = {}) {
       const params = new URLSearchParams({ action, ...query });
       const response = await fetch(`${base}/api/jobs?${params}`, {

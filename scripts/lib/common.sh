@@ -48,8 +48,8 @@ stop_pid() {
   kill -9 "$1" 2>/dev/null || true
 }
 
-# Debian's Chromium and the e2e test's npm packages (playwright-core drives the system browser;
-# it never downloads one).
+# Debian's Chromium and the e2e tests' npm packages: playwright-core drives the system browser
+# (it never downloads one); the Vercel CLI brings @vercel/rust, which the vercel dev tests run.
 ensure_browser_tools() {
   if [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -60,7 +60,61 @@ ensure_browser_tools() {
       return 1
     fi
   fi
-  if [ ! -d "$ROOT/e2e/node_modules/playwright-core" ]; then
+  if [ ! -d "$ROOT/e2e/node_modules/playwright-core" ] || [ ! -d "$ROOT/e2e/node_modules/@vercel/rust" ]; then
     (cd "$ROOT/e2e" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
+
+# The tools `vercel build` needs here, pinned, installed on first use into .local/ (ignored by
+# git) and reused by every later run in this checkout: cargo-zigbuild (crates.io) and zig (PyPI's `ziglang`, run as
+# `.local/venv/bin/python3 -m ziglang`) for @vercel/rust's cross-compiling `cargo zigbuild`, and the
+# Vercel CLI (npm, pinned in e2e/package.json, installed by `npm ci` into e2e/node_modules).
+ZIGBUILD_VERSION="0.24.1"
+ZIGLANG_VERSION="0.17.1"
+VERCEL_CLI_VERSION="58.10.0"
+TOOLS="$ROOT/.local/tools"
+VERCEL_CLI="$ROOT/e2e/node_modules/.bin/vercel"
+
+ensure_vercel_build_tools() {
+  if ! "$TOOLS/bin/cargo-zigbuild" --version 2>/dev/null | grep -x "cargo-zigbuild $ZIGBUILD_VERSION" >/dev/null; then
+    echo "Installing cargo-zigbuild $ZIGBUILD_VERSION into .local/tools (first run only)..." >&2
+    # Its own temporary target dir, whatever CARGO_TARGET_DIR says.
+    env -u CARGO_TARGET_DIR cargo install cargo-zigbuild --version "$ZIGBUILD_VERSION" --locked \
+      --quiet --root "$TOOLS"
+  fi
+  [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV"
+  if ! "$VENV/bin/pip" show ziglang 2>/dev/null | grep -x "Version: $ZIGLANG_VERSION" >/dev/null; then
+    echo "Installing ziglang $ZIGLANG_VERSION into .local/venv (first run only)..." >&2
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
+  fi
+  local have=""
+  have=$(node -p 'require(process.argv[1]).version' "$ROOT/e2e/node_modules/vercel/package.json" 2>/dev/null || true)
+  if [ "$have" != "$VERCEL_CLI_VERSION" ] || [ ! -x "$VERCEL_CLI" ]; then
+    echo "Installing e2e/ npm packages with the Vercel CLI $VERCEL_CLI_VERSION (first run only)..." >&2
+    (cd "$ROOT/e2e" && npm ci --no-audit --no-fund --loglevel=error)
+    have=$(node -p 'require(process.argv[1]).version' "$ROOT/e2e/node_modules/vercel/package.json" 2>/dev/null || true)
+    if [ "$have" != "$VERCEL_CLI_VERSION" ]; then
+      echo "e2e/package.json must pin \"vercel\": \"$VERCEL_CLI_VERSION\" in devDependencies (npm ci installed '${have:-nothing}')" >&2
+      return 1
+    fi
+  fi
+}
+
+# rust-toolchain.toml pins the toolchain by number. rustup cannot download one here, so a
+# machine whose rustup has that release only as `stable` gets it linked under its number.
+ensure_toolchain() {
+  local want
+  want=$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$ROOT/rust-toolchain.toml")
+  if [ -n "$want" ] && ! rustup toolchain list | grep -q "^$want"; then
+    if RUSTUP_TOOLCHAIN=stable rustc --version | grep -q "^rustc $want "; then
+      # `rustup toolchain link` refuses release-like names; a link in the toolchains folder is
+      # what rustup itself would find.
+      local sysroot host
+      sysroot=$(RUSTUP_TOOLCHAIN=stable rustc --print sysroot)
+      host=$(RUSTUP_TOOLCHAIN=stable rustc -vV | sed -n 's/^host: //p')
+      echo "Using the installed stable toolchain as $want-$host (rust-toolchain.toml)" >&2
+      ln -s "$sysroot" "${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$want-$host"
+    fi
+  fi
+}
+ensure_toolchain
