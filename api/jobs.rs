@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(e))
 }
 
-/// The HTTP status of each error of SPEC section 5, in one place.
+/// The HTTP status of each error of docs/spec.md §5, in one place.
 fn status_of(error: &JobsError) -> u16 {
     use JobsError::*;
     match error {
@@ -39,7 +39,7 @@ fn status_of(error: &JobsError) -> u16 {
         NotOwner | UserMismatch => 403,
         TaskNotFound(_) => 404,
         MethodNotAllowed { .. } => 405,
-        NotFailed | MaxRetries(_) | NotCancellable(_) => 409,
+        NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile => 409,
         PayloadTooLarge { .. } => 413,
         Misconfigured(_) | Internal(_) => 500,
         RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
@@ -140,6 +140,7 @@ async fn run_action(
         Action::Retry => encode(200, app.retry(&credentials, &body).await),
         Action::Cancel => encode(200, app.cancel(&credentials, &body).await),
         Action::Sweep => encode(200, app.sweep(&credentials).await),
+        Action::DeliveryFailed => encode(200, app.delivery_failed(&credentials, &body).await),
         Action::Health => match app.health().await {
             Ok(up) => encode(200, Ok(up)),
             Err(down) => encode(503, Ok(down)),
@@ -202,7 +203,7 @@ mod tests {
     use super::*;
     use jobs_core::task::{TaskId, TaskStatus};
 
-    /// The status column of SPEC section 5, one row per error.
+    /// The status column of docs/spec.md §5, one row per error.
     #[test]
     fn every_error_has_its_status() {
         let id = || TaskId::parse("t").unwrap();
@@ -226,6 +227,7 @@ mod tests {
                 405,
             ),
             (JobsError::NotFailed, 409),
+            (JobsError::CancelledMeanwhile, 409),
             (JobsError::MaxRetries(3), 409),
             (JobsError::NotCancellable(TaskStatus::Completed), 409),
             (JobsError::PayloadTooLarge { limit: 1 }, 413),

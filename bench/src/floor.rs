@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use futures_util::TryStreamExt;
-use jobs_core::task::{TaskId, UserId};
+use jobs_core::task::{Handoff, TaskId, UserId};
 use jobs_core::transitions::{requeue_filter, requeue_update};
 use mongodb::Database;
 use mongodb::bson::{DateTime, Document, doc};
@@ -50,7 +50,7 @@ async fn once(
             tasks
                 .find_one_and_update(
                     requeue_filter(&task_id, &user_id),
-                    requeue_update(DateTime::now()),
+                    requeue_update(&Handoff::new(&task_id, DateTime::now(), true)),
                 )
                 .return_document(ReturnDocument::Before)
                 .await?

@@ -3,7 +3,9 @@
 // Identity: in development the user types a user id (remembered in localStorage) and it is sent
 // as `userId`. With JOBS_AUTH_SECRET configured, the host application hands the page a signed
 // token (HS256 JWT, sub = user id) in the URL fragment, `/#token=<jwt>`; the page moves it to
-// sessionStorage, removes it from the address bar and sends it as `Authorization: Bearer`.
+// sessionStorage, removes it from the address bar and sends it as `Authorization: Bearer`, and
+// then sends no `userId` at all: the server takes the user from the token's `sub`. The page
+// decodes `sub` (UTF-8) only to show who is signed in.
 
 const TOKEN_KEY = 'jobs.token';
 const USER_KEY = 'jobs.userId';
@@ -23,10 +25,13 @@ function takeTokenFromFragment() {
   history.replaceState(null, '', location.pathname + location.search);
 }
 
-function tokenSubject(token) {
+/** The token's `sub`, for display: base64url → bytes → UTF-8 (`atob` alone gives Latin-1). */
+export function tokenSubject(token) {
   try {
-    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(atob(payload)).sub ?? null;
+    const base64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
+    const sub = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)).sub;
+    return typeof sub === 'string' ? sub : null;
   } catch {
     return null;
   }
@@ -44,13 +49,21 @@ export function rememberUser(userId) {
   localStorage.setItem(USER_KEY, userId);
 }
 
+/** Whether the page knows who it acts for: a handed-over token, or a typed user id. */
+export function hasIdentity() {
+  const { token, userId } = identity();
+  return Boolean(token || userId);
+}
+
 async function call(action, { method = 'GET', query = {}, body } = {}) {
   const { token, userId } = identity();
+  // With a token the server takes the user from `sub`; the page never claims one itself.
+  const claimed = token ? {} : { userId };
   const params = new URLSearchParams({ action });
   for (const [key, value] of Object.entries(query)) {
     if (value !== undefined && value !== null && value !== '') params.set(key, value);
   }
-  if (method === 'GET' && userId) params.set('userId', userId);
+  if (method === 'GET' && claimed.userId) params.set('userId', claimed.userId);
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -60,7 +73,7 @@ async function call(action, { method = 'GET', query = {}, body } = {}) {
     response = await fetch(`/api/jobs?${params}`, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify({ ...body, userId }),
+      body: body === undefined ? undefined : JSON.stringify({ ...body, ...claimed }),
     });
   } catch {
     throw new ApiError('Cannot reach the jobs API. Check your connection and try again.');

@@ -1,7 +1,7 @@
 // The Task Manager page: the user's tasks, one-click retry, cancel, a demo task form, and live
 // refresh while anything is queued or processing (paused while the tab is hidden).
 
-import { api, identity, rememberUser } from './api.js';
+import { api, hasIdentity, identity, rememberUser } from './api.js';
 import { isActive, renderTasks } from './view.js';
 
 const LIVE_INTERVAL_MS = 1000;
@@ -48,7 +48,7 @@ function render() {
 }
 
 async function load({ append = false } = {}) {
-  if (!identity().userId) {
+  if (!hasIdentity()) {
     state.tasks = [];
     showState('Enter a user id to see its tasks.');
     $('#tasks').hidden = true;
@@ -160,7 +160,7 @@ function wire() {
 
   $('#create').addEventListener('submit', async (event) => {
     event.preventDefault();
-    if (!identity().userId) {
+    if (!hasIdentity()) {
       toast('Enter a user id first.');
       return;
     }
@@ -178,6 +178,14 @@ function wire() {
     await load();
     schedule();
   });
+
+  const showWork = () => {
+    const form = new FormData($('#create'));
+    const seconds = (Number(form.get('steps')) * Number(form.get('stepMs'))) / 1000;
+    $('#work-total').value = Number.isFinite(seconds) ? `${Math.round(seconds * 10) / 10} s` : '?';
+  };
+  $('#create').addEventListener('input', showWork);
+  showWork();
 
   $('#status-filter').addEventListener('change', (event) => {
     state.status = event.target.value;

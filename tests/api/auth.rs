@@ -1,4 +1,4 @@
-//! User authentication with HS256 bearer tokens (SPEC section 6).
+//! User authentication with HS256 bearer tokens (docs/spec.md §6).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

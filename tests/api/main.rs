@@ -2,9 +2,16 @@
 
 mod auth;
 mod bad_input;
+mod hardening;
 mod load;
+mod platform;
 mod qstash;
 mod qstash_emulator;
+mod qstash_failures;
+mod qstash_signatures;
 mod recovery;
 mod retry;
+mod stranded;
+mod stubs;
 mod support;
+mod vercel_dev;

@@ -1,21 +1,13 @@
-//! Vercel's platform rules (SPEC sections 6, 7 and 9): deployed start-up checks, the
+//! Vercel's platform rules (docs/spec.md §6, 7 and 9): deployed start-up checks, the
 //! Deployment Protection bypass on every hand-off, one normalised URL for publishing and
 //! verifying, and signed QStash schedules calling `sweep`.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::qstash_emulator::{
     DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN, QStash, sign,
 };
+use crate::stubs::Recorder;
 use crate::support::{Service, free_port, user_token};
 
 const SECRET: &str = "platform-auth-secret";
@@ -128,7 +120,7 @@ async fn a_signature_without_a_url_to_check_is_refused() {
     }
 }
 
-/// SPEC section 7's configuration error is what a user sees: 500 MISCONFIGURED with the
+/// docs/spec.md §7's configuration error is what a user sees: 500 MISCONFIGURED with the
 /// sentence, and nothing is left `queued` (nor written at all).
 #[tokio::test]
 async fn qstash_in_development_without_a_base_url_refuses_create_and_retry() {
@@ -158,47 +150,6 @@ async fn qstash_in_development_without_a_base_url_refuses_create_and_retry() {
         (&health.body["code"], &health.body["error"]),
         (&json!("MISCONFIGURED"), &json!(SENTENCE))
     );
-}
-
-/// A hand-off target that records the headers it was sent and answers 202.
-struct Recorder {
-    url: String,
-    seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
-}
-
-impl Recorder {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let shared = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let seen = shared.clone();
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let headers = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                        .collect();
-                    seen.lock().unwrap().push(headers);
-                    async {
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(202)
-                                .body(Full::new(Bytes::from("{}")))
-                                .unwrap(),
-                        )
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Self { url, seen }
-    }
 }
 
 /// Deployment Protection: with `VERCEL_AUTOMATION_BYPASS_SECRET` set, a self-invocation

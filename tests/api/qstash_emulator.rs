@@ -1,7 +1,9 @@
-//! A QStash emulator following SPEC section 10 closely enough that the production code cannot
+//! A QStash emulator following docs/spec.md §10 closely enough that the production code cannot
 //! tell: `POST /v2/publish/<destination>` with a bearer token, `{"messageId"}` answers, a
 //! deduplication window, delivery of the body byte-for-byte with `Upstash-Message-Id`,
-//! `Upstash-Retried` and a real HS256 `Upstash-Signature`, and redelivery on non-2xx.
+//! `Upstash-Retried` and a real HS256 `Upstash-Signature`, redelivery on non-2xx, and, when
+//! the retries are exhausted, the signed `Upstash-Failure-Callback` with QStash's documented
+//! callback body.
 //! It records what it received so tests can assert on headers and destinations.
 //!
 //! The token and signing keys are those of `npx @upstash/qstash-cli dev`, so the same
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -37,6 +39,15 @@ pub struct Published {
     pub body: Bytes,
     pub message_id: String,
     pub deduplicated: bool,
+}
+
+/// A failure callback the emulator made after giving up on a message.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub url: String,
+    pub body: serde_json::Value,
+    /// The service's answer, or `None` when it could not be reached.
+    pub status: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +94,7 @@ struct State {
     behaviour: Behaviour,
     published: Vec<Published>,
     delivered: Vec<Delivered>,
+    callbacks: Vec<Callback>,
     dedup: HashMap<String, (String, Instant)>,
 }
 
@@ -125,6 +137,10 @@ impl QStash {
 
     pub fn delivered(&self) -> Vec<Delivered> {
         self.state.lock().unwrap().delivered.clone()
+    }
+
+    pub fn callbacks(&self) -> Vec<Callback> {
+        self.state.lock().unwrap().callbacks.clone()
     }
 
     /// The environment that points `jobs` at this emulator, QStash enabled in development.
@@ -290,7 +306,12 @@ impl Delivery {
                     request = request.header(forwarded, value);
                 }
             }
-            let status = request.send().await.ok().map(|r| r.status().as_u16());
+            let response = request.send().await.ok();
+            let status = response.as_ref().map(|r| r.status().as_u16());
+            let answer = match response {
+                Some(r) => r.bytes().await.unwrap_or_default(),
+                None => Bytes::new(),
+            };
             self.state.lock().unwrap().delivered.push(Delivered {
                 message_id: self.message_id.clone(),
                 destination: self.destination.clone(),
@@ -300,8 +321,56 @@ impl Delivery {
             if status.is_some_and(|s| (200..300).contains(&s)) {
                 return;
             }
+            if retried == self.retries {
+                self.call_failure_callback(&http, status, &answer).await;
+                return;
+            }
             tokio::time::sleep(self.behaviour.retry_delay).await;
         }
+    }
+
+    /// QStash's failure callback, when the publish named one: a signed POST whose JSON body
+    /// carries the last status, the destination's answer and the original body (base64).
+    async fn call_failure_callback(
+        &self,
+        http: &reqwest::Client,
+        status: Option<u16>,
+        answer: &[u8],
+    ) {
+        let Some(url) = self.headers.get("upstash-failure-callback") else {
+            return;
+        };
+        let body = json!({
+            "status": status,
+            "header": {},
+            "body": STANDARD.encode(answer),
+            "retried": self.retries,
+            "maxRetries": self.retries,
+            "sourceMessageId": self.message_id,
+            "url": self.destination,
+            "method": self.headers.get("upstash-method").map_or("POST", String::as_str),
+            "sourceHeader": {},
+            "sourceBody": STANDARD.encode(&self.body),
+            "createdAt": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
+        });
+        let bytes = body.to_string();
+        let answered = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header(
+                "upstash-signature",
+                sign(&self.behaviour.signing_key, url, bytes.as_bytes()),
+            )
+            .body(bytes)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16());
+        self.state.lock().unwrap().callbacks.push(Callback {
+            url: url.clone(),
+            body,
+            status: answered,
+        });
     }
 }
 

@@ -1,73 +1,95 @@
 //! Losing nothing: the sweeper (lost workers, tasks never picked up), fenced stale workers,
-//! processor panics, and a database outage under a running service.
+//! processor panics, and a database outage under a running service. No test waits for a lease
+//! or a queue timeout to pass: the factory (`jobs_core::testing`) seeds tasks that are already
+//! old, and a running worker's lease is aged in the database.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use mongodb::bson::Document;
+use jobs_core::store::Store;
+use jobs_core::task::TaskStatus;
+use jobs_core::testing::{self, task};
+use mongodb::bson::{DateTime, Document, doc};
 use serde_json::json;
 
 use crate::qstash_emulator::QStash;
-use crate::support::{OwnDatabase, Service};
+use crate::support::{OwnDatabase, Service, db_uri};
 
-/// Every invariant a stored task must satisfy, whatever happened to it.
+/// Every invariant a stored task must satisfy, whatever happened to it: the one checker,
+/// `jobs_core::testing::assert_legal`, on the stored document.
 pub fn assert_legal(task: &Document) {
-    let status = task.get_str("status").unwrap();
-    let has_lease = task.get("lease").is_some();
-    let progress = task.get_i32("progress").unwrap();
-    let error = task.get("lastError").and_then(|e| e.as_str());
-    let (retries, max) = (
-        task.get_i32("retryCount").unwrap(),
-        task.get_i32("maxRetries").unwrap(),
-    );
-    assert!(
-        ["queued", "processing", "completed", "failed", "cancelled"].contains(&status),
-        "{task}"
-    );
-    assert_eq!(
-        has_lease,
-        status == "processing",
-        "a lease exactly while processing: {task}"
-    );
-    assert!((0..=100).contains(&progress), "{task}");
-    assert!((0..=max).contains(&retries), "{task}");
-    assert!(
-        task.get_array("errorHistory").unwrap().len() <= 20,
-        "{task}"
-    );
-    match status {
-        "completed" => assert!(progress == 100 && error.is_none(), "{task}"),
-        "failed" => assert!(error.is_some_and(|e| !e.is_empty()), "{task}"),
-        "queued" => assert_eq!(progress, 0, "{task}"),
-        _ => {}
-    }
+    testing::assert_legal_document(task);
+}
+
+/// A store on the service's database, to seed tasks with the factory.
+fn store_of(jobs: &Service) -> Store {
+    testing::store_on(&db_uri(), &jobs.db_name)
+}
+
+/// Ages the lease of every `processing` task matching `filter` to `secs` ago: its worker
+/// stalled (or lost its writes) for longer than the lease, without the test waiting for it.
+async fn expire_leases(jobs: &Service, mut filter: Document, secs: i64) -> u64 {
+    filter.insert("status", "processing");
+    let expired = DateTime::from_millis(DateTime::now().timestamp_millis() - secs * 1000);
+    let updated = jobs
+        .tasks
+        .update_many(filter, doc! { "$set": { "lease.expiresAt": expired } })
+        .await
+        .unwrap();
+    updated.modified_count
+}
+
+/// The whole-seconds number in `message` after `prefix`, checked to be `at_least` plus at most
+/// the seconds elapsed since `seeded` (the moment the old task was built).
+fn seconds_after(message: &str, prefix: &str, at_least: u64, seeded: Instant) -> u64 {
+    let rest = message
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{message:?} does not start with {prefix:?}"));
+    let n: u64 = rest
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number of seconds in {message:?}"));
+    let at_most = at_least + seeded.elapsed().as_secs();
+    assert!((at_least..=at_most).contains(&n), "{message:?}: {n} s");
+    n
 }
 
 #[tokio::test]
-async fn a_killed_worker_is_swept_and_its_task_retried() {
-    let mut first = Service::start_with(&[("JOBS_LEASE_SECONDS", "1")]).await;
-    let id = first
-        .create_demo("alice", json!({ "steps": 2, "stepMs": 1500 }))
+async fn a_lost_worker_is_swept_and_its_task_retried() {
+    let jobs = Service::start_with(&[("JOBS_LEASE_SECONDS", "45")]).await;
+    // Its worker died: the attempt started 11 minutes ago, the last progress report renewed
+    // the lease 45 s before it expired, 10 minutes ago.
+    let seeded = Instant::now();
+    let lost = task()
+        .status(TaskStatus::Processing)
+        .progress(50)
+        .started_secs_ago(660)
+        .updated_secs_ago(645)
+        .lease_expired_secs_ago(600)
+        .insert(&store_of(&jobs))
         .await;
-    first.wait_for_status(&id, "processing").await;
-    first.kill();
+    let id = lost.task_id.as_str();
 
-    let second = first.start_sharing_db(&[("JOBS_LEASE_SECONDS", "1")]).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let sweep = second.get("action=sweep").await;
-    assert_eq!(sweep.body, json!({ "timedOut": 1, "neverPickedUp": 0 }));
-    let failed = second.task(&id).await;
+    let sweep = jobs.get("action=sweep").await;
+    assert_eq!(
+        sweep.body,
+        json!({ "timedOut": 1, "neverPickedUp": 0, "redispatched": 0 })
+    );
+    let failed = jobs.task(id).await;
     assert_legal(&failed);
     assert_eq!(failed.get_str("status").unwrap(), "failed");
     let message = failed.get_str("lastError").unwrap();
-    assert!(
-        message.starts_with("The worker was lost: the task was processing for "),
-        "{message}"
+    let prefix = "The worker was lost: the task was processing for ";
+    let ran_for = seconds_after(message, prefix, 660, seeded);
+    assert_eq!(
+        message,
+        format!("{prefix}{ran_for} s and stopped reporting progress (lease of 45 s expired).")
     );
-    assert!(message.contains("lease of 1 s expired"), "{message}");
 
-    assert_eq!(second.retry(&id, "alice").await.status, 200);
-    let done = second.wait_for_status(&id, "completed").await;
+    assert_eq!(jobs.retry(id, "alice").await.status, 200);
+    let done = jobs.wait_for_status(id, "completed").await;
+    assert_legal(&done);
     assert_eq!(
         (
             done.get_i32("attempts").unwrap(),
@@ -79,42 +101,54 @@ async fn a_killed_worker_is_swept_and_its_task_retried() {
 
 #[tokio::test]
 async fn a_worker_whose_lease_was_taken_cannot_write_afterwards() {
-    let jobs = Service::start_with(&[("JOBS_LEASE_SECONDS", "1")]).await;
-    // Steps longer than the lease: the worker's first heartbeat comes after the lease expired.
+    let jobs = Service::start().await;
+    // Its first progress report comes a second after the claim, once the lease was taken.
     let id = jobs
-        .create_demo("alice", json!({ "steps": 3, "stepMs": 1500 }))
+        .create_demo("alice", json!({ "steps": 2, "stepMs": 1000 }))
         .await;
     jobs.wait_for_status(&id, "processing").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The worker stalled past its lease: the sweeper takes the task from it.
+    assert_eq!(expire_leases(&jobs, doc! { "taskId": &id }, 60).await, 1);
     assert_eq!(jobs.get("action=sweep").await.body["timedOut"], 1);
     let swept = jobs.task(&id).await;
+    assert_legal(&swept);
 
-    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !jobs.logs().contains("outcome dropped") {
+        assert!(
+            Instant::now() < deadline,
+            "the stale worker never stopped:\n{}",
+            jobs.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let later = jobs.task(&id).await;
     assert_eq!(
         later, swept,
         "the stale worker's progress and completion were fenced off"
     );
     assert_eq!(later.get_str("status").unwrap(), "failed");
-    assert!(jobs.logs().contains("outcome dropped"));
 }
 
 #[tokio::test]
 async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
     let qstash = QStash::start().await;
-    qstash.behave(|b| b.delivery_delay = Duration::from_secs(3600));
     let jobs = Service::behind_qstash(
         &qstash,
         &[
-            ("JOBS_QUEUE_TIMEOUT_SECONDS", "1"),
+            ("JOBS_QUEUE_TIMEOUT_SECONDS", "900"),
             ("CRON_SECRET", "cron-secret"),
         ],
     )
     .await;
-    let id = jobs
-        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+    // Queued 1000 s ago; its hand-off never arrived, not even when re-sent 880 s ago.
+    let seeded = Instant::now();
+    let waiting = task()
+        .updated_secs_ago(1000)
+        .redispatched_secs_ago(880)
+        .insert(&store_of(&jobs))
         .await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let id = waiting.task_id.as_str();
 
     for (name, auth) in [
         ("no secret", None),
@@ -128,7 +162,7 @@ async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
         let reply = jobs.send(request).await;
         assert_eq!(reply.status, 401, "{name}");
         assert_eq!(
-            jobs.task(&id).await.get_str("status").unwrap(),
+            jobs.task(id).await.get_str("status").unwrap(),
             "queued",
             "{name}"
         );
@@ -140,18 +174,20 @@ async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
                 .bearer_auth("cron-secret"),
         )
         .await;
-    assert_eq!(sweep.body, json!({ "timedOut": 0, "neverPickedUp": 1 }));
-    let failed = jobs.task(&id).await;
+    assert_eq!(
+        sweep.body,
+        json!({ "timedOut": 0, "neverPickedUp": 1, "redispatched": 0 })
+    );
+    let failed = jobs.task(id).await;
     assert_legal(&failed);
     let message = failed.get_str("lastError").unwrap();
-    assert!(
-        message.starts_with("The task was never picked up: it waited in the queue for "),
-        "{message}"
-    );
+    let prefix = "The task was never picked up: it waited in the queue for ";
+    let waited = seconds_after(message, prefix, 1000, seeded);
+    assert_eq!(message, format!("{prefix}{waited} s."));
 
-    qstash.behave(|b| b.delivery_delay = Duration::ZERO);
-    assert_eq!(jobs.retry(&id, "alice").await.status, 200);
-    jobs.wait_for_status(&id, "completed").await;
+    assert_eq!(jobs.retry(id, "alice").await.status, 200);
+    let done = jobs.wait_for_status(id, "completed").await;
+    assert_legal(&done);
 }
 
 #[tokio::test]
@@ -178,8 +214,7 @@ async fn a_processor_panic_fails_the_task_and_the_function_keeps_serving() {
 async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
     let mut db = OwnDatabase::start().await;
     let uri = format!("{}/?serverSelectionTimeoutMS=1500", db.uri());
-    let jobs =
-        Service::start_with(&[("MONGODB_URI", uri.as_str()), ("JOBS_LEASE_SECONDS", "2")]).await;
+    let jobs = Service::start_with(&[("MONGODB_URI", uri.as_str())]).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(
@@ -250,8 +285,9 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
     }
     assert_eq!(jobs.get("action=list&userId=alice").await.status, 200);
 
-    // Workers that lost their writes during the outage are swept once their lease expires.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Workers that lost their writes during the outage are swept once their lease expires:
+    // their leases are aged rather than waited for.
+    expire_leases(jobs, doc! {}, 60).await;
     assert_eq!(jobs.get("action=sweep").await.status, 200);
     for id in &ids {
         assert_legal(&jobs.task(id).await);

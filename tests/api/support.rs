@@ -114,7 +114,7 @@ impl Service {
         let child = command.spawn().expect("spawn the jobs binary");
         let uri = env
             .iter()
-            .find(|(k, v)| *k == "MONGODB_URI" && !v.is_empty())
+            .find(|(k, v)| *k == "MONGODB_URI" && v.starts_with("mongodb://"))
             .map_or_else(db_uri, |(_, v)| v.to_string());
         let client = mongodb::Client::with_uri_str(uri).await.unwrap();
         let service = Self {
@@ -245,6 +245,8 @@ impl Service {
         loop {
             let task = self.task(task_id).await;
             if task.get_str("status").unwrap() == status {
+                // Every scenario that waits for a state checks the invariants there.
+                jobs_core::testing::assert_legal_document(&task);
                 return task;
             }
             assert!(

@@ -1,4 +1,4 @@
-//! The action handlers of SPEC section 5: one function per action, each taking typed input and
+//! The action handlers of docs/spec.md §5: one function per action, each taking typed input and
 //! returning the success body or a [`JobsError`]. `App` is built once per process.
 
 use std::future::Future;
@@ -9,38 +9,45 @@ use serde_json::Value;
 
 use crate::auth::{Auth, Credentials};
 use crate::config::Config;
-use crate::dispatch::{Dispatcher, Handoff};
+use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, Result};
 use crate::http::{Query, decode};
 use crate::processors::Processors;
-use crate::replies::{Created, Done, Health, Processed, TaskList, TaskReply, TaskView};
+use crate::replies::{
+    Created, DeliveryFailed, Done, Health, Processed, TaskList, TaskReply, TaskView,
+};
 use crate::requests::{
-    CreateRequest, ListQuery, ProcessRequest, Source, TaskRequest, task_id, user_id,
+    CreateRequest, FailureCallback, ListQuery, ProcessRequest, Source, TaskRequest, task_id,
+    user_id,
 };
 use crate::store::Store;
 use crate::sweeper::{self, SweepReport};
-use crate::task::{Task, TaskId, TaskStatus, UserId};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 use crate::worker;
 
-/// Largest payload accepted, as BSON (SPEC section 3).
+/// Largest payload accepted, as BSON (docs/spec.md §3).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
+/// The process-wide state of the function, built once at start-up and shared by every
+/// request: configuration, store, dispatcher, processors and auth.
 pub struct App {
     config: Config,
     store: Arc<Store>,
     dispatcher: Dispatcher,
     processors: Processors,
     auth: Auth,
-    /// Deployed settings that are missing (SPEC section 6); `health` reports them.
+    /// Deployed settings that are missing (docs/spec.md §6); `health` reports them.
     missing: Vec<&'static str>,
 }
 
+/// Why the function could not start (the database is not contacted at start-up, so a
+/// database problem is never one of these).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The HTTP client for hand-offs and webhooks could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("MONGODB_URI: {0}")]
-    Database(#[from] mongodb::error::Error),
+    /// The QStash client could not be built from its settings.
     #[error(transparent)]
     Dispatch(#[from] crate::dispatch::DispatchError),
 }
@@ -48,7 +55,12 @@ pub enum StartupError {
 /// What `process` did with a delivery.
 pub enum Delivery<F> {
     /// Claimed: answer 202 and keep running `work` after the response.
-    Claimed { task_id: TaskId, work: F },
+    Claimed {
+        /// The task claimed.
+        task_id: TaskId,
+        /// The run of its processor, to await after the response (`wait_until`).
+        work: F,
+    },
     /// No `queued` task by that id: a duplicate delivery (QStash is at-least-once), a task
     /// cancelled or failed meanwhile, or an unknown id. Answer 200 and do nothing.
     NotClaimed,
@@ -76,7 +88,7 @@ impl App {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let store = Store::connect(&config).await?;
+        let store = Store::new(&config);
         let dispatcher = Dispatcher::new(&config, http.clone())?;
         if let Err(message) = dispatcher.route() {
             tracing::error!(
@@ -116,18 +128,22 @@ impl App {
         }
     }
 
-    /// The route tasks are handed off on, or `MISCONFIGURED` with the sentence of SPEC
-    /// section 7: checked before anything is written, so nothing is left `queued`.
+    /// The route tasks are handed off on, or `MISCONFIGURED` with the sentence of docs/spec.md
+    /// §7: checked before anything is written, so nothing is left `queued`.
     fn route(&self) -> Result<&crate::dispatch::Route> {
         self.dispatcher
             .route()
             .map_err(|message| JobsError::Misconfigured(message.to_owned()))
     }
 
+    /// Development only: where the Task Manager page is served from (`JOBS_STATIC_DIR`).
     pub fn static_dir(&self) -> Option<&str> {
         self.config.static_dir.as_deref()
     }
 
+    /// `create`: validates the request, stores the task `queued` with its hand-off recorded,
+    /// and hands it off. Refused with `MISCONFIGURED` before anything is written when
+    /// dispatch is not configured.
     pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Created> {
         let mut request: CreateRequest = decode(body)?;
         let user = self.auth.user(
@@ -153,23 +169,35 @@ impl App {
         let (brand_id, max_retries) = (request.brand_id()?, request.max_retries()?);
         self.route()?;
         let task = Task::new(user, brand_id, request.kind, stored, max_retries);
+        let handoff = task
+            .handoff
+            .clone()
+            .expect("a new task records its hand-off");
         self.store.insert(&task).await?;
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
 
-        let handoff = Handoff {
-            task_id: &task.task_id,
-            retry_count: 0,
-            queued_at: task.created_at,
-        };
-        if self.dispatcher.dispatch(handoff).await.is_err() {
+        if self
+            .dispatcher
+            .dispatch(&task.task_id, &handoff)
+            .await
+            .is_err()
+        {
             // Never leave a task queued with no message on its way: fail it, visibly, so
             // the user can retry it.
-            self.store.fail_unqueued(&task).await?;
-            return Err(JobsError::EnqueueFailed(task.task_id));
+            if self.store.fail_unqueued(&task, &handoff).await? {
+                return Err(JobsError::EnqueueFailed(task.task_id));
+            }
+            // The hand-off arrived after all (a 202 after the timeout): say what is true.
+            let status = self.store.find(&task.task_id).await?.map(|t| t.status);
+            return Ok(Created::new(
+                task.task_id,
+                status.unwrap_or(TaskStatus::Queued),
+            ));
         }
         Ok(Created::new(task.task_id, TaskStatus::Queued))
     }
 
+    /// `get`: one of the caller's tasks; another user's task is `TASK_NOT_FOUND`.
     pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<TaskReply> {
         let user = self
             .auth
@@ -186,6 +214,7 @@ impl App {
         })
     }
 
+    /// `list`: a page of the caller's tasks, newest first, without payloads.
     pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<TaskList> {
         let user = self
             .auth
@@ -195,7 +224,7 @@ impl App {
             .list_for(&user, &ListQuery::parse(query)?)
             .await?;
         Ok(TaskList {
-            tasks: page.tasks.into_iter().map(TaskView::from).collect(),
+            tasks: page.tasks.into_iter().map(TaskView::summary).collect(),
             next_cursor: page.next.map(|cursor| cursor.encode()),
         })
     }
@@ -213,29 +242,29 @@ impl App {
         };
 
         self.route()?;
-        let queued_at = DateTime::now();
+        let handoff = Handoff::new(&task_id, DateTime::now(), true);
         let Some(before) = self
             .store
-            .requeue_for_retry(&task_id, &user, queued_at)
+            .requeue_for_retry(&task_id, &user, &handoff)
             .await?
         else {
             return Err(self.why_not_retried(task_id, &user).await?);
         };
-        if let Err(error) = self
-            .dispatcher
-            .dispatch(Handoff {
-                task_id: &task_id,
-                retry_count: before.retry_count + 1,
-                queued_at,
-            })
-            .await
-        {
-            if self.store.restore_after_failed_requeue(&before).await? {
+        if let Err(error) = self.dispatcher.dispatch(&task_id, &handoff).await {
+            if self
+                .store
+                .restore_after_failed_requeue(&before, &handoff)
+                .await?
+            {
                 tracing::warn!(task_id = %task_id, %error, "retry not queued; task restored");
                 return Err(JobsError::RequeueFailed);
             }
-            // The dispatch reported failure, yet the task was claimed meanwhile: it is running.
-            tracing::warn!(task_id = %task_id, %error, "dispatch reported failure but the task was claimed");
+            // The hand-off was reported failed, yet the task moved on: answer what is true.
+            let now = self.store.find(&task_id).await?.map(|t| t.status);
+            tracing::warn!(task_id = %task_id, %error, status = ?now, "hand-off reported failed but the task moved on");
+            if now == Some(TaskStatus::Cancelled) {
+                return Err(JobsError::CancelledMeanwhile);
+            }
         }
         Ok(Done::new(task_id))
     }
@@ -256,6 +285,8 @@ impl App {
         })
     }
 
+    /// `cancel`: a queued or processing task of the caller; the precise refusal is looked up
+    /// only when the update matched nothing.
     pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
         let request: TaskRequest = decode(body)?;
         let task_id = task_id(request.task_id.as_deref(), Source::Body)?
@@ -298,11 +329,40 @@ impl App {
         Ok(Delivery::Claimed { task_id, work })
     }
 
+    /// QStash's failure callback: it gave up delivering a hand-off. Verified like `process`
+    /// (signature on the raw body, for the URL the service publishes it under); the task is
+    /// failed at once if that hand-off is still the one it waits for.
+    pub async fn delivery_failed(
+        &self,
+        credentials: &Credentials,
+        body: &[u8],
+    ) -> Result<DeliveryFailed> {
+        let url = self
+            .dispatcher
+            .route()
+            .ok()
+            .map(|r| r.url("deliveryFailed"));
+        self.auth.delivery(credentials, body, url.as_deref())?;
+        let callback: FailureCallback = decode(body)?;
+        let source = callback.source()?;
+        let task_id = TaskId::parse(source.task_id).map_err(JobsError::InvalidBody)?;
+        let (Some(handoff_id), Some(task)) = (source.handoff_id, self.store.find(&task_id).await?)
+        else {
+            return Ok(DeliveryFailed { failed: false });
+        };
+        let failed = self
+            .store
+            .fail_undelivered(&task, &handoff_id, &callback.message())
+            .await?;
+        tracing::warn!(task_id = %task_id, failed, retried = callback.retried, status = callback.status, "QStash gave up delivering a hand-off");
+        Ok(DeliveryFailed { failed })
+    }
+
     /// The rescuer (see [`sweeper`]), for Vercel Cron or a signed QStash schedule.
     pub async fn sweep(&self, credentials: &Credentials) -> Result<SweepReport> {
         let sweep_url = self.dispatcher.route().ok().map(|r| r.url("sweep"));
         self.auth.cron(credentials, sweep_url.as_deref())?;
-        sweeper::sweep(&self.store, &self.config).await
+        sweeper::sweep(&self.store, &self.dispatcher, &self.config).await
     }
 
     /// Liveness with the database and the dispatch route. `Err` (503) when a deployed setting

@@ -14,10 +14,15 @@ use crate::task::UserId;
 /// Clock skew tolerated on QStash signatures.
 const SIGNATURE_LEEWAY_SECONDS: u64 = 5;
 
+/// Clock skew tolerated on user tokens' `exp` and `nbf`, between the host application that
+/// mints them and this function.
+pub const TOKEN_LEEWAY_SECONDS: u64 = 30;
+
 enum UserAuth {
     /// Development without `JOBS_AUTH_SECRET`: the `userId` the client sends is trusted.
     Trusted,
-    /// The key and the rules (HS256 only, `exp` and `sub` required), built once.
+    /// The key and the rules (HS256 only, `exp` and `sub` required, `nbf` checked when present,
+    /// `iss` and `aud` required and pinned when configured), built once.
     Jwt(Box<(DecodingKey, Validation)>),
     /// Deployed (production or preview) without `JOBS_AUTH_SECRET`: refuse rather than trust
     /// anyone.
@@ -32,12 +37,16 @@ struct Claims {
 /// The headers auth looks at, copied out of the request by the edge.
 #[derive(Debug, Default, Clone)]
 pub struct Credentials {
+    /// `Authorization`: `Bearer <JWT>` from users, `Bearer $CRON_SECRET` from Vercel Cron.
     pub authorization: Option<String>,
+    /// `Upstash-Signature`: QStash's signed JWT on deliveries and scheduled calls.
     pub upstash_signature: Option<String>,
+    /// `x-jobs-internal-secret`: `JOBS_INTERNAL_SECRET` on self-invocations.
     pub internal_secret: Option<String>,
 }
 
 impl Credentials {
+    /// Copies the three headers; one that is not valid text counts as absent.
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
         let get = |name: &str| {
             headers
@@ -58,6 +67,8 @@ impl Credentials {
     }
 }
 
+/// The checks of SPEC section 6, built once from [`Config`]: who the user is, whether a delivery is
+/// genuine, whether a `sweep` comes from the cron.
 pub struct Auth {
     users: UserAuth,
     qstash: Option<Receiver>,
@@ -68,13 +79,13 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// Builds the checks; without `JOBS_AUTH_SECRET` in development, logs a warning that client
+    /// `userId`s are trusted.
     pub fn new(config: &Config) -> Self {
         let users = match (&config.auth_secret, config.is_deployed()) {
             (Some(secret), _) => {
-                let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp", "sub"]);
                 let key = DecodingKey::from_secret(secret.expose().as_bytes());
-                UserAuth::Jwt(Box::new((key, validation)))
+                UserAuth::Jwt(Box::new((key, token_rules(config))))
             }
             (None, true) => UserAuth::Misconfigured,
             (None, false) => {
@@ -202,6 +213,32 @@ impl Auth {
     }
 }
 
+/// The rules a user token must pass: HS256 only; `exp` and `sub` required; `exp` and `nbf`
+/// checked with [`TOKEN_LEEWAY_SECONDS`] of leeway; with `JOBS_AUTH_ISSUER` set, `iss` required
+/// and equal to it; with `JOBS_AUTH_AUDIENCE` set, `aud` required and containing it. Without an
+/// audience configured, a token's `aud` is not looked at (jsonwebtoken would otherwise refuse
+/// every token that has one).
+fn token_rules(config: &Config) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = TOKEN_LEEWAY_SECONDS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(issuer) = &config.auth_issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    match &config.auth_audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
 /// Compares secrets in time independent of where they differ (and of their lengths).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (Sha256::digest(a), Sha256::digest(b));
@@ -214,6 +251,110 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn auth(vars: &[(&str, &str)]) -> Auth {
+        let config = Config::from_lookup(|name| {
+            [("JOBS_AUTH_SECRET", "unit-secret")]
+                .iter()
+                .chain(vars)
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        Auth::new(&config)
+    }
+
+    fn bearer(claims: serde_json::Value) -> Credentials {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"unit-secret"),
+        )
+        .unwrap();
+        Credentials {
+            authorization: Some(format!("Bearer {token}")),
+            ..Credentials::default()
+        }
+    }
+
+    #[test]
+    fn token_times_have_a_30_s_leeway() {
+        let auth = auth(&[]);
+        let t = now();
+        let rows = [
+            (
+                serde_json::json!({ "sub": "a", "exp": t + 300, "nbf": t + 60 }),
+                false,
+            ),
+            (
+                serde_json::json!({ "sub": "a", "exp": t + 300, "nbf": t + 20 }),
+                true,
+            ),
+            (serde_json::json!({ "sub": "a", "exp": t - 20 }), true),
+            (serde_json::json!({ "sub": "a", "exp": t - 60 }), false),
+            (serde_json::json!({ "sub": "a" }), false),
+            (
+                serde_json::json!({ "sub": "a", "exp": t + 60, "aud": "elsewhere" }),
+                true,
+            ),
+        ];
+        for (claims, ok) in rows {
+            assert_eq!(
+                auth.user(&bearer(claims.clone()), None).is_ok(),
+                ok,
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn issuer_and_audience_are_pinned_when_configured() {
+        let auth = auth(&[
+            ("JOBS_AUTH_ISSUER", "https://app.example"),
+            ("JOBS_AUTH_AUDIENCE", "jobs"),
+        ]);
+        let exp = now() + 300;
+        let rows = [
+            (
+                serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://app.example", "aud": "jobs" }),
+                true,
+            ),
+            (
+                serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://app.example", "aud": ["jobs", "x"] }),
+                true,
+            ),
+            (
+                serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://other.example", "aud": "jobs" }),
+                false,
+            ),
+            (
+                serde_json::json!({ "sub": "a", "exp": exp, "aud": "jobs" }),
+                false,
+            ),
+            (
+                serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://app.example", "aud": "other" }),
+                false,
+            ),
+            (
+                serde_json::json!({ "sub": "a", "exp": exp, "iss": "https://app.example" }),
+                false,
+            ),
+        ];
+        for (claims, ok) in rows {
+            assert_eq!(
+                auth.user(&bearer(claims.clone()), None).is_ok(),
+                ok,
+                "{claims}"
+            );
+        }
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_values() {

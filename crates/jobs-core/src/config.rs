@@ -1,4 +1,4 @@
-//! Configuration: one struct read from the environment once, at start-up (SPEC section 9).
+//! Configuration: one struct read from the environment once, at start-up (docs/spec.md §9).
 //! Defaults and validation live here and nowhere else.
 
 use std::fmt;
@@ -9,10 +9,13 @@ use std::time::Duration;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value so that `Debug` prints it masked.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
+    /// The value itself, for the one place that must use it (a header, a signing key); never log
+    /// it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -55,51 +58,116 @@ impl Environment {
     }
 }
 
+/// The service's settings, read once at start-up by [`Config::from_env`]. Each field names the
+/// variable it comes from; empty values count as unset.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `MONGODB_URI`; `None` falls back to [`DEFAULT_MONGODB_URI`] in development and is a
     /// start-up error when deployed.
     pub mongodb_uri: Option<Secret>,
+    /// `MONGODB_DB` (default `jobs`): the database holding the `tasks` collection.
     pub mongodb_db: String,
+    /// Development, preview or production: from `VERCEL_ENV`, else `NODE_ENV` (see
+    /// [`Environment`]).
     pub environment: Environment,
     /// `VERCEL_DEV=1`: running under `vercel dev`, whose `VERCEL_URL` is `localhost:PORT`.
     pub vercel_dev: bool,
-    /// Host of this deployment, without scheme (Vercel sets it).
+    /// `VERCEL_URL` (Vercel sets it): this deployment's host, without scheme; the hand-off base of
+    /// previews, and of `vercel dev` (`localhost:PORT`).
     pub vercel_url: Option<String>,
-    /// The production domain (Vercel sets it); not behind Deployment Protection.
+    /// `VERCEL_PROJECT_PRODUCTION_URL` (Vercel sets it): the production domain, production's
+    /// hand-off base because it is not behind Deployment Protection.
     pub vercel_project_production_url: Option<String>,
-    /// Protection Bypass for Automation, forwarded on every hand-off.
+    /// `VERCEL_AUTOMATION_BYPASS_SECRET`: Protection Bypass for Automation, sent as
+    /// `x-vercel-protection-bypass` on every hand-off so protected previews reach `process`.
     pub automation_bypass_secret: Option<Secret>,
+    /// `PORT` (default 3000, 1..=65535): the local port; the hand-off base in development when no
+    /// other base is known.
     pub port: u16,
+    /// `JOBS_PUBLIC_URL`, without a trailing `/`: the base of every hand-off, overriding all other
+    /// bases (use it for a custom domain).
     pub public_url: Option<String>,
+    /// `QSTASH_TOKEN`: hand tasks off through QStash. Unset on a deployment means self-invocation
+    /// (a warning at start-up, and `JOBS_INTERNAL_SECRET` becomes required).
     pub qstash_token: Option<Secret>,
+    /// `QSTASH_URL`, without a trailing `/`: the QStash API host; unset means Upstash's own. Set it
+    /// to use a local QStash dev server.
     pub qstash_url: Option<String>,
+    /// `QSTASH_CURRENT_SIGNING_KEY`: verifies `Upstash-Signature` on deliveries to `process` and on
+    /// scheduled `sweep` calls. Required when deployed with QStash.
     pub qstash_current_signing_key: Option<Secret>,
+    /// `QSTASH_NEXT_SIGNING_KEY`: the key QStash rotates to; a signature valid under either key is
+    /// accepted. Unset, the current key stands in; required when deployed with QStash.
     pub qstash_next_signing_key: Option<Secret>,
+    /// `USE_QSTASH_IN_DEV=true`: hand off through QStash in development too (needs `QSTASH_TOKEN`
+    /// and `QSTASH_BASE_URL`). Deployed, `QSTASH_TOKEN` alone decides.
     pub use_qstash_in_dev: bool,
+    /// `QSTASH_BASE_URL`, without a trailing `/`: in development with QStash, the public URL QStash
+    /// delivers to (e.g. an ngrok tunnel). `JOBS_PUBLIC_URL` wins when set.
     pub qstash_base_url: Option<String>,
-    /// `Upstash-Retries` sent with every publish.
+    /// `JOBS_QSTASH_RETRIES` (default 3, 0..=5): the `Upstash-Retries` sent with every publish,
+    /// i.e. how many redeliveries QStash makes when `process` does not answer 2xx.
     pub qstash_retries: u32,
+    /// `JOBS_AUTH_SECRET`: the HS256 key of user tokens (`Authorization: Bearer <JWT>`, `sub` =
+    /// user id). Unset in development means the client's `userId` is trusted; required when
+    /// deployed.
     pub auth_secret: Option<Secret>,
+    /// `JOBS_INTERNAL_SECRET`: sent as `x-jobs-internal-secret` on self-invocations; once set,
+    /// `process` requires it or a valid QStash signature. Required on a deployment without
+    /// `QSTASH_TOKEN`.
     pub internal_secret: Option<Secret>,
+    /// `CRON_SECRET`: `sweep` requires it as `Authorization: Bearer` (Vercel Cron sends it) unless
+    /// the call carries a QStash signature. Required when deployed.
     pub cron_secret: Option<Secret>,
+    /// `JOBS_LEASE_SECONDS` (default 300; at least 30 when deployed, at least 1 in development
+    /// for tests): how long a claim holds a task without a heartbeat before `sweep` fails it as
+    /// a lost worker. The worker renews it every third of its length.
     pub lease: Duration,
+    /// `JOBS_QUEUE_TIMEOUT_SECONDS` (default 900, 1..=604800): how long after its hand-off a
+    /// task re-sent once and still `queued` is failed by `sweep` as never picked up.
     pub queue_timeout: Duration,
+    /// `JOBS_REDISPATCH_SECONDS` (default 120, 1..=86400): how old a `queued` task's hand-off
+    /// must be before `sweep` re-sends it, once, with the same deduplication id.
+    pub redispatch_after: Duration,
+    /// `JOBS_DB_TIMEOUT_MS` (default 10000, 100..=120000): the longest one database operation
+    /// may take before the request answers 503 `DB_UNAVAILABLE`.
+    pub db_operation_timeout: Duration,
+    /// `JOBS_DB_MAX_POOL_SIZE` (default 5, 1..=100): MongoDB connections per function
+    /// instance; `maxPoolSize` in `MONGODB_URI` wins.
+    pub db_max_pool_size: u32,
+    /// `JOBS_WORK_BUDGET_SECONDS` (default 240, 1..=900): the most work a task may ask for, so
+    /// it fits the function's `maxDuration` (300 s in `vercel.json`).
+    pub work_budget: Duration,
+    /// `JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`: the `webhook` processor may call hosts that
+    /// resolve to loopback, private or link-local addresses (tests, intranets). Off by default.
+    pub webhook_allow_private_networks: bool,
+    /// `JOBS_AUTH_ISSUER`: when set, user tokens must carry this `iss`.
+    pub auth_issuer: Option<String>,
+    /// `JOBS_AUTH_AUDIENCE`: when set, user tokens must carry this `aud`.
+    pub auth_audience: Option<String>,
+    /// `JOBS_WEBHOOK_ALLOWED_HOSTS`, comma-separated, lower-cased: the only hosts the `webhook`
+    /// processor may call. Unset (the default) allows none.
     pub webhook_allowed_hosts: Vec<String>,
-    /// Development only: serve the Task Manager page from this folder next to the API.
+    /// `JOBS_STATIC_DIR`, development only: serve the Task Manager page from this folder next to
+    /// the API (`scripts/dev` sets it).
     pub static_dir: Option<String>,
 }
 
+/// A variable whose value cannot be used; start-up stops on it. `Display` is `NAME: problem`.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct ConfigError {
+    /// The variable, e.g. `JOBS_LEASE_SECONDS`.
     pub name: &'static str,
+    /// What is wrong with its value, e.g. the range it must be in.
     pub problem: String,
 }
 
+/// The database development uses without `MONGODB_URI`: a local server on MongoDB's default port.
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017";
 
 impl Config {
+    /// Reads the process environment; called once per process, at start-up.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -130,13 +198,17 @@ impl Config {
             }
         };
 
+        let environment =
+            Environment::detect(var("VERCEL_ENV").as_deref(), var("NODE_ENV").as_deref());
+        // Deployed, a lease shorter than 30 s would be renewed more often than every 10 s by
+        // every running task; development allows short ones so tests need not wait.
+        let lease_floor = if environment.is_deployed() { 30 } else { 1 };
+        let seconds = |name, default, range| number(name, default, range).map(Duration::from_secs);
+
         Ok(Self {
             mongodb_uri: secret("MONGODB_URI"),
             mongodb_db: var("MONGODB_DB").unwrap_or_else(|| "jobs".into()),
-            environment: Environment::detect(
-                var("VERCEL_ENV").as_deref(),
-                var("NODE_ENV").as_deref(),
-            ),
+            environment,
             vercel_dev: var("VERCEL_DEV").as_deref() == Some("1"),
             vercel_url: var("VERCEL_URL"),
             vercel_project_production_url: var("VERCEL_PROJECT_PRODUCTION_URL"),
@@ -153,12 +225,20 @@ impl Config {
             auth_secret: secret("JOBS_AUTH_SECRET"),
             internal_secret: secret("JOBS_INTERNAL_SECRET"),
             cron_secret: secret("CRON_SECRET"),
-            lease: Duration::from_secs(number("JOBS_LEASE_SECONDS", 300, 1..=86_400)?),
-            queue_timeout: Duration::from_secs(number(
-                "JOBS_QUEUE_TIMEOUT_SECONDS",
-                900,
-                1..=604_800,
+            lease: seconds("JOBS_LEASE_SECONDS", 300, lease_floor..=86_400)?,
+            queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800)?,
+            redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400)?,
+            db_operation_timeout: Duration::from_millis(number(
+                "JOBS_DB_TIMEOUT_MS",
+                10_000,
+                100..=120_000,
             )?),
+            db_max_pool_size: number("JOBS_DB_MAX_POOL_SIZE", 5, 1..=100)? as u32,
+            work_budget: seconds("JOBS_WORK_BUDGET_SECONDS", 240, 1..=900)?,
+            webhook_allow_private_networks: var("JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS").as_deref()
+                == Some("true"),
+            auth_issuer: var("JOBS_AUTH_ISSUER"),
+            auth_audience: var("JOBS_AUTH_AUDIENCE"),
             webhook_allowed_hosts: var("JOBS_WEBHOOK_ALLOWED_HOSTS")
                 .map(|hosts| {
                     hosts
@@ -172,17 +252,18 @@ impl Config {
         })
     }
 
+    /// Production only: a preview is deployed but not production (see [`Config::is_deployed`]).
     pub fn is_production(&self) -> bool {
         self.environment == Environment::Production
     }
 
-    /// Production or preview (SPEC section 6).
+    /// Production or preview (docs/spec.md §6).
     pub fn is_deployed(&self) -> bool {
         self.environment.is_deployed()
     }
 
     /// Deployed (production or preview), the settings that are missing or contradict the
-    /// chosen transport, each by its variable name (SPEC section 6). Empty in development.
+    /// chosen transport, each by its variable name (docs/spec.md §6). Empty in development.
     pub fn missing_for_deployment(&self) -> Vec<&'static str> {
         if !self.is_deployed() {
             return Vec::new();
@@ -362,6 +443,11 @@ mod tests {
 
     #[test]
     fn bad_numbers_name_the_variable() {
+        let deployed_short_lease =
+            config(&[("VERCEL_ENV", "preview"), ("JOBS_LEASE_SECONDS", "29")]);
+        assert_eq!(deployed_short_lease.unwrap_err().name, "JOBS_LEASE_SECONDS");
+        assert!(config(&[("VERCEL_ENV", "preview"), ("JOBS_LEASE_SECONDS", "30")]).is_ok());
+        assert!(config(&[("JOBS_LEASE_SECONDS", "0")]).is_err());
         let err = config(&[("JOBS_LEASE_SECONDS", "soon")]).unwrap_err();
         assert_eq!(err.name, "JOBS_LEASE_SECONDS");
         assert!(config(&[("PORT", "70000")]).is_err());

@@ -1,5 +1,5 @@
 //! Dispatch: how a queued task reaches `process`. The choice between QStash and
-//! self-invocation is one pure function of the configuration ([`decide`], SPEC section 7);
+//! self-invocation is one pure function of the configuration ([`decide`], docs/spec.md §7);
 //! [`Dispatcher`] carries it out.
 
 use std::time::Duration;
@@ -7,10 +7,8 @@ use std::time::Duration;
 use qstash_rs::client::{Client as QStashClient, Destination, PublishRequest};
 use serde_json::json;
 
-use mongodb::bson::DateTime;
-
 use crate::config::{Config, Secret};
-use crate::task::TaskId;
+use crate::task::{Handoff, TaskId};
 
 /// The function's path; `?action=` names what is called.
 pub const FUNCTION_PATH: &str = "/api/jobs";
@@ -18,12 +16,15 @@ pub const FUNCTION_PATH: &str = "/api/jobs";
 pub const INTERNAL_SECRET_HEADER: &str = "x-jobs-internal-secret";
 /// Vercel's header that lets automation through Deployment Protection.
 pub const PROTECTION_BYPASS_HEADER: &str = "x-vercel-protection-bypass";
+/// Dispatch error: QStash in development without a URL QStash can reach (docs/spec.md §7).
 pub const QSTASH_DEV_BASE_URL_MISSING: &str =
     "QStash is enabled in development, but QSTASH_BASE_URL (your ngrok URL) is not set.";
+/// Dispatch error: QStash on a deployment without any URL of its own.
 pub const QSTASH_PUBLIC_URL_MISSING: &str =
     "QStash needs a public URL for this deployment: set JOBS_PUBLIC_URL.";
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How a hand-off reaches `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// Publish `{taskId}` to QStash, which delivers it to `process`.
@@ -35,6 +36,7 @@ pub enum Transport {
 /// Where and how a task is sent to be processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// QStash or self-invocation.
     pub transport: Transport,
     /// Normalised by the `url` crate exactly as QStash's client normalises a destination, so
     /// the URL published to and the URL a signature is checked against are one string.
@@ -44,6 +46,7 @@ pub struct Route {
 }
 
 impl Route {
+    /// `qstash` or `self`, as `health` and the logs name it.
     pub fn transport(&self) -> &'static str {
         match self.transport {
             Transport::QStash => "qstash",
@@ -57,11 +60,13 @@ impl Route {
         format!("{}{FUNCTION_PATH}?action={action}", self.base)
     }
 
+    /// Where hand-offs are delivered: `<base>/api/jobs?action=process`.
     pub fn process_url(&self) -> String {
         self.url("process")
     }
 }
 
+/// What [`decide`] chose for a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// `Err` holds the exact message of a configuration that cannot dispatch at all.
@@ -70,7 +75,7 @@ pub struct Decision {
     pub warning: Option<&'static str>,
 }
 
-/// The decision table of SPEC section 7, as a pure function.
+/// The decision table of docs/spec.md §7, as a pure function.
 pub fn decide(config: &Config) -> Decision {
     let local = !config.is_deployed();
     let use_qstash = config.qstash_token.is_some() && (!local || config.use_qstash_in_dev);
@@ -130,33 +135,16 @@ fn normalise_base(name: &str, value: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-/// One hand-off of a task to the queue. Its deduplication id names the task, its retry count
-/// and the moment it was queued: a re-sent publish of the same hand-off is delivered once,
-/// while a new retry is a new message — even one that reuses a retry count because an earlier
-/// re-queue failed and was undone (its publish may still have reached QStash).
-pub struct Handoff<'a> {
-    pub task_id: &'a TaskId,
-    pub retry_count: i32,
-    pub queued_at: DateTime,
-}
-
-impl Handoff<'_> {
-    pub fn deduplication_id(&self) -> String {
-        format!(
-            "{}-r{}-{}",
-            self.task_id,
-            self.retry_count,
-            self.queued_at.timestamp_millis()
-        )
-    }
-}
-
+/// Why a hand-off was not sent; the caller decides what that means for the task.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
+    /// No route: the configuration cannot dispatch (the sentence says why).
     #[error("dispatch is not configured: {0}")]
     NotConfigured(String),
+    /// `process` could not be reached, or did not answer 2xx within the timeout.
     #[error("self-invocation failed: {0}")]
     SelfInvoke(String),
+    /// QStash refused the publish, was unreachable, or did not answer in time.
     #[error("QStash publish failed: {0}")]
     Publish(String),
 }
@@ -171,6 +159,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Decides the route once (logging a deployed fallback) and builds the QStash client
+    /// when the route needs it.
     pub fn new(config: &Config, http: reqwest::Client) -> Result<Self, DispatchError> {
         let decision = decide(config);
         if let Some(warning) = decision.warning {
@@ -204,16 +194,18 @@ impl Dispatcher {
         self.route.as_ref().map_err(String::as_str)
     }
 
-    /// Sends one task on its way.
-    pub async fn dispatch(&self, handoff: Handoff<'_>) -> Result<(), DispatchError> {
-        let task_id = handoff.task_id;
+    /// Sends one hand-off of a task on its way: `{taskId, handoffId}` to `process`.
+    pub async fn dispatch(&self, task_id: &TaskId, handoff: &Handoff) -> Result<(), DispatchError> {
         let route = self
             .route()
             .map_err(|e| DispatchError::NotConfigured(e.to_owned()))?;
         let destination = route.process_url();
         let sent = match route.transport {
-            Transport::QStash => self.publish(route, &destination, &handoff).await,
-            Transport::SelfInvoke => self.self_invoke(route, &destination, task_id).await,
+            Transport::QStash => self.publish(route, &destination, task_id, handoff).await,
+            Transport::SelfInvoke => {
+                self.self_invoke(route, &destination, task_id, handoff)
+                    .await
+            }
         };
         match &sent {
             Ok(()) => {
@@ -230,7 +222,8 @@ impl Dispatcher {
         &self,
         route: &Route,
         destination: &str,
-        handoff: &Handoff<'_>,
+        task_id: &TaskId,
+        handoff: &Handoff,
     ) -> Result<(), DispatchError> {
         let client = self
             .qstash
@@ -239,11 +232,14 @@ impl Dispatcher {
         let failed = |e: &dyn std::fmt::Display| DispatchError::Publish(e.to_string());
         let mut request =
             PublishRequest::builder(Destination::url(destination).map_err(|e| failed(&e))?)
-                .json_body(&json!({ "taskId": handoff.task_id }))
+                .json_body(&json!({ "taskId": task_id, "handoffId": handoff.dedup_id }))
                 .map_err(|e| failed(&e))?
                 .method(reqwest::Method::POST)
-                .deduplication_id(handoff.deduplication_id())
-                .retries(self.qstash_retries);
+                // A re-sent publish of the same hand-off is delivered once.
+                .deduplication_id(handoff.dedup_id.clone())
+                .retries(self.qstash_retries)
+                // When QStash gives up, it says so at once instead of leaving the task queued.
+                .failure_callback(route.url("deliveryFailed"));
         if let Some(bypass) = &route.protection_bypass {
             // qstash-rs sends it as `Upstash-Forward-x-vercel-protection-bypass`.
             request = request
@@ -262,12 +258,11 @@ impl Dispatcher {
         route: &Route,
         url: &str,
         task_id: &TaskId,
+        handoff: &Handoff,
     ) -> Result<(), DispatchError> {
-        let mut request = self
-            .http
-            .post(url)
-            .timeout(DISPATCH_TIMEOUT)
-            .json(&json!({ "taskId": task_id, "isSelfInvoke": true }));
+        let body =
+            json!({ "taskId": task_id, "handoffId": handoff.dedup_id, "isSelfInvoke": true });
+        let mut request = self.http.post(url).timeout(DISPATCH_TIMEOUT).json(&body);
         if let Some(secret) = &self.internal_secret {
             request = request.header(INTERNAL_SECRET_HEADER, secret.expose());
         }
@@ -333,28 +328,7 @@ mod tests {
         bool,
     );
 
-    #[test]
-    fn a_new_retry_is_a_new_message_even_with_a_reused_retry_count() {
-        let task_id = TaskId::parse("t-1").unwrap();
-        let at = |ms| Handoff {
-            task_id: &task_id,
-            retry_count: 1,
-            queued_at: DateTime::from_millis(ms),
-        };
-        assert_eq!(
-            at(1000).deduplication_id(),
-            at(1000).deduplication_id(),
-            "a re-sent publish"
-        );
-        assert_ne!(
-            at(1000).deduplication_id(),
-            at(2000).deduplication_id(),
-            "a new hand-off"
-        );
-        assert_eq!(at(1000).deduplication_id(), "t-1-r1-1000");
-    }
-
-    /// One row per line of the decision table in SPEC section 7.
+    /// One row per line of the decision table in docs/spec.md §7.
     #[test]
     fn decision_table() {
         let qstash_dev = [("QSTASH_TOKEN", "t"), ("USE_QSTASH_IN_DEV", "true")];

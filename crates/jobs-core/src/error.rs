@@ -1,61 +1,97 @@
 //! The one error type of the service: every failure a caller can see, with its machine code and
-//! public message (SPEC section 5). The HTTP status is chosen at the edge, in `api/jobs.rs`.
+//! public message (docs/spec.md §5). The HTTP status is chosen at the edge, in `api/jobs.rs`.
 
 use crate::task::{TaskId, TaskStatus};
 
 /// A failure of an action. `Display` is the public message; internal detail never reaches it.
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
+    /// A required field is absent or empty; names the fields (`taskId, userId` for `retry`, the
+    /// plan's message). 400.
     #[error("Missing required fields: {0}")]
     MissingFields(&'static str),
+    /// The body is not the expected JSON: malformed, an unknown or ill-typed field, a bad id or an
+    /// out-of-range `maxRetries`. 400.
     #[error("Invalid request body: {0}")]
     InvalidBody(String),
+    /// A query parameter is unusable: repeated, a bad id, an unknown `status`, a `limit` outside
+    /// 1..=100, or a cursor this service did not issue. 400.
     #[error("Invalid query: {0}")]
     InvalidQuery(String),
+    /// `?action=` is missing or names no action. 400.
     #[error("Unknown action: {0}")]
     UnknownAction(String),
+    /// The action exists but takes the other method; the reply carries `Allow`. 405.
     #[error("Method {method} is not allowed for action {action}; use {allow}")]
     MethodNotAllowed {
+        /// The method used (at most 16 characters of it).
         method: String,
+        /// The action called.
         action: &'static str,
+        /// The one method it takes: `GET` or `POST`.
         allow: &'static str,
     },
+    /// The request body is over [`crate::http::MAX_BODY_BYTES`]. 413.
     #[error("Request body is larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// `create` named a `type` no processor is registered for. 400.
     #[error("Unknown task type: {0}")]
     UnknownTaskType(String),
+    /// `create`'s payload was refused by its processor's `validate`, or is over 64 KiB as BSON.
+    /// 400.
     #[error("Invalid payload: {0}")]
     InvalidPayload(String),
+    /// No such task; also `get` of another user's task, so `get` never reveals that it exists. 404.
     #[error("Task with ID {0} not found")]
     TaskNotFound(TaskId),
+    /// `retry` or `cancel` of a task that exists but belongs to another user. 403.
     #[error("Unauthorized: You do not own this task")]
     NotOwner,
+    /// `retry` of a task that is not `failed`, including one a concurrent retry has just re-queued.
+    /// 409.
     #[error("Only failed tasks can be retried.")]
     NotFailed,
+    /// `retry` whose hand-off failed while the owner cancelled the task: it will not run. 409.
+    #[error("The task was cancelled while it was being re-queued.")]
+    CancelledMeanwhile,
+    /// `retry` of a failed task whose `retryCount` has reached its `maxRetries` (carried). 409.
     #[error("Max retries ({0}) reached.")]
     MaxRetries(i32),
+    /// `cancel` of a task that has already finished (its status carried). 409.
     #[error("Only queued or processing tasks can be cancelled; this task is {0}.")]
     NotCancellable(TaskStatus),
+    /// `retry` reset the task but its hand-off failed; the task is back to `failed` and the retry
+    /// is not spent. 503.
     #[error("{}", crate::transitions::REQUEUE_FAILED_MESSAGE)]
     RequeueFailed,
+    /// `create` stored the task but its hand-off failed; the task is left `failed` (never `queued`
+    /// with no message on its way) and its id is in the reply, so the user can retry it. 503.
     #[error("Task {0} was created but could not be queued; retry it from the Task Manager.")]
     EnqueueFailed(TaskId),
+    /// Missing or bad credentials: no or an invalid or expired bearer token, or a bad QStash
+    /// signature, internal secret or cron secret. 401.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// With tokens, the `userId` sent differs from the token's `sub`. 403.
     #[error("Forbidden: the userId does not match the signed-in user")]
     UserMismatch,
-    /// A setting is missing or contradictory; the message says which and what to do.
+    /// A setting is missing or contradictory; the message says which and what to do. 500 from an
+    /// action; `health` reports it with 503.
     #[error("{0}")]
     Misconfigured(String),
+    /// MongoDB cannot be reached (server selection, I/O, a cleared pool). 503.
     #[error("Database unavailable")]
     DbUnavailable,
-    /// Unexpected failure; the detail is logged, never sent.
+    /// Unexpected failure; the detail is logged, never sent. 500.
     #[error("Internal error")]
     Internal(String),
 }
 
 impl JobsError {
-    /// The machine-readable code of SPEC section 5.
+    /// The machine-readable code of docs/spec.md §5.
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingFields(_) => "MISSING_FIELDS",
@@ -69,6 +105,7 @@ impl JobsError {
             Self::TaskNotFound(_) => "TASK_NOT_FOUND",
             Self::NotOwner => "NOT_OWNER",
             Self::NotFailed => "NOT_FAILED",
+            Self::CancelledMeanwhile => "TASK_CANCELLED",
             Self::MaxRetries(_) => "MAX_RETRIES",
             Self::NotCancellable(_) => "NOT_CANCELLABLE",
             Self::RequeueFailed => "REQUEUE_FAILED",
@@ -94,24 +131,82 @@ impl JobsError {
         Self::Misconfigured(format!("The service is misconfigured: {name} is not set"))
     }
 
+    /// `Internal` with `detail`, which is logged, never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())
     }
 }
 
+/// Server error codes of a failover or a briefly unavailable node (MongoDB's retryable-read
+/// set: NotWritablePrimary, NotPrimaryNoSecondaryOk, InterruptedAtShutdown, HostUnreachable,
+/// ...): the request may succeed moments later, so they are 503, not 500.
+const TRANSIENT_CODES: [i32; 13] = [
+    11600, 11602, 10107, 13435, 13436, 189, 91, 7, 6, 89, 9001, 134, 262,
+];
+
 impl From<mongodb::error::Error> for JobsError {
     fn from(error: mongodb::error::Error) -> Self {
-        use mongodb::error::ErrorKind;
-        match *error.kind {
+        use mongodb::error::{ErrorKind, RETRYABLE_WRITE_ERROR, WriteFailure};
+        let code = match &*error.kind {
+            ErrorKind::Command(command) => Some(command.code),
+            ErrorKind::Write(WriteFailure::WriteConcernError(concern)) => Some(concern.code),
+            _ => None,
+        };
+        let transient = matches!(
+            *error.kind,
             ErrorKind::ServerSelection { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. } => {
-                tracing::warn!(error = %error, "database unavailable");
-                Self::DbUnavailable
-            }
-            _ => Self::Internal(format!("database: {error}")),
+                | ErrorKind::Io(_)
+                | ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::DnsResolve { .. }
+        ) || code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+            || error.contains_label(RETRYABLE_WRITE_ERROR);
+        if transient {
+            tracing::warn!(error = %error, "database unavailable");
+            Self::DbUnavailable
+        } else {
+            Self::Internal(format!("database: {error}"))
         }
     }
 }
 
+/// The result of every fallible `jobs-core` operation.
 pub type Result<T, E = JobsError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+    use mongodb::error::{CommandError, ErrorKind};
+
+    fn command_error(code: i32, name: &str) -> mongodb::error::Error {
+        let command: CommandError =
+            mongodb::bson::from_document(doc! { "code": code, "codeName": name, "errmsg": name })
+                .unwrap();
+        mongodb::error::Error::from(ErrorKind::Command(command))
+    }
+
+    /// Failover and briefly-unavailable errors are 503 (the client may try again); others
+    /// are 500 with the detail kept for the log.
+    #[test]
+    fn database_errors_table() {
+        let rows = [
+            (command_error(10107, "NotWritablePrimary"), "DB_UNAVAILABLE"),
+            (
+                command_error(13435, "NotPrimaryNoSecondaryOk"),
+                "DB_UNAVAILABLE",
+            ),
+            (
+                command_error(11600, "InterruptedAtShutdown"),
+                "DB_UNAVAILABLE",
+            ),
+            (command_error(91, "ShutdownInProgress"), "DB_UNAVAILABLE"),
+            (command_error(6, "HostUnreachable"), "DB_UNAVAILABLE"),
+            (command_error(2, "BadValue"), "INTERNAL"),
+            (command_error(11000, "DuplicateKey"), "INTERNAL"),
+        ];
+        for (error, code) in rows {
+            let name = error.to_string();
+            assert_eq!(JobsError::from(error).code(), code, "{name}");
+        }
+    }
+}

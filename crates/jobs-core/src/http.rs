@@ -10,24 +10,37 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{JobsError, Result};
 
-/// Largest request body accepted (SPEC section 5).
+/// Largest request body accepted (docs/spec.md §5).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The actions of SPEC section 5, each with its one method.
+/// The actions of docs/spec.md §5, each with its one method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// `create` (POST): stores a new task and hands it off.
     Create,
+    /// `get` (GET): one of the caller's tasks.
     Get,
+    /// `list` (GET): the caller's tasks, newest first, a page at a time.
     List,
+    /// `retry` (POST): re-queues a failed task of the caller, within its retry budget.
     Retry,
+    /// `cancel` (POST): stops a queued or processing task of the caller.
     Cancel,
+    /// `process` (POST): a delivery from QStash or a self-invocation; claims the task and runs it.
     Process,
+    /// `sweep` (GET): the cron job that fails tasks whose worker was lost or that were never picked
+    /// up.
     Sweep,
+    /// `health` (GET): the database, dispatch and deployed settings, checked.
     Health,
+    /// `deliveryFailed` (POST): QStash's failure callback, signed; fails a task whose hand-off
+    /// QStash gave up delivering.
+    DeliveryFailed,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    /// Every action, in the order of docs/spec.md §5.
+    pub const ALL: [Action; 9] = [
         Self::Create,
         Self::Get,
         Self::List,
@@ -36,8 +49,10 @@ impl Action {
         Self::Process,
         Self::Sweep,
         Self::Health,
+        Self::DeliveryFailed,
     ];
 
+    /// The `?action=` value that names it (lower-case, matched exactly).
     pub fn name(self) -> &'static str {
         match self {
             Self::Create => "create",
@@ -48,16 +63,21 @@ impl Action {
             Self::Process => "process",
             Self::Sweep => "sweep",
             Self::Health => "health",
+            Self::DeliveryFailed => "deliveryFailed",
         }
     }
 
+    /// The one method it takes; HEAD is also accepted where this is GET.
     pub fn method(self) -> Method {
         match self {
-            Self::Create | Self::Retry | Self::Cancel | Self::Process => Method::POST,
+            Self::Create | Self::Retry | Self::Cancel | Self::Process | Self::DeliveryFailed => {
+                Method::POST
+            }
             Self::Get | Self::List | Self::Sweep | Self::Health => Method::GET,
         }
     }
 
+    /// POST actions: their input is a JSON body, not the query.
     pub fn takes_body(self) -> bool {
         self.method() == Method::POST
     }
@@ -91,6 +111,8 @@ impl Action {
 pub struct Query(HashMap<String, String>);
 
 impl Query {
+    /// Decodes a raw query string (`None` counts as empty); a repeated parameter is an
+    /// `InvalidQuery`.
     pub fn parse(raw: Option<&str>) -> Result<Self> {
         let mut params = HashMap::new();
         for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
@@ -103,6 +125,7 @@ impl Query {
         Ok(Self(params))
     }
 
+    /// The decoded value of `key`, if present (possibly empty).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

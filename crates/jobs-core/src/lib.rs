@@ -1,6 +1,8 @@
 //! Everything of the jobs function but its HTTP edge: the task model and its state machine,
 //! the MongoDB store, dispatch (QStash or self-invocation), auth, processors and the actions.
 
+#![warn(missing_docs)]
+
 pub mod actions;
 pub mod auth;
 pub mod config;
@@ -14,6 +16,8 @@ pub mod store;
 pub mod sweeper;
 pub mod task;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transitions;
 pub mod worker;
 

@@ -1,4 +1,4 @@
-//! The success bodies of SPEC section 5, one `Serialize` type per reply, each built here and
+//! The success bodies of docs/spec.md §5, one `Serialize` type per reply, each built here and
 //! nowhere else. The edge only encodes them; errors have their own shape (`error::JobsError`).
 
 use serde::Serialize;
@@ -12,12 +12,16 @@ use crate::task::{
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Created {
+    /// `success`: always `true`; refusals are errors.
     pub success: bool,
+    /// `taskId`: the new task's id, to `get`, `retry` or `cancel` it.
     pub task_id: TaskId,
+    /// `status`: always `queued`: the task is stored and its hand-off sent.
     pub status: TaskStatus,
 }
 
 impl Created {
+    /// The 201 reply for a task just stored and handed off.
     pub fn new(task_id: TaskId, status: TaskStatus) -> Self {
         Self {
             success: true,
@@ -31,11 +35,14 @@ impl Created {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Done {
+    /// `success`: always `true`; refusals are errors.
     pub success: bool,
+    /// `taskId`: the task retried or cancelled, echoed back.
     pub task_id: TaskId,
 }
 
 impl Done {
+    /// The 200 reply of a `retry` or `cancel` that took effect.
     pub fn new(task_id: TaskId) -> Self {
         Self {
             success: true,
@@ -47,6 +54,7 @@ impl Done {
 /// `get`: 200 `{task}`.
 #[derive(Debug, Serialize)]
 pub struct TaskReply {
+    /// `task`: the task, which the caller owns.
     pub task: TaskView,
 }
 
@@ -54,6 +62,8 @@ pub struct TaskReply {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskList {
+    /// `tasks`: at most `limit` (default 20) of the caller's tasks matching the filters, newest
+    /// first.
     pub tasks: Vec<TaskView>,
     /// Pass it back as `?cursor=` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -64,13 +74,19 @@ pub struct TaskList {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Processed {
+    /// `success`: always `true`: a delivery with nothing to claim is no error, so QStash does not
+    /// redeliver it.
     pub success: bool,
+    /// `taskId`: the task claimed; absent when nothing was claimed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<TaskId>,
+    /// `claimed`: `true` when this delivery started an attempt; `false` for a duplicate delivery or
+    /// a task no longer queued (e.g. cancelled).
     pub claimed: bool,
 }
 
 impl Processed {
+    /// 202: this delivery claimed `task_id` and started its attempt.
     pub fn claimed(task_id: TaskId) -> Self {
         Self {
             success: true,
@@ -79,6 +95,7 @@ impl Processed {
         }
     }
 
+    /// 200: nothing queued to claim (a redelivery, or the task was cancelled meanwhile).
     pub fn not_claimed() -> Self {
         Self {
             success: true,
@@ -88,26 +105,40 @@ impl Processed {
     }
 }
 
+/// `deliveryFailed`: 200 `{success, failed}`; `failed` is false when the task had moved on
+/// (claimed, cancelled, or handed off again) and nothing changed.
+#[derive(Debug, Serialize)]
+pub struct DeliveryFailed {
+    /// `failed`: whether the task was failed by this callback.
+    pub failed: bool,
+}
+
 /// `health`: 200 when everything is in order, 503 with `code` and `error` when not.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
+    /// `ok`: `true` when every deployed setting is present, dispatch is configured and MongoDB
+    /// answers.
     pub ok: bool,
+    /// `store`: the task store, always `mongodb`.
     pub store: &'static str,
-    /// `qstash`, `self`, or `unconfigured`.
+    /// `dispatch`: how tasks are handed off: `qstash`, `self` (self-invocation) or `unconfigured`.
     pub dispatch: &'static str,
+    /// `processors`: the registered task types, sorted.
     pub processors: Vec<String>,
-    /// Where `process` is reached, when dispatch is configured.
+    /// `destination`: the `process` URL hand-offs go to; absent when dispatch is not configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
-    /// Why dispatch is not configured.
+    /// `dispatchError`: why dispatch is not configured; absent when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatch_error: Option<String>,
-    /// Deployed settings that are missing, by variable name.
+    /// `missing`: deployed settings that are missing, by variable name; absent when none are.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<&'static str>,
+    /// `error`: the public message of the first problem found; absent when `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `code`: its machine code, `MISCONFIGURED` or `DB_UNAVAILABLE`; absent when `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
 }
@@ -117,31 +148,56 @@ pub struct Health {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
+    /// `taskId`: the task's id (a UUIDv7).
     pub task_id: TaskId,
+    /// `userId`: the owner.
     pub user_id: UserId,
+    /// `brandId`: the tenant scope set at `create`; `null` when none.
     pub brand_id: Option<BrandId>,
+    /// `type`: the task type, which names the processor that runs it.
     #[serde(rename = "type")]
     pub kind: String,
-    pub payload: Value,
+    /// `payload`: the input given at `create`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// `status`: `queued`, `processing`, `completed`, `failed` or `cancelled`.
     pub status: TaskStatus,
+    /// `progress`: 0..=100; 0 again at each claim and each retry, 100 once completed.
     pub progress: i32,
+    /// `retryCount`: manual retries used, shown as `retryCount / maxRetries`. Not the number of
+    /// runs: that is `attempts`.
     pub retry_count: i32,
+    /// `maxRetries`: the retry budget; `retry` is refused once `retryCount` reaches it.
     pub max_retries: i32,
+    /// `attempts`: runs started, whatever caused them: the first run, a retry, or a redelivery
+    /// after a lost worker.
     pub attempts: i32,
+    /// `lastError`: the latest failure's message; `null` after a retry and on completion.
     pub last_error: Option<String>,
+    /// `errorHistory`: the failures across all attempts, oldest first (the newest 20 kept).
     pub error_history: Vec<ErrorView>,
+    /// `result`: the processor's output once `completed`; `null` otherwise.
     pub result: Option<Value>,
+    /// `createdAt`: when the task was created (RFC 3339, like every time here).
     pub created_at: String,
+    /// `updatedAt`: the last change of any kind, progress included.
     pub updated_at: String,
+    /// `startedAt`: when the latest attempt was claimed; `null` before the first.
     pub started_at: Option<String>,
+    /// `finishedAt`: when the task became `completed`, `failed` or `cancelled`; `null` while it is
+    /// queued or processing.
     pub finished_at: Option<String>,
 }
 
 /// One `errorHistory` entry as a client sees it.
 #[derive(Debug, Serialize)]
 pub struct ErrorView {
+    /// `attempt`: the attempt that failed; 0 when the task failed before its first run (e.g. it
+    /// could not be queued).
     pub attempt: i32,
+    /// `message`: the error as the user sees it.
     pub message: String,
+    /// `at`: when it failed (RFC 3339).
     pub at: String,
 }
 
@@ -155,14 +211,28 @@ impl From<ErrorEntry> for ErrorView {
     }
 }
 
+impl TaskView {
+    /// As `list` shows it: without the payload (`get` has it).
+    pub fn summary(task: Task) -> Self {
+        Self {
+            payload: None,
+            ..Self::from(task)
+        }
+    }
+}
+
 impl From<Task> for TaskView {
     fn from(task: Task) -> Self {
         Self {
             task_id: task.task_id,
             user_id: task.user_id,
             brand_id: task.brand_id,
+            // Before `kind` moves: header values and other secrets are never shown.
+            payload: Some(crate::processors::redact_payload(
+                &task.kind,
+                document_to_json(task.payload),
+            )),
             kind: task.kind,
-            payload: document_to_json(task.payload),
             status: task.status,
             progress: task.progress,
             retry_count: task.retry_count,

@@ -11,25 +11,37 @@ use crate::error::{JobsError, Result};
 use crate::http::Query;
 use crate::task::{BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus, UserId};
 
+/// Page size of `list` without `?limit=`.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
+/// Largest `?limit=` `list` accepts.
 pub const MAX_LIST_LIMIT: i64 = 100;
 
+/// `create`'s body: `{type, payload?, brandId?, maxRetries?, userId?}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateRequest {
+    /// `type`: the task type; must name a registered processor.
     #[serde(rename = "type")]
     pub kind: String,
+    /// `payload`: the processor's input, a JSON object; absent means `{}`.
     #[serde(default)]
     pub payload: Option<Map<String, Value>>,
+    /// `brandId`: optional tenant scope, as sent; read it through [`CreateRequest::brand_id`].
     #[serde(default)]
     pub brand_id: Option<String>,
+    /// `maxRetries`, as sent; read it through [`CreateRequest::max_retries`], which checks its
+    /// range.
     #[serde(default)]
     pub max_retries: Option<i64>,
+    /// `userId`: the owner in development; with tokens it may be left out, and must match the
+    /// token's `sub` when sent.
     #[serde(default)]
     pub user_id: Option<String>,
 }
 
 impl CreateRequest {
+    /// The retry budget: [`DEFAULT_MAX_RETRIES`] when absent, else 0..=[`MAX_MAX_RETRIES`]; out of
+    /// range is an `InvalidBody`.
     pub fn max_retries(&self) -> Result<i32> {
         match self.max_retries {
             None => Ok(DEFAULT_MAX_RETRIES),
@@ -40,6 +52,7 @@ impl CreateRequest {
         }
     }
 
+    /// The checked `brandId`, if sent; a bad one is an `InvalidBody`.
     pub fn brand_id(&self) -> Result<Option<BrandId>> {
         self.brand_id
             .clone()
@@ -53,24 +66,75 @@ impl CreateRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaskRequest {
+    /// `taskId`: the task to act on; absent or empty is a `MissingFields`.
     #[serde(default)]
     pub task_id: Option<String>,
+    /// `userId`: who acts; required in development, and with tokens optional but it must match
+    /// `sub`.
     #[serde(default)]
     pub user_id: Option<String>,
 }
 
+/// `process`'s body, sent by a hand-off: `{taskId, handoffId}` through QStash,
+/// `{taskId, handoffId, isSelfInvoke: true}` by self-invocation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProcessRequest {
+    /// `taskId`: the task to claim.
     pub task_id: String,
+    /// `handoffId`: the hand-off's deduplication id (absent from hand-offs sent before they
+    /// were recorded). QStash's failure callback returns this body, so the callback fails the
+    /// task only while this hand-off is still the one it waits for.
+    #[serde(default)]
+    pub handoff_id: Option<String>,
+    /// `isSelfInvoke`: set by self-invocations. Informational: the credentials, never this flag,
+    /// decide whether a delivery is accepted.
     #[serde(default)]
     pub is_self_invoke: Option<bool>,
+}
+
+/// QStash's failure callback body (its documented fields that the service reads; others are
+/// ignored): sent, signed, when QStash gave up delivering a message.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureCallback {
+    /// The destination's last HTTP status; absent when it could not be reached.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// How many times QStash retried the delivery (deliveries = `retried + 1`).
+    #[serde(default)]
+    pub retried: u32,
+    /// The original message body, base64.
+    pub source_body: String,
+}
+
+impl FailureCallback {
+    /// The hand-off QStash gave up on: the original `process` body.
+    pub fn source(&self) -> Result<ProcessRequest> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.source_body)
+            .map_err(|_| JobsError::InvalidBody("sourceBody is not base64".into()))?;
+        serde_json::from_slice(&raw).map_err(|e| JobsError::InvalidBody(format!("sourceBody: {e}")))
+    }
+
+    /// The task's `lastError`: `Delivery failed after <n> attempts (HTTP <status>).`
+    pub fn message(&self) -> String {
+        let status = self
+            .status
+            .map_or_else(|| "no response".to_owned(), |s| format!("HTTP {s}"));
+        format!(
+            "Delivery failed after {} attempts ({status}).",
+            self.retried + 1
+        )
+    }
 }
 
 /// Where a client value came from, so a bad one is reported as a bad body or a bad query.
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
+    /// A JSON body field: a bad value is an `InvalidBody`.
     Body,
+    /// A query parameter: a bad value is an `InvalidQuery`.
     Query,
 }
 
@@ -100,13 +164,19 @@ pub fn user_id(raw: Option<&str>, source: Source) -> Result<Option<UserId>> {
 /// `list`: filters, page size and the cursor of the previous page.
 #[derive(Debug)]
 pub struct ListQuery {
+    /// `?status=`: only tasks in this status; absent or empty means all.
     pub status: Option<TaskStatus>,
+    /// `?brandId=`: only tasks of this tenant; absent or empty means all.
     pub brand_id: Option<BrandId>,
+    /// `?limit=`: page size, [`DEFAULT_LIST_LIMIT`] unless given, 1..=[`MAX_LIST_LIMIT`].
     pub limit: i64,
+    /// `?cursor=`: start after this position, the previous page's `nextCursor`; `None` for the
+    /// first page.
     pub after: Option<Cursor>,
 }
 
 impl ListQuery {
+    /// Reads `status`, `brandId`, `limit` and `cursor`; a bad one is an `InvalidQuery`.
     pub fn parse(query: &Query) -> Result<Self> {
         let invalid = |m: String| JobsError::InvalidQuery(m);
         let status = query
@@ -156,11 +226,14 @@ impl ListQuery {
 /// Position after the last task of a page: `(createdAt, taskId)`, newest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
+    /// `createdAt` of the last task of the page.
     pub created_at: DateTime,
+    /// Its id, which orders tasks created in the same millisecond.
     pub task_id: TaskId,
 }
 
 impl Cursor {
+    /// The opaque `nextCursor` a client passes back as `?cursor=` (base64url of `millis:taskId`).
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!(
             "{}:{}",
@@ -169,6 +242,7 @@ impl Cursor {
         ))
     }
 
+    /// Reads a cursor [`Cursor::encode`] made; anything else is an `InvalidQuery`.
     pub fn decode(raw: &str) -> Result<Self> {
         let bogus = || JobsError::InvalidQuery("cursor is not one this service issued".into());
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bogus())?;

@@ -10,7 +10,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::{Client, Collection, Database, IndexModel};
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
@@ -20,7 +20,9 @@ use crate::task::{Task, TaskId, TaskStatus, UserId};
 
 /// A page of `list`: its tasks and, when more follow, where the next page starts.
 pub struct Page {
+    /// At most the requested number of tasks, newest first, payloads left out.
     pub tasks: Vec<Task>,
+    /// Where the next page starts; `None` on the last page.
     pub next: Option<Cursor>,
 }
 
@@ -29,6 +31,10 @@ const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// between invocations, and MongoDB's guidance for Vercel functions is `maxIdleTimeMS=5000`
 /// so frozen instances do not pile up connections on the cluster.
 const DEFAULT_MAX_IDLE_TIME: Duration = Duration::from_secs(5);
+/// Connections per function instance: a request issues one or two commands in sequence, so a
+/// few connections serve many concurrent requests, and instances x pool stays within Atlas's
+/// connection limits (README, "Database connections at scale").
+pub const DEFAULT_MAX_POOL_SIZE: u32 = 5;
 
 tokio::task_local! {
     static COMMANDS: Cell<u32>;
@@ -45,8 +51,9 @@ pub async fn count_commands<F: Future>(work: F) -> (F::Output, u32) {
         .await
 }
 
-/// The indexes of the `tasks` collection: `taskId` unique, a user's tasks newest first, and
-/// the sweeper's scan by status and age.
+/// The indexes of the `tasks` collection: `taskId` unique; a user's tasks newest first, with
+/// and without a status filter, in exactly `list`'s sort order (so MongoDB serves a page from
+/// the index without a blocking sort); and the sweeper's scan by status and age.
 pub fn task_indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
@@ -54,7 +61,10 @@ pub fn task_indexes() -> Vec<IndexModel> {
             .options(IndexOptions::builder().unique(true).build())
             .build(),
         IndexModel::builder()
-            .keys(doc! { "userId": 1, "createdAt": -1 })
+            .keys(doc! { "userId": 1, "createdAt": -1, "taskId": -1 })
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { "userId": 1, "status": 1, "createdAt": -1, "taskId": -1 })
             .build(),
         IndexModel::builder()
             .keys(doc! { "status": 1, "updatedAt": 1 })
@@ -62,16 +72,49 @@ pub fn task_indexes() -> Vec<IndexModel> {
     ]
 }
 
+/// The MongoDB store: the client is created on first use, once per process, and reused.
 pub struct Store {
-    client: Client,
-    tasks: Collection<Task>,
+    uri: String,
+    db_name: String,
+    max_pool_size: u32,
+    /// Longest a single database operation may take before the request answers 503.
+    operation_timeout: Duration,
+    database: OnceCell<Database>,
     indexes: OnceCell<()>,
 }
 
 impl Store {
-    /// Builds the client without contacting the server: the first request connects.
-    pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(config.mongodb_uri()).await?;
+    /// Remembers where the database is without contacting it: the first operation connects
+    /// (so a DNS failure resolving `mongodb+srv` at cold start is a 503, not a dead process).
+    pub fn new(config: &Config) -> Self {
+        Self {
+            uri: config.mongodb_uri().to_owned(),
+            db_name: config.mongodb_db.clone(),
+            max_pool_size: config.db_max_pool_size,
+            operation_timeout: config.db_operation_timeout,
+            database: OnceCell::new(),
+            indexes: OnceCell::new(),
+        }
+    }
+
+    /// The database handle, created on first use; a failure is retried by the next call.
+    async fn database(&self) -> Result<&Database> {
+        self.database
+            .get_or_try_init(|| async {
+                let options = tokio::time::timeout(self.operation_timeout, self.client_options())
+                    .await
+                    .map_err(|_| {
+                        tracing::warn!("resolving MONGODB_URI timed out");
+                        JobsError::DbUnavailable
+                    })??;
+                let client = Client::with_options(options)?;
+                Ok::<_, JobsError>(client.database(&self.db_name))
+            })
+            .await
+    }
+
+    async fn client_options(&self) -> Result<ClientOptions> {
+        let mut options = ClientOptions::parse(&self.uri).await?;
         // An unreachable database must be a prompt 503, not a 30 s hang.
         options
             .server_selection_timeout
@@ -80,6 +123,7 @@ impl Store {
             .connect_timeout
             .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
         options.max_idle_time.get_or_insert(DEFAULT_MAX_IDLE_TIME);
+        options.max_pool_size.get_or_insert(self.max_pool_size);
         options.app_name.get_or_insert_with(|| "jobs".into());
         // An acknowledged write must survive a database crash: a task answered 201 and then
         // lost would break the promise that nothing is lost. The URI may ask for another.
@@ -94,53 +138,68 @@ impl Store {
                 let _ = COMMANDS.try_with(|n| n.set(n.get() + 1));
             }
         }));
-        let client = Client::with_options(options)?;
-        let tasks = client.database(&config.mongodb_db).collection("tasks");
-        Ok(Self {
-            client,
-            tasks,
-            indexes: OnceCell::new(),
-        })
+        Ok(options)
     }
 
-    pub(crate) fn tasks(&self) -> &Collection<Task> {
-        &self.tasks
+    /// The `tasks` collection.
+    pub(crate) async fn tasks(&self) -> Result<Collection<Task>> {
+        Ok(self.database().await?.collection("tasks"))
+    }
+
+    /// Runs one database operation within the operation timeout (the Rust driver has no
+    /// `timeoutMS`): a hung primary is a 503 `DB_UNAVAILABLE`, not a request that never ends.
+    pub(crate) async fn run<T>(
+        &self,
+        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.operation_timeout, operation.into_future()).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.operation_timeout.as_millis() as u64,
+                    "database operation timed out"
+                );
+                Err(JobsError::DbUnavailable)
+            }
+        }
     }
 
     /// Creates the indexes once per process, before the first insert.
     async fn ensure_indexes(&self) -> Result<()> {
         self.indexes
             .get_or_try_init(|| async {
-                self.tasks.create_indexes(task_indexes()).await?;
+                let tasks = self.tasks().await?;
+                self.run(tasks.create_indexes(task_indexes())).await?;
                 Ok::<_, JobsError>(())
             })
             .await
             .copied()
     }
 
+    /// Stores a new task (creating the indexes first, once per process).
     pub async fn insert(&self, task: &Task) -> Result<()> {
         self.ensure_indexes().await?;
-        self.tasks.insert_one(task).await?;
+        self.run(self.tasks().await?.insert_one(task)).await?;
         Ok(())
     }
 
+    /// A task by id, whoever owns it.
     pub async fn find(&self, task_id: &TaskId) -> Result<Option<Task>> {
-        Ok(self
-            .tasks
-            .find_one(doc! { "taskId": task_id.as_str() })
-            .await?)
+        let tasks = self.tasks().await?;
+        self.run(tasks.find_one(doc! { "taskId": task_id.as_str() }))
+            .await
     }
 
     /// A task of this user; another user's task is indistinguishable from a missing one.
     pub async fn find_owned(&self, task_id: &TaskId, user_id: &UserId) -> Result<Option<Task>> {
-        Ok(self
-            .tasks
-            .find_one(doc! { "taskId": task_id.as_str(), "userId": user_id.as_str() })
-            .await?)
+        let tasks = self.tasks().await?;
+        self.run(tasks.find_one(doc! { "taskId": task_id.as_str(), "userId": user_id.as_str() }))
+            .await
     }
 
     /// One page of a user's tasks, newest first, in one `find` round trip: one task more than
-    /// the page is read to know whether another page follows.
+    /// the page is read to know whether another page follows. The filter is a prefix of an
+    /// index and the sort its order; payloads are left out (`get` has them).
     pub async fn list_for(&self, user: &UserId, query: &ListQuery) -> Result<Page> {
         let mut filter = doc! { "userId": user.as_str() };
         if let Some(status) = query.status {
@@ -158,14 +217,14 @@ impl Store {
                 ],
             );
         }
-        let cursor = self
-            .tasks
+        let tasks = self.tasks().await?;
+        let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .projection(doc! { "payload": 0 })
             .limit(query.limit + 1)
-            .batch_size(query.limit as u32 + 1)
-            .await?;
-        let mut tasks: Vec<Task> = cursor.try_collect().await?;
+            .batch_size(query.limit as u32 + 1);
+        let mut tasks: Vec<Task> = self.run(async { find.await?.try_collect().await }).await?;
         let next = (tasks.len() as i64 > query.limit).then(|| {
             tasks.truncate(query.limit as usize);
             let last = tasks.last().expect("a full page has a last task");
@@ -186,25 +245,40 @@ impl Store {
         .await
     }
 
-    /// `queued` tasks untouched since `before`: nothing picked them up.
-    pub async fn unclaimed_since(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
+    /// `queued` tasks handed off before `before` and not re-sent yet: their hand-off may
+    /// have been lost (the function was killed before it, or the queue dropped it).
+    pub async fn stale_handoffs(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
         self.scan(
-            doc! { "status": TaskStatus::Queued, "updatedAt": { "$lt": before } },
+            doc! { "status": TaskStatus::Queued, "handoff.at": { "$lt": before },
+            "handoff.redispatched": { "$exists": false } },
+            limit,
+        )
+        .await
+    }
+
+    /// `queued` tasks handed off before `before` and re-sent, still unclaimed (and tasks
+    /// queued before hand-offs were recorded, untouched since `before`).
+    pub async fn never_picked_up(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
+        self.scan(
+            doc! { "status": TaskStatus::Queued, "$or": [
+                { "handoff.at": { "$lt": before }, "handoff.redispatched": { "$exists": true } },
+                { "handoff": { "$exists": false }, "updatedAt": { "$lt": before } },
+            ] },
             limit,
         )
         .await
     }
 
     async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
-        let cursor = self.tasks.find(filter).limit(limit).await?;
-        Ok(cursor.try_collect().await?)
+        let tasks = self.tasks().await?;
+        let find = tasks.find(filter).limit(limit);
+        self.run(async { find.await?.try_collect().await }).await
     }
 
+    /// One `ping` round trip: is the database reachable?
     pub async fn ping(&self) -> Result<()> {
-        self.client
-            .database("admin")
-            .run_command(doc! { "ping": 1 })
-            .await?;
+        let admin = self.database().await?.client().database("admin");
+        self.run(admin.run_command(doc! { "ping": 1 })).await?;
         Ok(())
     }
 }

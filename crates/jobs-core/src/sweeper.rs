@@ -1,11 +1,13 @@
-//! The rescuer (`sweep`): fails tasks whose worker was lost and tasks nobody picked up, saying
-//! what happened and for how long, so their owners can retry them. It asks the store named
-//! questions and applies the sweeper's transitions; it builds no filter itself.
+//! The rescuer (`sweep`): re-sends hand-offs that may have been lost, fails tasks whose worker
+//! was lost and tasks nobody picked up even after a re-send, saying what happened and for how
+//! long, so their owners can retry them. It asks the store named questions and applies the
+//! sweeper's transitions; it builds no filter itself.
 
 use mongodb::bson::DateTime;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::error::Result;
 use crate::store::Store;
 
@@ -18,13 +20,34 @@ const SWEEP_BATCH: i64 = 500;
 pub struct SweepReport {
     /// `processing` tasks failed because their lease expired.
     pub timed_out: u32,
-    /// `queued` tasks failed because nothing claimed them in time.
+    /// `queued` tasks failed because nothing claimed them, even after a re-send.
     pub never_picked_up: u32,
+    /// `queued` tasks whose hand-off was re-sent (same deduplication id).
+    pub redispatched: u32,
 }
 
-pub async fn sweep(store: &Store, config: &Config) -> Result<SweepReport> {
+/// One sweep over the whole collection, at most [`SWEEP_BATCH`] tasks per kind.
+pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> Result<SweepReport> {
     let now = DateTime::now();
     let mut report = SweepReport::default();
+    let ago = |by: std::time::Duration| {
+        DateTime::from_millis(now.timestamp_millis() - by.as_millis() as i64)
+    };
+
+    for task in store
+        .stale_handoffs(ago(config.redispatch_after), SWEEP_BATCH)
+        .await?
+    {
+        let Some(handoff) = &task.handoff else {
+            continue;
+        };
+        if !store.mark_redispatched(&task.task_id, handoff).await? {
+            continue; // claimed, cancelled or re-sent by another sweep meanwhile
+        }
+        report.redispatched += 1;
+        // A failed re-send is not fatal: the task stays queued and the next rule fails it.
+        let _ = dispatcher.dispatch(&task.task_id, handoff).await;
+    }
 
     for task in store.lost_workers(now, SWEEP_BATCH).await? {
         let Some(lease) = &task.lease else { continue };
@@ -36,10 +59,12 @@ pub async fn sweep(store: &Store, config: &Config) -> Result<SweepReport> {
         report.timed_out += u32::from(store.fail_lost_worker(&task, lease, &message).await?);
     }
 
-    let queued_before =
-        DateTime::from_millis(now.timestamp_millis() - config.queue_timeout.as_millis() as i64);
-    for task in store.unclaimed_since(queued_before, SWEEP_BATCH).await? {
-        let waited = seconds_between(task.updated_at, now);
+    for task in store
+        .never_picked_up(ago(config.queue_timeout), SWEEP_BATCH)
+        .await?
+    {
+        let queued_at = task.handoff.as_ref().map_or(task.updated_at, |h| h.at);
+        let waited = seconds_between(queued_at, now);
         let message =
             format!("The task was never picked up: it waited in the queue for {waited} s.");
         report.never_picked_up += u32::from(store.fail_never_picked_up(&task, &message).await?);
@@ -47,6 +72,7 @@ pub async fn sweep(store: &Store, config: &Config) -> Result<SweepReport> {
     tracing::info!(
         timed_out = report.timed_out,
         never_picked_up = report.never_picked_up,
+        redispatched = report.redispatched,
         "sweep finished"
     );
     Ok(report)

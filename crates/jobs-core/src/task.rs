@@ -1,4 +1,4 @@
-//! The task document of SPEC section 3 and the typed ids and statuses that filters are built from.
+//! The task document of docs/spec.md §3 and the typed ids and statuses that filters are built from.
 //! A filter can only be built from these types, which is what keeps `{"$ne": null}` out of queries.
 
 use mongodb::bson::{self, DateTime, Document};
@@ -9,7 +9,9 @@ use serde_json::Value;
 pub const MAX_ID_LEN: usize = 256;
 /// Newest failures kept in `errorHistory`.
 pub const ERROR_HISTORY_LEN: i32 = 20;
+/// `maxRetries` of a task created without one.
 pub const DEFAULT_MAX_RETRIES: i32 = 3;
+/// Largest `maxRetries` a client may set at `create`.
 pub const MAX_MAX_RETRIES: i32 = 20;
 
 /// Checks a client-supplied identifier: 1..=256 characters, no control characters.
@@ -39,6 +41,7 @@ macro_rules! id_type {
                 checked_id($field, value.into()).map(Self)
             }
 
+            /// The value as text, as stored and sent.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -69,23 +72,31 @@ id_type!(
 );
 
 impl TaskId {
+    /// A new id for `create`: a UUIDv7, so later tasks sort after earlier ones.
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
 }
 
-/// The closed set of task states (SPEC section 4).
+/// The closed set of task states (docs/spec.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
+    /// Waiting for a worker, with a hand-off on its way: just created, or reset by a retry.
     Queued,
+    /// Claimed: a worker runs it and holds its [`Lease`].
     Processing,
+    /// Finished with a result. Final.
     Completed,
+    /// Stopped by an error: the processor failed or panicked, the worker was lost, nobody picked it
+    /// up, or it could not be queued. A retry can re-queue it.
     Failed,
+    /// Stopped by its owner. Final.
     Cancelled,
 }
 
 impl TaskStatus {
+    /// Every status, in lifecycle order.
     pub const ALL: [TaskStatus; 5] = [
         Self::Queued,
         Self::Processing,
@@ -94,6 +105,7 @@ impl TaskStatus {
         Self::Cancelled,
     ];
 
+    /// The lower-case name used in the database, in JSON and in `?status=`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -104,6 +116,7 @@ impl TaskStatus {
         }
     }
 
+    /// The status with exactly this name (lower-case), if any.
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
@@ -121,19 +134,65 @@ impl From<TaskStatus> for bson::Bson {
     }
 }
 
+/// The last hand-off of a task to the queue (docs/spec.md §11), recorded in the same update
+/// that queues the task, so a hand-off lost to a killed function is found and re-sent by
+/// `sweep`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handoff {
+    /// When the task was queued for this hand-off.
+    pub at: DateTime,
+    /// QStash's `Upstash-Deduplication-Id` for it, and the `handoffId` `process` receives: a
+    /// re-send of this hand-off is delivered once, a new hand-off is a new message.
+    pub dedup_id: String,
+    /// Queued by a user's retry (rather than by `create`): if it is never picked up, the
+    /// retry is given back.
+    #[serde(default)]
+    pub retry: bool,
+    /// When `sweep` re-sent it; a hand-off is re-sent at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redispatched: Option<DateTime>,
+}
+
+impl Handoff {
+    /// A new hand-off of `task_id` at `at`; `retry` when a user's retry queued it.
+    pub fn new(task_id: &TaskId, at: DateTime, retry: bool) -> Self {
+        Self {
+            at,
+            dedup_id: format!("{task_id}-{}", uuid::Uuid::now_v7().simple()),
+            retry,
+            redispatched: None,
+        }
+    }
+
+    /// As stored in the task document.
+    pub fn to_bson(&self) -> bson::Bson {
+        bson::to_bson(self).expect("a hand-off is always representable as BSON")
+    }
+}
+
 /// Held while `processing`; every write by the worker is fenced on `id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
+    /// Unique to one claim (a UUIDv4); a write fenced on an id that is no longer the task's changes
+    /// nothing.
     pub id: String,
+    /// When the claim lapses without a heartbeat: now + `JOBS_LEASE_SECONDS` at the claim and at
+    /// every progress report. Past it, `sweep` fails the task as a lost worker.
     pub expires_at: DateTime,
 }
 
+/// One failure in a task's `errorHistory`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorEntry {
+    /// The attempt the failure belongs to: the last run started, 0 when the task failed before its
+    /// first run (e.g. it could not be queued).
     pub attempt: i32,
+    /// The message the user saw, as `lastError` held it then.
     pub message: String,
+    /// When the failure was recorded.
     pub at: DateTime,
 }
 
@@ -141,34 +200,62 @@ pub struct ErrorEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
+    /// The id, generated at `create`; every query selects on it.
     pub task_id: TaskId,
+    /// The owner: the only user who may see, retry or cancel the task.
     pub user_id: UserId,
+    /// Optional tenant scope set at `create`; `list` can filter on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand_id: Option<BrandId>,
+    /// The task type (`type` in the database and in JSON): names the processor that runs it.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The processor's input, validated at `create` and never changed afterwards. Empty when
+    /// read by `list`, which leaves payloads out.
+    #[serde(default)]
     pub payload: Document,
+    /// Where the task is in its lifecycle (docs/spec.md §4).
     pub status: TaskStatus,
+    /// 0..=100 as the processor reports it; 0 again at each claim and each retry, 100 on
+    /// completion.
     pub progress: i32,
+    /// Manual retries used by the owner (the plan's `retryCount`); never above `max_retries`. Not
+    /// the number of runs: that is `attempts`.
     pub retry_count: i32,
+    /// The retry budget set at `create` (default 3, at most 20): `retry` is refused once
+    /// `retry_count` reaches it.
     pub max_retries: i32,
+    /// Runs started (each claim adds one), whatever caused them: the first run, a retry, or a
+    /// redelivery after a lost worker.
     pub attempts: i32,
+    /// The latest failure's message, as the user sees it; cleared by a retry and on completion.
     pub last_error: Option<String>,
+    /// Failures, oldest first, the newest [`ERROR_HISTORY_LEN`] kept; a retry does not clear it.
     #[serde(default)]
     pub error_history: Vec<ErrorEntry>,
+    /// The processor's output once `completed` (a non-object value under `value`); cleared by a
+    /// retry.
     pub result: Option<Document>,
+    /// The current claim, present only while `processing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// When `create` inserted the task; `list` orders by it, newest first.
     pub created_at: DateTime,
+    /// The last write of any kind, progress reports included.
     pub updated_at: DateTime,
+    /// When the latest attempt was claimed; `None` until the first claim.
     #[serde(default)]
     pub started_at: Option<DateTime>,
+    /// When the task became `completed`, `failed` or `cancelled`; cleared by a retry.
     #[serde(default)]
     pub finished_at: Option<DateTime>,
+    /// The last hand-off to the queue; absent on tasks stored before hand-offs were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
 }
 
 impl Task {
-    /// A new task, `queued`, as `create` inserts it.
+    /// A new task, `queued` with its first hand-off recorded, as `create` inserts it.
     pub fn new(
         user_id: UserId,
         brand_id: Option<BrandId>,
@@ -177,8 +264,10 @@ impl Task {
         max_retries: i32,
     ) -> Self {
         let now = DateTime::now();
+        let task_id = TaskId::generate();
         Self {
-            task_id: TaskId::generate(),
+            handoff: Some(Handoff::new(&task_id, now, false)),
+            task_id,
             user_id,
             brand_id,
             kind,
@@ -200,11 +289,13 @@ impl Task {
     }
 }
 
+/// A BSON time as RFC 3339 text for clients (milliseconds since the epoch if it cannot be).
 pub fn rfc3339(at: DateTime) -> String {
     at.try_to_rfc3339_string()
         .unwrap_or_else(|_| at.timestamp_millis().to_string())
 }
 
+/// A stored document as plain JSON (relaxed Extended JSON), for clients.
 pub fn document_to_json(doc: Document) -> Value {
     bson::Bson::Document(doc).into_relaxed_extjson()
 }

@@ -3,6 +3,8 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Installs the global logger (a second call does nothing): compact lines without colour, filtered
+/// by `RUST_LOG`, else `info` with the MongoDB driver at `warn`.
 pub fn init() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,mongodb=warn"));

@@ -66,6 +66,20 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// Pauses between attempts of the final write when the database is briefly unavailable
+/// (a failover, a restart): about 45 s in all, well within the lease. The write is fenced on
+/// the lease, so repeating it is safe.
+const FINAL_WRITE_BACKOFF: [Duration; 8] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+    Duration::from_secs(15),
+];
+
 /// Runs `task`, which `claim` just returned (so it holds a lease), and records the outcome.
 pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_for: Duration) {
     let Some(lease) = task.lease.clone() else {
@@ -99,21 +113,21 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
                 };
                 processor.run(job).await
             });
-            running
-                .await
-                .unwrap_or_else(|e| Err(ProcessorError::Failed(panic_message(e))))
+            supervise(&store, &task_id, &lease, lease_for, running).await
         }
     };
 
     let succeeded = outcome.is_ok();
     let recorded = match outcome {
         Ok(value) => {
-            store
-                .complete(&task_id, &lease, result_document(value))
-                .await
+            let result = result_document(value);
+            with_backoff(&task_id, || {
+                store.complete(&task_id, &lease, result.clone())
+            })
+            .await
         }
         Err(ProcessorError::Failed(message)) => {
-            store.fail(&task_id, &lease, attempt, &message).await
+            with_backoff(&task_id, || store.fail(&task_id, &lease, attempt, &message)).await
         }
         Err(ProcessorError::Stopped) => Ok(false),
     };
@@ -129,4 +143,53 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
             tracing::error!(task_id = %task_id, attempt, %error, "task outcome not recorded; the sweeper will fail it when the lease expires")
         }
     }
+}
+
+/// Waits for the processor while renewing the lease every third of its length, whatever the
+/// processor reports: a step longer than the lease is not mistaken for a lost worker. When
+/// the lease was taken (cancelled, swept), the processor is stopped.
+async fn supervise(
+    store: &Store,
+    task_id: &TaskId,
+    lease: &Lease,
+    lease_for: Duration,
+    mut running: tokio::task::JoinHandle<Result<Value, ProcessorError>>,
+) -> Result<Value, ProcessorError> {
+    let mut heartbeat = tokio::time::interval(lease_for / 3);
+    heartbeat.tick().await; // the first tick is immediate; the claim just set the lease
+    loop {
+        tokio::select! {
+            finished = &mut running => {
+                return finished.unwrap_or_else(|e| Err(ProcessorError::Failed(panic_message(e))));
+            }
+            _ = heartbeat.tick() => match store.renew_lease(task_id, lease, lease_for).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(task_id = %task_id, "lease lost; stopping the processor");
+                    running.abort();
+                    return Err(ProcessorError::Stopped);
+                }
+                // A missed heartbeat is retried at the next tick; the lease outlasts two.
+                Err(error) => tracing::warn!(task_id = %task_id, %error, "lease not renewed"),
+            },
+        }
+    }
+}
+
+/// The final write, repeated on a database error (never on a lost fence: `Ok(false)`).
+async fn with_backoff<F, Fut>(task_id: &TaskId, mut write: F) -> crate::error::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::error::Result<bool>>,
+{
+    for pause in FINAL_WRITE_BACKOFF {
+        match write().await {
+            Err(error) => {
+                tracing::warn!(task_id = %task_id, %error, retry_in_ms = pause.as_millis() as u64, "final write failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            written => return written,
+        }
+    }
+    write().await
 }

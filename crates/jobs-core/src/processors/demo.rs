@@ -30,7 +30,7 @@ fn default_step_ms() -> u64 {
 }
 
 impl DemoPayload {
-    fn parse(payload: &Value) -> Result<Self, String> {
+    fn parse(payload: &Value, work_budget: Duration) -> Result<Self, String> {
         if !payload.is_object() {
             return Err("payload must be an object".into());
         }
@@ -44,20 +44,52 @@ impl DemoPayload {
         if parsed.fail_attempts > 100 || parsed.panic_attempts > 100 {
             return Err("failAttempts and panicAttempts must be between 0 and 100".into());
         }
+        // The work must fit the function's `maxDuration`, or the platform kills it midway and
+        // the task is only failed later, by `sweep`, as a lost worker.
+        let work_ms = u64::from(parsed.steps) * parsed.step_ms;
+        if u128::from(work_ms) > work_budget.as_millis() {
+            return Err(format!(
+                "steps * stepMs is {work_ms} ms, above the work budget of {} s \
+                 (JOBS_WORK_BUDGET_SECONDS)",
+                work_budget.as_secs()
+            ));
+        }
         Ok(parsed)
     }
 }
 
-pub struct Demo;
+/// The `demo` processor. Payload `{steps?, stepMs?, failAttempts?, panicAttempts?}`: `steps`
+/// (1..=100, default 5) of `stepMs` each (0..=5000, default 200), in all at most the work budget
+/// (`steps * stepMs`, see [`Demo::new`]); attempts up to `failAttempts` fail halfway, attempts up
+/// to `panicAttempts` panic halfway (both 0..=100, default 0).
+pub struct Demo {
+    work_budget: Duration,
+}
+
+impl Demo {
+    /// A `demo` processor refusing payloads whose `steps * stepMs` is above `work_budget`
+    /// (`JOBS_WORK_BUDGET_SECONDS`, [`crate::Config::work_budget`]); exactly the budget is
+    /// accepted. The check runs at `create` and again when the task runs.
+    pub fn new(work_budget: Duration) -> Self {
+        Self { work_budget }
+    }
+}
+
+impl Default for Demo {
+    /// The default work budget, 240 s.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(240))
+    }
+}
 
 impl Processor for Demo {
     fn validate(&self, payload: &Value) -> Result<(), String> {
-        DemoPayload::parse(payload).map(drop)
+        DemoPayload::parse(payload, self.work_budget).map(drop)
     }
 
     fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {
         Box::pin(async move {
-            let p = DemoPayload::parse(job.payload)?;
+            let p = DemoPayload::parse(job.payload, self.work_budget)?;
             let attempt = job.attempt.max(0) as u32;
             // Failing attempts stop halfway, so the user sees partial progress, then the error.
             let fails_at = (attempt <= p.fail_attempts || attempt <= p.panic_attempts)
@@ -83,6 +115,7 @@ mod tests {
 
     #[test]
     fn payload_bounds() {
+        let demo = Demo::new(Duration::from_secs(900));
         let cases = [
             (json!({}), true),
             (
@@ -97,7 +130,35 @@ mod tests {
             (json!([1, 2]), false),
         ];
         for (payload, ok) in cases {
-            assert_eq!(Demo.validate(&payload).is_ok(), ok, "{payload}");
+            assert_eq!(demo.validate(&payload).is_ok(), ok, "{payload}");
         }
+    }
+
+    #[test]
+    fn work_above_the_budget_is_refused_naming_it() {
+        let demo = Demo::default();
+        assert!(
+            demo.validate(&json!({ "steps": 48, "stepMs": 5000 }))
+                .is_ok()
+        );
+        assert_eq!(
+            demo.validate(&json!({ "steps": 60, "stepMs": 5000 })),
+            Err(
+                "steps * stepMs is 300000 ms, above the work budget of 240 s \
+                 (JOBS_WORK_BUDGET_SECONDS)"
+                    .into()
+            )
+        );
+        let small = Demo::new(Duration::from_secs(1));
+        assert!(
+            small
+                .validate(&json!({ "steps": 10, "stepMs": 100 }))
+                .is_ok()
+        );
+        assert!(
+            small
+                .validate(&json!({ "steps": 10, "stepMs": 101 }))
+                .is_err()
+        );
     }
 }

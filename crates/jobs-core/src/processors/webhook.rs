@@ -1,15 +1,55 @@
-//! `webhook`: calls a URL on an allow-listed host with a 10 s timeout; a non-2xx answer is a
-//! failure carrying its status. Only `JOBS_WEBHOOK_ALLOWED_HOSTS` may be called (no open SSRF).
+//! `webhook`: calls a URL on an allow-listed host and port with a 10 s timeout; a non-2xx answer
+//! is a failure carrying its status. No open SSRF:
+//!
+//! - only `JOBS_WEBHOOK_ALLOWED_HOSTS` may be called, each entry `host[:port]`: an entry without
+//!   a port allows the scheme's default port only (443 for https, 80 for http), a URL on any
+//!   other port needs its `host:port` listed (IPv6 literals in brackets: `[2001:db8::1]:8443`);
+//! - a host that resolves to a loopback, private (RFC 1918, `fc00::/7`), link-local
+//!   (`169.254.0.0/16`, `fe80::/10`), unspecified or other non-global address is refused unless
+//!   `JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`. Names are resolved when the task runs, every
+//!   address they resolve to is checked, and the request connects only to those checked
+//!   addresses (a client of its own per call, DNS pinned with `resolve_to_addrs`, no proxy), so
+//!   a DNS answer that changes between the check and the connection cannot bypass it;
+//! - redirects are not followed (they could leave the allow-list);
+//! - the user's `Host` and the hop-by-hop and framing headers (`Connection`, `Keep-Alive`,
+//!   `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Content-Length`) are dropped,
+//!   not refused: the client sets them from the URL and the body.
+//!
+//! `create` refuses what it can without DNS (a bad URL or scheme, a host or port not allowed, an
+//! IP literal that is not global, a header that is not valid HTTP); the address check of a name
+//! happens when the task runs, and its refusal fails the task with a message starting
+//! `Refused:`. Header values are secrets as far as the API is concerned: [`redact`] hides them
+//! (and a password in the URL) from `get` and `list`.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use url::Host;
 
 use super::{Job, Processor, ProcessorFuture};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a stored header value is replaced with in API output.
+pub const REDACTED: &str = "[redacted]";
+
+/// Headers the client derives itself, or that only concern one connection: a payload's own are
+/// dropped before sending (`proxy-*` too).
+const DROPPED_HEADERS: [&str; 8] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+const ALLOW_PRIVATE_HINT: &str = "set JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,32 +63,131 @@ struct WebhookPayload {
     headers: HashMap<String, String>,
 }
 
+/// A payload accepted by [`Webhook::parse`]: what `run` sends.
+struct Target {
+    url: reqwest::Url,
+    method: reqwest::Method,
+    body: Option<Value>,
+    /// Valid names and values, without the dropped ones.
+    headers: reqwest::header::HeaderMap,
+}
+
+/// One `JOBS_WEBHOOK_ALLOWED_HOSTS` entry.
+#[derive(Debug, PartialEq)]
+struct AllowedHost {
+    host: Host<String>,
+    /// `None`: the scheme's default port only.
+    port: Option<u16>,
+}
+
+impl AllowedHost {
+    /// `host`, `host:port`, `[v6]`, `[v6]:port` (or a bare IPv6 address); `None` if unusable.
+    fn parse(entry: &str) -> Option<Self> {
+        let entry = entry.trim();
+        if let Ok(v6) = entry.parse::<Ipv6Addr>() {
+            return Some(Self {
+                host: Host::Ipv6(v6),
+                port: None,
+            });
+        }
+        let (host, port) = match entry.rfind(':') {
+            Some(colon) if !entry[colon..].contains(']') => {
+                (&entry[..colon], Some(entry[colon + 1..].parse().ok()?))
+            }
+            _ => (entry, None),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self {
+            host: Host::parse(host).ok()?,
+            port,
+        })
+    }
+
+    fn allows(&self, url: &reqwest::Url) -> bool {
+        let Some(host) = url.host() else {
+            return false;
+        };
+        host.to_owned() == self.host
+            && match self.port {
+                Some(port) => url.port_or_known_default() == Some(port),
+                // `Url` forgets a port that is the scheme's default.
+                None => url.port().is_none(),
+            }
+    }
+}
+
+/// The `webhook` processor. Payload `{url, method?, body?, headers?}`: calls `url` (http or https,
+/// on an allowed host and port) with `method` (GET, POST by default, PUT, PATCH or DELETE), the
+/// JSON `body` and `headers`; a 2xx answer completes the task with `{status}`. See the module
+/// documentation for what is refused.
 pub struct Webhook {
-    allowed_hosts: Vec<String>,
-    http: reqwest::Client,
+    allowed_hosts: Vec<AllowedHost>,
+    allow_private_networks: bool,
 }
 
 impl Webhook {
-    pub fn new(allowed_hosts: Vec<String>, http: reqwest::Client) -> Self {
+    /// A webhook caller for the `JOBS_WEBHOOK_ALLOWED_HOSTS` entries `allowed_hosts`
+    /// (`host[:port]`; an unusable entry is logged and ignored), refusing hosts with non-global
+    /// addresses unless `allow_private_networks`. Each call uses a client of its own that
+    /// follows no redirects and uses no proxy.
+    pub fn new(allowed_hosts: &[String], allow_private_networks: bool) -> Self {
+        let allowed_hosts = allowed_hosts
+            .iter()
+            .filter_map(|entry| {
+                let parsed = AllowedHost::parse(entry);
+                if parsed.is_none() {
+                    tracing::warn!(
+                        entry,
+                        "ignoring a JOBS_WEBHOOK_ALLOWED_HOSTS entry that is not host[:port]"
+                    );
+                }
+                parsed
+            })
+            .collect();
         Self {
             allowed_hosts,
-            http,
+            allow_private_networks,
         }
     }
 
-    fn parse(
-        &self,
-        payload: &Value,
-    ) -> Result<(WebhookPayload, reqwest::Url, reqwest::Method), String> {
+    /// Everything that can be checked without DNS.
+    fn parse(&self, payload: &Value) -> Result<Target, String> {
         let p: WebhookPayload =
             serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse(&p.url).map_err(|e| format!("url: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("url must be http or https".into());
         }
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        if !self.allowed_hosts.contains(&host) {
-            return Err(format!("host {host} is not in JOBS_WEBHOOK_ALLOWED_HOSTS"));
+        let Some(host) = url.host() else {
+            return Err("url must have a host".into());
+        };
+        if !self
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.allows(&url))
+        {
+            let listed = self.allowed_hosts.iter().any(|a| a.host == host.to_owned());
+            return Err(match url.port_or_known_default() {
+                Some(port) if listed => format!(
+                    "port {port} of host {host} is not allowed: JOBS_WEBHOOK_ALLOWED_HOSTS \
+                     does not list {host}:{port}"
+                ),
+                _ => format!("host {host} is not in JOBS_WEBHOOK_ALLOWED_HOSTS"),
+            });
+        }
+        if !self.allow_private_networks {
+            let literal = match host {
+                Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+                Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+                Host::Domain(_) => None,
+            };
+            if let Some(kind) = literal.and_then(non_global) {
+                return Err(format!(
+                    "webhook host {host} is a {kind} address ({ALLOW_PRIVATE_HINT})"
+                ));
+            }
         }
         let method = p.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
         let method = match method.as_str() {
@@ -57,8 +196,174 @@ impl Webhook {
             }
             _ => return Err(format!("method {method} is not supported")),
         };
-        Ok((p, url, method))
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &p.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header name {name:?} is not valid"))?;
+            // The value is a secret: never echo it.
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| format!("the value of header {name} is not valid"))?;
+            if !is_dropped(name.as_str()) {
+                headers.append(name, value);
+            }
+        }
+        Ok(Target {
+            url,
+            method,
+            body: p.body,
+            headers,
+        })
     }
+
+    /// The addresses `url`'s host may be reached at: every address it resolves to, each one
+    /// global unless private networks are allowed. `None`: connect as usual (an IP literal,
+    /// already checked by `parse`, or no check to make).
+    async fn checked_addresses(
+        &self,
+        url: &reqwest::Url,
+    ) -> Result<Option<Vec<SocketAddr>>, String> {
+        let (Some(Host::Domain(domain)), false) = (url.host(), self.allow_private_networks) else {
+            return Ok(None);
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        let resolved = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((domain, port)))
+            .await
+            .map_err(|_| format!("Webhook request failed: resolving {domain} timed out"))?
+            .map_err(|e| format!("Webhook request failed: could not resolve {domain}: {e}"))?;
+        let mut addresses: Vec<SocketAddr> = Vec::new();
+        for address in resolved {
+            if let Some(kind) = non_global(address.ip()) {
+                return Err(format!(
+                    "Refused: webhook host {domain} resolves to {}, a {kind} address \
+                     ({ALLOW_PRIVATE_HINT})",
+                    address.ip()
+                ));
+            }
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+        if addresses.is_empty() {
+            return Err(format!(
+                "Webhook request failed: {domain} resolves to no address"
+            ));
+        }
+        Ok(Some(addresses))
+    }
+}
+
+/// A client for one call: no redirects, no proxy (a proxy would resolve the name itself), and,
+/// when `pinned` is given, `domain` resolved to those addresses only.
+fn client_for(
+    domain: Option<&str>,
+    pinned: Option<&[SocketAddr]>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(TIMEOUT);
+    if let (Some(domain), Some(addresses)) = (domain, pinned) {
+        builder = builder.resolve_to_addrs(domain, addresses);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("Webhook request failed: {e}"))
+}
+
+fn is_dropped(lower_case_name: &str) -> bool {
+    DROPPED_HEADERS.contains(&lower_case_name) || lower_case_name.starts_with("proxy-")
+}
+
+/// Why `ip` may not be called without `JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS`: `loopback`,
+/// `private`, `link-local`, `unspecified`, `multicast` or `non-global`; `None` for a global
+/// unicast address. IPv4 addresses inside IPv6 ones (mapped, NAT64, 6to4) are judged as IPv4.
+fn non_global(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => non_global_v4(v4),
+        IpAddr::V6(v6) => non_global_v6(v6),
+    }
+}
+
+fn non_global_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, ..) => "unspecified",
+        (127, ..) => "loopback",
+        (10, ..) | (172, 16..=31, _) | (192, 168, _) => "private",
+        (169, 254, _) => "link-local",
+        (224..=239, ..) => "multicast",
+        // Shared (carrier-grade NAT), IETF protocol assignments, documentation,
+        // benchmarking, reserved and broadcast.
+        (100, 64..=127, _)
+        | (192, 0, 0)
+        | (192, 0, 2)
+        | (198, 51, 100)
+        | (203, 0, 113)
+        | (198, 18..=19, _)
+        | (240..=255, ..) => "non-global",
+        _ => return None,
+    })
+}
+
+fn non_global_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    let embedded = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return non_global_v4(v4);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // NAT64: the gateway connects to the embedded IPv4 address.
+        return non_global_v4(embedded(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        // 6to4.
+        return non_global_v4(embedded(s[1], s[2]));
+    }
+    Some(if ip.is_unspecified() {
+        "unspecified"
+    } else if ip.is_loopback() {
+        "loopback"
+    } else if s[0] & 0xfe00 == 0xfc00 {
+        "private"
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        "link-local"
+    } else if s[0] & 0xff00 == 0xff00 {
+        "multicast"
+    } else if s[0] & 0xe000 != 0x2000
+        // Outside global unicast 2000::/3, or in it but reserved: IETF protocol assignments
+        // (Teredo among them) and documentation.
+        || (s[0] == 0x2001 && s[1] < 0x0200)
+        || (s[0] == 0x2001 && s[1] == 0x0db8)
+        || s[0] & 0xfff0 == 0x3ff0
+    {
+        "non-global"
+    } else {
+        return None;
+    })
+}
+
+/// A webhook payload as the API shows it: every header value replaced by [`REDACTED`], and
+/// credentials in the URL (`user:password@`, sent as basic auth) by `redacted`; anything else
+/// unchanged.
+pub fn redact(mut payload: Value) -> Value {
+    if let Some(headers) = payload.get_mut("headers").and_then(Value::as_object_mut) {
+        for value in headers.values_mut() {
+            *value = Value::String(REDACTED.into());
+        }
+    }
+    if let Some(url) = payload.get_mut("url") {
+        let with_credentials = url
+            .as_str()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .filter(|u| !u.username().is_empty() || u.password().is_some());
+        if let Some(mut parsed) = with_credentials {
+            let had_password = parsed.password().is_some();
+            let _ = parsed.set_username("redacted");
+            let _ = parsed.set_password(had_password.then_some("redacted"));
+            *url = Value::String(parsed.into());
+        }
+    }
+    payload
 }
 
 impl Processor for Webhook {
@@ -68,13 +373,16 @@ impl Processor for Webhook {
 
     fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {
         Box::pin(async move {
-            let (p, url, method) = self.parse(job.payload)?;
-            // Redirects could leave the allow-list; the client used here does not follow them.
-            let mut request = self.http.request(method, url).timeout(TIMEOUT);
-            for (name, value) in &p.headers {
-                request = request.header(name, value);
-            }
-            if let Some(body) = &p.body {
+            // Checked again: the allow-list may have changed since `create`.
+            let target = self
+                .parse(job.payload)
+                .map_err(|e| format!("Refused: {e}"))?;
+            let pinned = self.checked_addresses(&target.url).await?;
+            let client = client_for(target.url.domain(), pinned.as_deref())?;
+            let mut request = client
+                .request(target.method, target.url)
+                .headers(target.headers);
+            if let Some(body) = &target.body {
                 request = request.json(body);
             }
             let response = request
@@ -95,9 +403,14 @@ impl Processor for Webhook {
 mod tests {
     use super::*;
 
+    fn webhook(allowed: &[&str], allow_private_networks: bool) -> Webhook {
+        let allowed: Vec<String> = allowed.iter().map(|h| h.to_string()).collect();
+        Webhook::new(&allowed, allow_private_networks)
+    }
+
     #[test]
     fn only_allowed_hosts_and_methods() {
-        let webhook = Webhook::new(vec!["hooks.example.com".into()], reqwest::Client::new());
+        let webhook = webhook(&["hooks.example.com"], false);
         let cases = [
             (json!({ "url": "https://hooks.example.com/x" }), true),
             (
@@ -116,5 +429,196 @@ mod tests {
         for (payload, ok) in cases {
             assert_eq!(webhook.validate(&payload).is_ok(), ok, "{payload}");
         }
+    }
+
+    #[test]
+    fn ports_need_listing_unless_they_are_the_scheme_default() {
+        let webhook = webhook(
+            &[
+                "hooks.example.com",
+                "api.example.com:8443",
+                "[2001:db8::1]:9000",
+                "2001:db8::2",
+                "93.184.215.14:8080",
+                "bad:port:entry:",
+                "nothing:",
+            ],
+            true,
+        );
+        let cases = [
+            ("https://hooks.example.com/", true),
+            ("https://hooks.example.com:443/", true),
+            ("http://hooks.example.com/", true),
+            ("http://hooks.example.com:80/", true),
+            ("https://hooks.example.com:8443/", false),
+            ("http://hooks.example.com:443/", false),
+            ("https://api.example.com:8443/", true),
+            ("https://api.example.com/", false),
+            ("https://api.example.com:8444/", false),
+            ("http://[2001:db8::1]:9000/", true),
+            ("http://[2001:db8::1]/", false),
+            ("https://[2001:db8::2]/", true),
+            ("http://93.184.215.14:8080/", true),
+            ("http://93.184.215.14/", false),
+        ];
+        for (url, ok) in cases {
+            assert_eq!(
+                webhook.validate(&json!({ "url": url })).is_ok(),
+                ok,
+                "{url}"
+            );
+        }
+        let refused = webhook
+            .validate(&json!({ "url": "https://hooks.example.com:8443/" }))
+            .unwrap_err();
+        assert!(refused.contains("hooks.example.com:8443"), "{refused}");
+        assert_eq!(
+            webhook.allowed_hosts.len(),
+            5,
+            "unusable entries are ignored"
+        );
+    }
+
+    #[test]
+    fn non_global_ip_literals_are_refused_at_create_unless_allowed() {
+        let allowed = [
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "169.254.169.254",
+            "[::1]",
+            "[fd00::1]",
+            "[::ffff:127.0.0.1]",
+            "0.0.0.0",
+            "93.184.215.14",
+        ];
+        let strict = webhook(&allowed, false);
+        let open = webhook(&allowed, true);
+        let cases = [
+            ("http://127.0.0.1:8080/", Some("loopback")),
+            ("http://10.1.2.3/", Some("private")),
+            ("http://169.254.169.254/", Some("link-local")),
+            ("http://[::1]/", Some("loopback")),
+            ("http://[fd00::1]/", Some("private")),
+            ("http://[::ffff:127.0.0.1]/", Some("loopback")),
+            ("http://0.0.0.0/", Some("unspecified")),
+            ("http://93.184.215.14/", None),
+        ];
+        for (url, refused) in cases {
+            let payload = json!({ "url": url });
+            assert!(open.validate(&payload).is_ok(), "{url}");
+            match (strict.validate(&payload), refused) {
+                (Ok(()), None) => {}
+                (Err(message), Some(kind)) => assert!(
+                    message.contains(&format!("a {kind} address"))
+                        && message.contains("JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true"),
+                    "{url}: {message}"
+                ),
+                (outcome, _) => panic!("{url}: {outcome:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn address_classes() {
+        let cases: [(&str, Option<&str>); 24] = [
+            ("127.0.0.1", Some("loopback")),
+            ("127.255.0.9", Some("loopback")),
+            ("10.0.0.1", Some("private")),
+            ("172.16.0.1", Some("private")),
+            ("172.31.255.255", Some("private")),
+            ("172.32.0.1", None),
+            ("192.168.1.1", Some("private")),
+            ("169.254.169.254", Some("link-local")),
+            ("0.0.0.0", Some("unspecified")),
+            ("100.64.0.1", Some("non-global")),
+            ("224.0.0.1", Some("multicast")),
+            ("255.255.255.255", Some("non-global")),
+            ("8.8.8.8", None),
+            ("::", Some("unspecified")),
+            ("::1", Some("loopback")),
+            ("fc00::1", Some("private")),
+            ("fdff::1", Some("private")),
+            ("fe80::1", Some("link-local")),
+            ("ff02::1", Some("multicast")),
+            ("::ffff:10.0.0.1", Some("private")),
+            ("64:ff9b::7f00:1", Some("loopback")),
+            ("2002:a9fe:a9fe::1", Some("link-local")),
+            ("2001:db8::1", Some("non-global")),
+            ("2606:4700::1111", None),
+        ];
+        for (ip, expected) in cases {
+            assert_eq!(non_global(ip.parse().unwrap()), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_headers_are_dropped_and_bad_ones_refused() {
+        let webhook = webhook(&["hooks.example.com"], false);
+        let target = webhook
+            .parse(&json!({
+                "url": "https://hooks.example.com/",
+                "headers": {
+                    "Host": "internal.example", "Connection": "close", "Keep-Alive": "5",
+                    "Proxy-Authorization": "Basic eA==", "TE": "trailers", "Trailer": "x",
+                    "Transfer-Encoding": "chunked", "Upgrade": "h2c", "Content-Length": "1",
+                    "Authorization": "Bearer xyz", "X-Kept": "yes"
+                }
+            }))
+            .ok()
+            .unwrap();
+        let mut names: Vec<&str> = target.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["authorization", "x-kept"]);
+        for headers in [
+            json!({ "bad name": "x" }),
+            json!({ "X-Ok": "line\r\nInjected: 1" }),
+        ] {
+            let refused = webhook
+                .validate(&json!({ "url": "https://hooks.example.com/", "headers": headers }))
+                .unwrap_err();
+            assert!(!refused.contains("Injected"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn header_values_and_url_passwords_are_redacted() {
+        let shown = redact(json!({
+            "url": "https://user:s3cret@hooks.example.com/x?y=1",
+            "headers": { "Authorization": "Bearer xyz", "X-Other": "abc" },
+            "body": { "kept": true }
+        }));
+        assert_eq!(
+            shown,
+            json!({
+                "url": "https://redacted:redacted@hooks.example.com/x?y=1",
+                "headers": { "Authorization": REDACTED, "X-Other": REDACTED },
+                "body": { "kept": true }
+            })
+        );
+        let token_as_user = redact(json!({ "url": "https://tok3n@hooks.example.com/" }));
+        assert_eq!(token_as_user["url"], "https://redacted@hooks.example.com/");
+        let plain = json!({ "url": "https://hooks.example.com/" });
+        assert_eq!(redact(plain.clone()), plain);
+    }
+
+    /// The request goes to the checked address, whatever DNS would answer for the name later.
+    #[tokio::test]
+    async fn the_pinned_client_connects_only_to_the_checked_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        });
+        // `.invalid` never resolves (RFC 6761): only the pin can make this name reachable.
+        let client = client_for(Some("rebound.invalid"), Some(&[address])).unwrap();
+        let url = format!("http://rebound.invalid:{}/", address.port());
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 204);
     }
 }

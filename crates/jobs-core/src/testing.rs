@@ -1,0 +1,430 @@
+//! Test fixtures, compiled only with the `testing` feature: a [`Store`] on a fresh database,
+//! a factory that inserts a task in any state with sensible defaults (modelled on River's
+//! `testfactory.Job`), and [`assert_legal`], the one checker of the invariants every stored
+//! task satisfies, called after every test scenario (unit, transition table and HTTP).
+//!
+//! ```no_run
+//! # use jobs_core::{task::TaskStatus, testing};
+//! # async fn example() {
+//! let store = testing::fresh_store();
+//! // A worker lost 10 minutes ago, 1 minute into its attempt.
+//! let lost = testing::task()
+//!     .status(TaskStatus::Processing)
+//!     .lease_expired_secs_ago(600)
+//!     .started_secs_ago(660)
+//!     .insert(&store)
+//!     .await;
+//! testing::assert_legal(&lost);
+//! # }
+//! ```
+//!
+//! Times are set relative to the moment the task is built, so no test sleeps to make time pass.
+
+use mongodb::bson::{Bson, DateTime, Document, doc};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::task::{
+    DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Handoff, Lease, MAX_MAX_RETRIES, Task,
+    TaskId, TaskStatus, UserId,
+};
+
+/// The variable naming the MongoDB (SecantusDB) that tests run against; `scripts/test` sets it.
+pub const TEST_MONGODB_URI_VAR: &str = "JOBS_TEST_MONGODB_URI";
+
+/// The lease a fixture `processing` task holds unless told otherwise: live for this long.
+pub const DEFAULT_LEASE_SECS: i64 = 300;
+
+/// The connection string of the test database. Panics when [`TEST_MONGODB_URI_VAR`] is not set:
+/// a database test must fail, not be skipped, when there is no database.
+pub fn test_mongodb_uri() -> String {
+    std::env::var(TEST_MONGODB_URI_VAR)
+        .ok()
+        .filter(|uri| !uri.trim().is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "{TEST_MONGODB_URI_VAR} is not set: run the tests with scripts/test, \
+                 which starts SecantusDB"
+            )
+        })
+}
+
+/// A store on database `db` of the server at `uri`, configured as the service configures it
+/// (it connects on first use).
+pub fn store_on(uri: &str, db: &str) -> Store {
+    let config = Config::from_lookup(|name| match name {
+        "MONGODB_URI" => Some(uri.to_owned()),
+        "MONGODB_DB" => Some(db.to_owned()),
+        _ => None,
+    })
+    .expect("a test configuration is valid");
+    Store::new(&config)
+}
+
+/// A store on a fresh, empty database `test_<uuid>` of the test server.
+pub fn fresh_store() -> Store {
+    let db = format!("test_{}", uuid::Uuid::new_v4().simple());
+    store_on(&test_mongodb_uri(), &db)
+}
+
+/// A task to insert: [`task`] then the setters that matter to the test, then
+/// [`insert`](TaskFixture::insert) (or [`build`](TaskFixture::build)).
+///
+/// Defaults follow the status, as the service would have left the task:
+///
+/// | status | attempts | progress | lease | lastError / errorHistory | startedAt / finishedAt |
+/// | --- | --- | --- | --- | --- | --- |
+/// | `queued` | `retryCount` | 0 | none | none / one entry per retry | set if attempted / none |
+/// | `processing` | `retryCount + 1` | 0 | live for [`DEFAULT_LEASE_SECS`] | none / one per retry | set / none |
+/// | `completed` | `retryCount + 1` | 100 | none | none / one per retry | set / set |
+/// | `failed` | `retryCount + 1` | 0 | none | the last attempt's failure / one per attempt | set / set |
+/// | `cancelled` | `retryCount` | 0 | none | none / one per retry | set if attempted / set |
+///
+/// Every task has a `handoff` (its last queueing: when it was last updated if `queued`, else
+/// when it was started; `retry` when `retryCount > 0`), not re-sent, unless
+/// [`redispatched_secs_ago`](TaskFixture::redispatched_secs_ago) or
+/// [`without_handoff`](TaskFixture::without_handoff) says otherwise.
+///
+/// The owner is `alice`, the type `demo` with a payload that completes at once, `maxRetries`
+/// 3, and every time is "now" unless set in seconds ago.
+#[derive(Debug, Clone)]
+#[must_use = "a fixture does nothing until it is inserted or built"]
+pub struct TaskFixture {
+    status: TaskStatus,
+    owner: String,
+    kind: String,
+    payload: Document,
+    progress: Option<i32>,
+    retry_count: i32,
+    max_retries: i32,
+    attempts: Option<i32>,
+    last_error: Option<String>,
+    error_history_len: Option<usize>,
+    lease_expires_in_secs: Option<i64>,
+    created_secs_ago: Option<i64>,
+    updated_secs_ago: i64,
+    started_secs_ago: Option<i64>,
+    handoff: bool,
+    redispatched_secs_ago: Option<i64>,
+}
+
+/// A fixture task with the defaults of [`TaskFixture`]: a fresh `queued` `demo` task of `alice`.
+pub fn task() -> TaskFixture {
+    TaskFixture {
+        status: TaskStatus::Queued,
+        owner: "alice".into(),
+        kind: "demo".into(),
+        payload: doc! { "steps": 1, "stepMs": 0 },
+        progress: None,
+        retry_count: 0,
+        max_retries: DEFAULT_MAX_RETRIES,
+        attempts: None,
+        last_error: None,
+        error_history_len: None,
+        lease_expires_in_secs: None,
+        created_secs_ago: None,
+        updated_secs_ago: 0,
+        started_secs_ago: None,
+        handoff: true,
+        redispatched_secs_ago: None,
+    }
+}
+
+impl Default for TaskFixture {
+    fn default() -> Self {
+        task()
+    }
+}
+
+impl TaskFixture {
+    /// The task's status; the other defaults follow it (see the table above).
+    pub fn status(mut self, status: TaskStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The owner's user id.
+    pub fn owner(mut self, user: &str) -> Self {
+        self.owner = user.into();
+        self
+    }
+
+    /// The processor type and its payload.
+    pub fn kind(mut self, kind: &str, payload: Document) -> Self {
+        self.kind = kind.into();
+        self.payload = payload;
+        self
+    }
+
+    /// Progress, 0..=100.
+    pub fn progress(mut self, progress: i32) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Manual retries used.
+    pub fn retry_count(mut self, retry_count: i32) -> Self {
+        self.retry_count = retry_count;
+        self
+    }
+
+    /// The retry budget.
+    pub fn max_retries(mut self, max_retries: i32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Runs started (claims), whatever the default for the status.
+    pub fn attempts(mut self, attempts: i32) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// The message of the newest failure: `lastError` of a `failed` task, and the newest
+    /// `errorHistory` entry of any task that has one.
+    pub fn last_error(mut self, message: &str) -> Self {
+        self.last_error = Some(message.into());
+        self
+    }
+
+    /// Exactly `len` `errorHistory` entries (oldest first, the newest one for the last attempt).
+    pub fn error_history_len(mut self, len: usize) -> Self {
+        self.error_history_len = Some(len);
+        self
+    }
+
+    /// A lease that expires `secs` from now (used by `processing` only).
+    pub fn lease_expires_in_secs(mut self, secs: i64) -> Self {
+        self.lease_expires_in_secs = Some(secs);
+        self
+    }
+
+    /// A lease that expired `secs` ago: the worker is gone (used by `processing` only).
+    pub fn lease_expired_secs_ago(self, secs: i64) -> Self {
+        self.lease_expires_in_secs(-secs)
+    }
+
+    /// `createdAt`, in seconds ago; by default as old as the oldest other time.
+    pub fn created_secs_ago(mut self, secs: i64) -> Self {
+        self.created_secs_ago = Some(secs);
+        self
+    }
+
+    /// `updatedAt` (and `finishedAt` of a finished task, and the newest failure's `at`), in
+    /// seconds ago; by default now.
+    pub fn updated_secs_ago(mut self, secs: i64) -> Self {
+        self.updated_secs_ago = secs;
+        self
+    }
+
+    /// `startedAt` (the last claim), in seconds ago; by default when it was last updated.
+    pub fn started_secs_ago(mut self, secs: i64) -> Self {
+        self.started_secs_ago = Some(secs);
+        self
+    }
+
+    /// A hand-off that `sweep` re-sent `secs` ago.
+    pub fn redispatched_secs_ago(mut self, secs: i64) -> Self {
+        self.redispatched_secs_ago = Some(secs);
+        self
+    }
+
+    /// No `handoff`: a task stored before hand-offs were recorded.
+    pub fn without_handoff(mut self) -> Self {
+        self.handoff = false;
+        self
+    }
+
+    /// The task document, timed relative to now.
+    pub fn build(&self) -> Task {
+        use TaskStatus::*;
+        let now = DateTime::now().timestamp_millis();
+        let ago = |secs: i64| DateTime::from_millis(now - secs * 1000);
+
+        let ran = matches!(self.status, Processing | Completed | Failed);
+        let attempts = self.attempts.unwrap_or(self.retry_count + i32::from(ran));
+        // Each retry followed a failure; a failed task has also failed its last attempt.
+        let failures = self.retry_count + i32::from(self.status == Failed);
+        let history_len = self
+            .error_history_len
+            .unwrap_or(failures.clamp(0, ERROR_HISTORY_LEN) as usize);
+        let error_history: Vec<ErrorEntry> = (0..history_len)
+            .map(|i| {
+                // The newest failure belongs to the last attempt started (0: it never ran).
+                let attempt = (attempts - (history_len - 1 - i) as i32).max(0);
+                let newest = i + 1 == history_len;
+                let message = match &self.last_error {
+                    Some(message) if newest => message.clone(),
+                    _ => format!("Simulated failure on attempt {attempt}"),
+                };
+                // Older failures one second apart, the newest when the task was last updated.
+                let at = ago(self.updated_secs_ago + (history_len - 1 - i) as i64);
+                ErrorEntry {
+                    attempt,
+                    message,
+                    at,
+                }
+            })
+            .collect();
+        let last_error = (self.status == Failed).then(|| {
+            let newest = error_history.last().map(|e| e.message.clone());
+            (self.last_error.clone().or(newest))
+                .unwrap_or_else(|| format!("Simulated failure on attempt {attempts}"))
+        });
+
+        let lease = (self.status == Processing).then(|| Lease {
+            id: uuid::Uuid::new_v4().to_string(),
+            expires_at: ago(-self.lease_expires_in_secs.unwrap_or(DEFAULT_LEASE_SECS)),
+        });
+        let started_secs_ago = self.started_secs_ago.unwrap_or(self.updated_secs_ago);
+        let oldest = [
+            Some(self.updated_secs_ago),
+            self.started_secs_ago,
+            error_history
+                .first()
+                .map(|e| (now - e.at.timestamp_millis()) / 1000),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        let finished = matches!(self.status, Completed | Failed | Cancelled);
+        let task_id = TaskId::generate();
+        let handoff = self.handoff.then(|| {
+            let queued_secs_ago = match self.status {
+                Queued => self.updated_secs_ago,
+                _ => started_secs_ago,
+            };
+            Handoff {
+                redispatched: self.redispatched_secs_ago.map(ago),
+                ..Handoff::new(&task_id, ago(queued_secs_ago), self.retry_count > 0)
+            }
+        });
+        Task {
+            task_id,
+            user_id: UserId::parse(&self.owner).expect("a valid fixture owner"),
+            brand_id: None,
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            status: self.status,
+            progress: self
+                .progress
+                .unwrap_or(if self.status == Completed { 100 } else { 0 }),
+            retry_count: self.retry_count,
+            max_retries: self.max_retries,
+            attempts,
+            last_error,
+            error_history,
+            result: (self.status == Completed).then(|| doc! { "attempt": attempts }),
+            lease,
+            created_at: ago(self.created_secs_ago.unwrap_or(oldest)),
+            updated_at: ago(self.updated_secs_ago),
+            started_at: (attempts > 0 || self.status == Processing).then(|| ago(started_secs_ago)),
+            finished_at: finished.then(|| ago(self.updated_secs_ago)),
+            handoff,
+        }
+    }
+
+    /// Builds the task and inserts it through [`Store::insert`]; returns it as stored.
+    pub async fn insert(&self, store: &Store) -> Task {
+        let task = self.build();
+        store
+            .insert(&task)
+            .await
+            .unwrap_or_else(|e| panic!("cannot insert fixture task: {e}"));
+        task
+    }
+}
+
+/// Checks every invariant a stored task satisfies, whatever happened to it; panics naming the
+/// broken one. Call it after every scenario.
+pub fn assert_legal(task: &Task) {
+    use TaskStatus::*;
+    let status = task.status;
+    assert_eq!(
+        task.lease.is_some(),
+        status == Processing,
+        "a lease exactly while processing: {task:?}"
+    );
+    if let Some(lease) = &task.lease {
+        assert!(!lease.id.is_empty(), "a lease has an id: {task:?}");
+    }
+    assert!(
+        (0..=100).contains(&task.progress),
+        "progress in 0..=100: {task:?}"
+    );
+    assert!(
+        (0..=MAX_MAX_RETRIES).contains(&task.max_retries),
+        "maxRetries in 0..={MAX_MAX_RETRIES}: {task:?}"
+    );
+    assert!(
+        (0..=task.max_retries).contains(&task.retry_count),
+        "retryCount in 0..=maxRetries: {task:?}"
+    );
+    assert!(task.attempts >= 0, "attempts not negative: {task:?}");
+    assert!(
+        task.error_history.len() <= ERROR_HISTORY_LEN as usize,
+        "at most {ERROR_HISTORY_LEN} errorHistory entries: {task:?}"
+    );
+    for entry in &task.error_history {
+        assert!(
+            !entry.message.is_empty() && entry.attempt >= 0 && entry.at <= task.updated_at,
+            "errorHistory entry {entry:?} is a past failure: {task:?}"
+        );
+    }
+    assert!(
+        task.created_at <= task.updated_at,
+        "createdAt <= updatedAt: {task:?}"
+    );
+    if let Some(handoff) = &task.handoff {
+        assert!(
+            !handoff.dedup_id.is_empty()
+                && handoff.at <= task.updated_at
+                && handoff.redispatched.is_none_or(|at| at >= handoff.at),
+            "a hand-off is queued no later than the last update, and re-sent after: {task:?}"
+        );
+    }
+    let finished = matches!(status, Completed | Failed | Cancelled);
+    assert_eq!(
+        task.finished_at.is_some(),
+        finished,
+        "finishedAt exactly when finished: {task:?}"
+    );
+    match status {
+        Queued => assert!(
+            task.progress == 0 && task.last_error.is_none(),
+            "queued: progress 0, no lastError: {task:?}"
+        ),
+        Processing => assert!(
+            task.attempts >= 1 && task.started_at.is_some(),
+            "processing: an attempt started: {task:?}"
+        ),
+        Completed => assert!(
+            task.progress == 100 && task.last_error.is_none() && task.result.is_some(),
+            "completed: progress 100, a result, no lastError: {task:?}"
+        ),
+        Failed => assert!(
+            task.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+            "failed: a lastError: {task:?}"
+        ),
+        Cancelled => {}
+    }
+}
+
+/// [`assert_legal`] for a raw stored document (as HTTP tests read it): it must also be a
+/// well-formed task (known status, every field typed, `lease` and `handoff` documents when
+/// present, never null). Returns the task.
+pub fn assert_legal_document(stored: &Document) -> Task {
+    for field in ["lease", "handoff"] {
+        if let Some(value) = stored.get(field) {
+            assert!(
+                matches!(value, Bson::Document(_)),
+                "{field} is absent or a document: {stored}"
+            );
+        }
+    }
+    let task: Task = mongodb::bson::from_document(stored.clone())
+        .unwrap_or_else(|e| panic!("not a task document ({e}): {stored}"));
+    assert_legal(&task);
+    task
+}
