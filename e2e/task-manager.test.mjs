@@ -223,11 +223,65 @@ test('with JOBS_AUTH_SECRET the page uses the token the host hands over', async 
     await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', taskId, { timeout: 20000 });
     const retry = requests.find((r) => new URL(r.url()).searchParams.get('action') === 'retry');
     assert.equal(retry.headers().authorization, `Bearer ${token}`);
-    assert.deepEqual(JSON.parse(retry.postData()), { taskId, userId: 'token-user' });
+    // With a token the page claims no user: the server takes it from `sub`.
+    assert.deepEqual(JSON.parse(retry.postData()), { taskId });
     await context.close();
   } finally {
     secured.stop();
   }
+});
+
+test('a token for a non-ASCII user (jürgen) lists and retries his task, and no request carries a userId', async () => {
+  const secret = 'e2e-auth-secret-utf8';
+  const secured = await startService({ JOBS_AUTH_SECRET: secret });
+  try {
+    const token = mintToken(secret, 'jürgen');
+    const created = await fetch(`${secured.base}/api/jobs?action=create`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ type: 'demo', payload: { steps: 1, stepMs: 0, failAttempts: 1 } }),
+    });
+    assert.equal(created.status, 201);
+    const { taskId } = await created.json();
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const requests = [];
+    page.on('request', (r) => { if (new URL(r.url()).pathname === '/api/jobs') requests.push(r); });
+    const retried = page.waitForResponse((r) => new URL(r.url()).searchParams.get('action') === 'retry');
+    await page.goto(`${secured.base}/#token=${token}`);
+    await page.getByText('Signed in as jürgen', { exact: true }).waitFor();
+    await row(page, taskId).getByRole('button', { name: /Retry task/ }).click();
+    assert.equal((await retried).status(), 200, 'the retry is accepted for jürgen');
+    await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', taskId, { timeout: 20000 });
+
+    const actions = requests.map((r) => new URL(r.url()).searchParams.get('action'));
+    assert.ok(actions.includes('list') && actions.includes('retry'), actions.join());
+    for (const request of requests) {
+      const url = new URL(request.url());
+      assert.equal(url.searchParams.get('userId'), null, `no userId in ${url.search}`);
+      const body = request.postData();
+      if (body) assert.ok(!('userId' in JSON.parse(body)), `no userId in ${body}`);
+      assert.equal(request.headers().authorization, `Bearer ${token}`);
+    }
+    await context.close();
+  } finally {
+    secured.stop();
+  }
+});
+
+test('the create form states the work limit and shows the server\'s refusal above it', async () => {
+  const page = await openPage(browser, jobs, `work-limit-${Date.now()}`);
+  const hint = page.locator('#work-limit');
+  await hint.getByText(/at most 240 s of work by default/).waitFor();
+  const form = page.locator('#create');
+  await form.getByLabel('Steps').fill('100');
+  await form.getByLabel('Step (ms)').fill('5000');
+  await page.locator('#work-total').getByText('500 s').waitFor();
+  await form.getByRole('button', { name: 'Create task' }).click();
+  await page.locator('#toasts .toast.error')
+    .getByText('Invalid payload: steps * stepMs is 500000 ms, above the work budget of 240 s (JOBS_WORK_BUDGET_SECONDS)')
+    .waitFor();
+  await page.context().close();
 });
 
 /** An HS256 JWT as a host application's backend would mint it. */
