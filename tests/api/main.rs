@@ -1,5 +1,6 @@
 //! HTTP integration tests: the real `jobs` binary, a real SecantusDB (see `support`).
 
+mod at_scale;
 mod auth;
 mod bad_input;
 mod hardening;
@@ -7,6 +8,7 @@ mod load;
 mod platform;
 mod qstash;
 mod qstash_emulator;
+mod qstash_emulator_contract;
 mod qstash_failures;
 mod qstash_signatures;
 mod recovery;

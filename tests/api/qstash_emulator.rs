@@ -4,6 +4,14 @@
 //! `Upstash-Retried` and a real HS256 `Upstash-Signature`, redelivery on non-2xx, and, when
 //! the retries are exhausted, the signed `Upstash-Failure-Callback` with QStash's documented
 //! callback body.
+//!
+//! Also `POST /v2/batch` (a JSON array of `{destination, headers, body, queue?}`, `body` a
+//! plain string, `headers` the same `Upstash-*` headers a publish takes; answered with an
+//! array of `{messageId}` / `{messageId, deduplicated: true}` / `{error}` in request order,
+//! each message then handled exactly like a single publish), and the delivery time headers
+//! `Upstash-Not-Before: <unix seconds>` and `Upstash-Delay: <n><s|m|h|d>` (Not-Before wins
+//! when both are sent): the first attempt is not made before then.
+//!
 //! It records what it received so tests can assert on headers and destinations.
 //!
 //! The token and signing keys are those of `npx @upstash/qstash-cli dev`, so the same
@@ -32,13 +40,38 @@ pub const DEV_CURRENT_SIGNING_KEY: &str = "sig_7RvLjqfZBvP5KEUimQCE1pvpLuou";
 pub const DEV_NEXT_SIGNING_KEY: &str = "sig_7W3ZNbfKWk5NWwEs3U4ixuQ7fxwE";
 const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(600);
 
+/// One message QStash accepted, from a publish or from an item of a batch.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub destination: String,
+    /// The message's headers, names lower-cased (a batch item's `headers` object, or the
+    /// publish request's own headers).
     pub headers: HashMap<String, String>,
     pub body: Bytes,
     pub message_id: String,
     pub deduplicated: bool,
+    /// `Upstash-Not-Before` as requested (unix seconds).
+    pub not_before: Option<u64>,
+    /// `Upstash-Delay` as requested.
+    pub delay: Option<Duration>,
+    /// When the message came in a `POST /v2/batch`: the index of that request in
+    /// [`QStash::batches`].
+    pub batch: Option<usize>,
+    /// A batch item's `queue`, when it named one (delivered like any other message here).
+    pub queue: Option<String>,
+}
+
+/// One `POST /v2/batch` request the emulator accepted.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The batch request's own headers, names lower-cased.
+    pub headers: HashMap<String, String>,
+    /// The JSON array exactly as it was sent.
+    pub items: serde_json::Value,
+    /// The accepted messages, in request order (they are in [`QStash::published`] too).
+    pub messages: Vec<Published>,
+    /// The JSON array the emulator answered with.
+    pub answer: serde_json::Value,
 }
 
 /// A failure callback the emulator made after giving up on a message.
@@ -57,6 +90,8 @@ pub struct Delivered {
     pub retried: u32,
     /// The destination's status, or `None` when it could not be reached.
     pub status: Option<u16>,
+    /// When the attempt was made.
+    pub at: SystemTime,
 }
 
 /// How the emulator behaves; tests change it between steps.
@@ -74,6 +109,9 @@ pub struct Behaviour {
     pub copies: u32,
     /// Sign deliveries with this key.
     pub signing_key: String,
+    /// Deliver at once, whatever `Upstash-Not-Before` says: a delivery that comes early (clock
+    /// skew, a re-published message), which the destination must not lose.
+    pub ignore_not_before: bool,
 }
 
 impl Default for Behaviour {
@@ -85,6 +123,7 @@ impl Default for Behaviour {
             retry_delay: Duration::from_millis(50),
             copies: 1,
             signing_key: DEV_CURRENT_SIGNING_KEY.into(),
+            ignore_not_before: false,
         }
     }
 }
@@ -93,6 +132,7 @@ impl Default for Behaviour {
 struct State {
     behaviour: Behaviour,
     published: Vec<Published>,
+    batches: Vec<Batch>,
     delivered: Vec<Delivered>,
     callbacks: Vec<Callback>,
     dedup: HashMap<String, (String, Instant)>,
@@ -117,7 +157,7 @@ impl QStash {
                 };
                 let state = shared.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| publish(state.clone(), req));
+                    let service = service_fn(move |req| handle(state.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -133,6 +173,11 @@ impl QStash {
 
     pub fn published(&self) -> Vec<Published> {
         self.state.lock().unwrap().published.clone()
+    }
+
+    /// Every `POST /v2/batch` request accepted, in order.
+    pub fn batches(&self) -> Vec<Batch> {
+        self.state.lock().unwrap().batches.clone()
     }
 
     pub fn delivered(&self) -> Vec<Delivered> {
@@ -167,7 +212,9 @@ impl Drop for QStash {
     }
 }
 
-fn reply(status: u16, body: serde_json::Value) -> Result<Response<Full<Bytes>>, Infallible> {
+type Reply = Result<Response<Full<Bytes>>, Infallible>;
+
+fn reply(status: u16, body: serde_json::Value) -> Reply {
     Ok(Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -175,21 +222,25 @@ fn reply(status: u16, body: serde_json::Value) -> Result<Response<Full<Bytes>>, 
         .unwrap())
 }
 
-async fn publish(
-    state: Arc<Mutex<State>>,
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
+    if req.uri().path() == "/v2/batch" {
+        batch(state, req).await
+    } else if req.uri().path().starts_with("/v2/publish/") {
+        publish(state, req).await
+    } else {
+        reply(404, json!({ "error": "not found" }))
+    }
+}
+
+/// What every QStash API request goes through: the method, the bearer token, then the
+/// request's headers (names lower-cased) and body, after the emulated publish delay.
+async fn receive(
+    state: &Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let Some(destination) = target.strip_prefix("/v2/publish/") else {
-        return reply(404, json!({ "error": "not found" }));
-    };
-    let destination = destination.to_owned();
+) -> Result<(HashMap<String, String>, Bytes), Response<Full<Bytes>>> {
+    let refuse = |status: u16, error: &str| reply(status, json!({ "error": error })).unwrap();
     if req.method() != hyper::Method::POST {
-        return reply(405, json!({ "error": "method not allowed" }));
+        return Err(refuse(405, "method not allowed"));
     }
     let authorized = req
         .headers()
@@ -197,18 +248,13 @@ async fn publish(
         .and_then(|v| v.to_str().ok())
         == Some(&format!("Bearer {DEV_TOKEN}"));
     if !authorized {
-        return reply(401, json!({ "error": "Unauthorized" }));
+        return Err(refuse(401, "Unauthorized"));
     }
-    let headers: HashMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                v.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let headers = lower_case(
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or_default())),
+    );
     let body = req
         .into_body()
         .collect()
@@ -217,57 +263,265 @@ async fn publish(
         .unwrap_or_default();
     let delay = state.lock().unwrap().behaviour.publish_delay;
     tokio::time::sleep(delay).await;
-
-    let mut guard = state.lock().unwrap();
-    if let Some(status) = guard.behaviour.publish_status {
-        return reply(status, json!({ "error": "emulated failure" }));
+    if let Some(status) = state.lock().unwrap().behaviour.publish_status {
+        return Err(refuse(status, "emulated failure"));
     }
+    Ok((headers, body))
+}
+
+fn lower_case<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> HashMap<String, String> {
+    headers
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect()
+}
+
+async fn publish(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
+    let destination = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_default()
+        .strip_prefix("/v2/publish/")
+        .unwrap_or_default()
+        .to_owned();
+    let (headers, body) = match receive(&state, req).await {
+        Ok(received) => received,
+        Err(refused) => return Ok(refused),
+    };
+    let message = match Message::new(destination, headers, body, None) {
+        Ok(message) => message,
+        Err(error) => return reply(400, json!({ "error": error })),
+    };
+    let published = accept(&state, &mut state.lock().unwrap(), message, None);
+    reply(201, answer(&published))
+}
+
+/// `POST /v2/batch`: a JSON array of `{destination, headers?, body?, queue?}`. A malformed
+/// request (not an array, an item without a string `destination`, a header value that is
+/// not a string, a bad `Upstash-Delay` / `Upstash-Not-Before`) is refused whole with 400
+/// and accepts nothing; otherwise every item is answered in order. A destination that is
+/// not an http(s) URL would be a URL Group, which the emulator does not know: that item
+/// alone is answered `{"error"}`, as QStash documents for a message that fails in a batch.
+async fn batch(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
+    let (headers, body) = match receive(&state, req).await {
+        Ok(received) => received,
+        Err(refused) => return Ok(refused),
+    };
+    let items: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(items) => items,
+        Err(error) => return reply(400, json!({ "error": format!("invalid json: {error}") })),
+    };
+    let messages = match parse_batch(&items) {
+        Ok(messages) => messages,
+        Err(error) => return reply(400, json!({ "error": error })),
+    };
+    let mut guard = state.lock().unwrap();
+    let index = guard.batches.len();
+    let mut accepted = Vec::new();
+    let mut answers = Vec::new();
+    for message in messages {
+        if !(message.destination.starts_with("http://")
+            || message.destination.starts_with("https://"))
+        {
+            answers.push(json!({
+                "error": format!("url group `{}` not found", message.destination)
+            }));
+            continue;
+        }
+        let published = accept(&state, &mut guard, message, Some(index));
+        answers.push(answer(&published));
+        accepted.push(published);
+    }
+    let answer = serde_json::Value::Array(answers);
+    guard.batches.push(Batch {
+        headers,
+        items,
+        messages: accepted,
+        answer: answer.clone(),
+    });
+    drop(guard);
+    reply(200, answer)
+}
+
+fn parse_batch(items: &serde_json::Value) -> Result<Vec<Message>, String> {
+    let items = items.as_array().ok_or("the body must be a JSON array")?;
+    if items.is_empty() {
+        return Err("the batch is empty".into());
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let item = item
+                .as_object()
+                .ok_or(format!("message {i} is not an object"))?;
+            let destination = item
+                .get("destination")
+                .and_then(|d| d.as_str())
+                .filter(|d| !d.is_empty())
+                .ok_or(format!("message {i} has no destination"))?;
+            let mut headers = Vec::new();
+            if let Some(object) = item.get("headers").filter(|h| !h.is_null()) {
+                let object = object
+                    .as_object()
+                    .ok_or(format!("message {i}: headers must be an object"))?;
+                for (name, value) in object {
+                    let value = value
+                        .as_str()
+                        .ok_or(format!("message {i}: header `{name}` must be a string"))?;
+                    headers.push((name.as_str(), value));
+                }
+            }
+            let body = match item.get("body") {
+                None | Some(serde_json::Value::Null) => Bytes::new(),
+                Some(serde_json::Value::String(body)) => Bytes::from(body.clone()),
+                Some(_) => return Err(format!("message {i}: body must be a string")),
+            };
+            let queue = match item.get("queue") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(queue)) => Some(queue.clone()),
+                Some(_) => return Err(format!("message {i}: queue must be a string")),
+            };
+            Message::new(
+                destination.to_owned(),
+                lower_case(headers.into_iter()),
+                body,
+                queue,
+            )
+            .map_err(|error| format!("message {i}: {error}"))
+        })
+        .collect()
+}
+
+/// A message as QStash takes it in, before deduplication.
+struct Message {
+    destination: String,
+    headers: HashMap<String, String>,
+    body: Bytes,
+    queue: Option<String>,
+    not_before: Option<u64>,
+    delay: Option<Duration>,
+}
+
+impl Message {
+    fn new(
+        destination: String,
+        headers: HashMap<String, String>,
+        body: Bytes,
+        queue: Option<String>,
+    ) -> Result<Self, String> {
+        let not_before = headers
+            .get("upstash-not-before")
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid Upstash-Not-Before `{v}`: unix seconds"))
+            })
+            .transpose()?;
+        let delay = headers
+            .get("upstash-delay")
+            .map(|v| parse_delay(v).ok_or(format!("invalid Upstash-Delay `{v}`")))
+            .transpose()?;
+        Ok(Self {
+            destination,
+            headers,
+            body,
+            queue,
+            not_before,
+            delay,
+        })
+    }
+
+    /// When the first attempt may be made: `Upstash-Not-Before` overrides `Upstash-Delay`.
+    fn deliver_at(&self, now: SystemTime) -> Option<SystemTime> {
+        match (self.not_before, self.delay) {
+            (Some(seconds), _) => Some(UNIX_EPOCH + Duration::from_secs(seconds)),
+            (None, Some(delay)) => Some(now + delay),
+            (None, None) => None,
+        }
+    }
+}
+
+/// `Upstash-Delay`: `<number><unit>`, unit `s`, `m`, `h` or `d` (`10s`, `1m`, `2h`, `7d`).
+fn parse_delay(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let unit = value.chars().last()?;
+    let number: u64 = value[..value.len() - unit.len_utf8()].parse().ok()?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(number.checked_mul(seconds)?))
+}
+
+/// Deduplicates, records and, unless it is a duplicate, schedules the delivery of one
+/// message: the single path of a publish and of every item of a batch.
+fn accept(
+    state: &Arc<Mutex<State>>,
+    guard: &mut State,
+    message: Message,
+    batch: Option<usize>,
+) -> Published {
     let now = Instant::now();
     guard
         .dedup
         .retain(|_, (_, at)| now.duration_since(*at) < DEDUPLICATION_WINDOW);
-    let existing = headers
-        .get("upstash-deduplication-id")
+    let dedup_id = message.headers.get("upstash-deduplication-id");
+    let existing = dedup_id
         .and_then(|id| guard.dedup.get(id))
         .map(|(message_id, _)| message_id.clone());
     let deduplicated = existing.is_some();
     let message_id = existing.unwrap_or_else(|| format!("msg_{}", uuid::Uuid::new_v4().simple()));
-    if let (false, Some(id)) = (deduplicated, headers.get("upstash-deduplication-id")) {
+    if let (false, Some(id)) = (deduplicated, dedup_id) {
         guard.dedup.insert(id.clone(), (message_id.clone(), now));
     }
-    guard.published.push(Published {
-        destination: destination.clone(),
-        headers: headers.clone(),
-        body: body.clone(),
+    let published = Published {
+        destination: message.destination.clone(),
+        headers: message.headers.clone(),
+        body: message.body.clone(),
         message_id: message_id.clone(),
         deduplicated,
-    });
-    let behaviour = guard.behaviour.clone();
-    drop(guard);
+        not_before: message.not_before,
+        delay: message.delay,
+        batch,
+        queue: message.queue.clone(),
+    };
+    guard.published.push(published.clone());
 
     if !deduplicated {
-        let retries: u32 = headers
+        let retries: u32 = message
+            .headers
             .get("upstash-retries")
             .and_then(|r| r.parse().ok())
             .unwrap_or(3);
-        for _ in 0..behaviour.copies {
+        let deliver_at = message.deliver_at(SystemTime::now());
+        for _ in 0..guard.behaviour.copies {
             let delivery = Delivery {
                 state: state.clone(),
                 message_id: message_id.clone(),
-                destination: destination.clone(),
-                headers: headers.clone(),
-                body: body.clone(),
+                destination: message.destination.clone(),
+                headers: message.headers.clone(),
+                body: message.body.clone(),
                 retries,
-                behaviour: behaviour.clone(),
+                deliver_at,
+                behaviour: guard.behaviour.clone(),
             };
             tokio::spawn(delivery.run());
         }
     }
-    let mut answer = json!({ "messageId": message_id });
-    if deduplicated {
+    published
+}
+
+/// QStash's answer for one accepted message.
+fn answer(published: &Published) -> serde_json::Value {
+    let mut answer = json!({ "messageId": published.message_id });
+    if published.deduplicated {
         answer["deduplicated"] = json!(true);
     }
-    reply(201, answer)
+    answer
 }
 
 struct Delivery {
@@ -277,12 +531,23 @@ struct Delivery {
     headers: HashMap<String, String>,
     body: Bytes,
     retries: u32,
+    /// Not before this (`Upstash-Not-Before` / `Upstash-Delay`).
+    deliver_at: Option<SystemTime>,
     behaviour: Behaviour,
 }
 
 impl Delivery {
     async fn run(self) {
         tokio::time::sleep(self.behaviour.delivery_delay).await;
+        if let (Some(at), false) = (self.deliver_at, self.behaviour.ignore_not_before) {
+            // The wall clock, not a monotonic one: the time is a unix timestamp.
+            while let Ok(wait) = at.duration_since(SystemTime::now()) {
+                if wait.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
         let http = reqwest::Client::new();
         for retried in 0..=self.retries {
             let method = self
@@ -317,6 +582,7 @@ impl Delivery {
                 destination: self.destination.clone(),
                 retried,
                 status,
+                at: SystemTime::now(),
             });
             if status.is_some_and(|s| (200..300).contains(&s)) {
                 return;

@@ -141,11 +141,12 @@ async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
         ],
     )
     .await;
-    // Queued 1000 s ago; its hand-off never arrived, not even when re-sent 880 s ago.
+    // Queued 1000 s ago; its hand-off never arrived, not even when re-sent 950 s ago (the
+    // queue timeout, 900 s, counts from the re-send).
     let seeded = Instant::now();
     let waiting = task()
         .updated_secs_ago(1000)
-        .redispatched_secs_ago(880)
+        .redispatched_secs_ago(950)
         .insert(&store_of(&jobs))
         .await;
     let id = waiting.task_id.as_str();

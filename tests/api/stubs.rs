@@ -53,6 +53,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Self {
+        Self::start_with_status(202).await
+    }
+
+    /// A recorder that answers every request with `status`.
+    pub async fn start_with_status(status: u16) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shared = seen.clone();
         let url = serve(move |req: Request<Incoming>| {
@@ -62,7 +67,7 @@ impl Recorder {
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
                 .collect();
             shared.lock().unwrap().push(headers);
-            async { answer(202, "{}") }
+            async move { answer(status, "{}") }
         })
         .await;
         Self { url, seen }

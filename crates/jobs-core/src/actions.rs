@@ -8,21 +8,23 @@ use mongodb::bson::{self, DateTime, Document};
 use serde_json::Value;
 
 use crate::auth::{Auth, Credentials};
+use crate::bulk;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, Result};
 use crate::http::{Query, decode};
 use crate::processors::Processors;
 use crate::replies::{
-    Created, DeliveryFailed, Done, Health, Processed, TaskList, TaskReply, TaskView,
+    Created, DeliveryFailed, Done, Group, Groups, Health, Processed, RetriedMany, TaskList,
+    TaskReply, TaskView,
 };
 use crate::requests::{
-    CreateRequest, FailureCallback, ListQuery, ProcessRequest, Source, TaskRequest, task_id,
-    user_id,
+    CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, Source,
+    TaskRequest, task_id, user_id,
 };
 use crate::store::Store;
 use crate::sweeper::{self, SweepReport};
-use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, rfc3339};
 use crate::worker;
 
 /// Largest payload accepted, as BSON (docs/spec.md §3).
@@ -33,7 +35,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub struct App {
     config: Config,
     store: Arc<Store>,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     processors: Processors,
     auth: Auth,
     /// Deployed settings that are missing (docs/spec.md §6); `health` reports them.
@@ -109,7 +111,7 @@ impl App {
             auth: Auth::new(&config),
             processors: processors(&config, http),
             store: Arc::new(store),
-            dispatcher,
+            dispatcher: Arc::new(dispatcher),
             config,
         })
     }
@@ -167,8 +169,14 @@ impl App {
             .validate(&payload)
             .map_err(JobsError::InvalidPayload)?;
         let (brand_id, max_retries) = (request.brand_id()?, request.max_retries()?);
+        let auto_retry = request
+            .auto_retry()?
+            .or_else(|| processor.default_auto_retry());
         self.route()?;
-        let task = Task::new(user, brand_id, request.kind, stored, max_retries);
+        let task = Task {
+            auto_retry,
+            ..Task::new(user, brand_id, request.kind, stored, max_retries)
+        };
         let handoff = task
             .handoff
             .clone()
@@ -312,21 +320,46 @@ impl App {
         body: &[u8],
     ) -> Result<Delivery<impl Future<Output = ()> + Send + 'static>> {
         let process_url = self.dispatcher.route().ok().map(|r| r.process_url());
-        self.auth
+        let deliverer = self
+            .auth
             .delivery(credentials, body, process_url.as_deref())?;
         let request: ProcessRequest = decode(body)?;
         let task_id = TaskId::parse(request.task_id).map_err(JobsError::InvalidBody)?;
-        let Some(task) = self.store.claim(&task_id, self.config.lease).await? else {
-            tracing::info!(task_id = %task_id, "nothing queued to claim; delivery ignored");
+        let by = deliverer.name();
+        let Some(task) = self.store.claim(&task_id, self.config.lease, by).await? else {
+            // A scheduled task delivered before it is due is refused (non-2xx), so QStash
+            // delivers it again later instead of dropping it.
+            if let Some(wait) = self.not_due_yet(&task_id).await? {
+                tracing::info!(task_id = %task_id, wait_ms = wait.as_millis() as u64, "delivered before its next attempt is due");
+                return Err(JobsError::NotDueYet(wait.as_secs().max(1)));
+            }
+            tracing::info!(task_id = %task_id, "nothing to claim; delivery ignored");
             return Ok(Delivery::NotClaimed);
         };
-        let work = worker::run(
-            self.store.clone(),
-            self.processors.clone(),
-            task,
-            self.config.lease,
-        );
-        Ok(Delivery::Claimed { task_id, work })
+        let worker = worker::Worker {
+            store: self.store.clone(),
+            dispatcher: self.dispatcher.clone(),
+            processors: self.processors.clone(),
+            lease_for: self.config.lease,
+            by,
+        };
+        Ok(Delivery::Claimed {
+            task_id,
+            work: worker::run(worker, task),
+        })
+    }
+
+    /// How long until a `scheduled` task's next attempt, if it is not due yet.
+    async fn not_due_yet(&self, task_id: &TaskId) -> Result<Option<std::time::Duration>> {
+        let Some(task) = self.store.find(task_id).await? else {
+            return Ok(None);
+        };
+        let wait = task
+            .next_attempt_at
+            .filter(|_| task.status == TaskStatus::Scheduled)
+            .map(|at| at.timestamp_millis() - DateTime::now().timestamp_millis())
+            .filter(|ms| *ms > 0);
+        Ok(wait.map(|ms| std::time::Duration::from_millis(ms as u64)))
     }
 
     /// QStash's failure callback: it gave up delivering a hand-off. Verified like `process`
@@ -356,6 +389,47 @@ impl App {
             .await?;
         tracing::warn!(task_id = %task_id, failed, retried = callback.retried, status = callback.status, "QStash gave up delivering a hand-off");
         Ok(DeliveryFailed { failed })
+    }
+
+    /// `groups`: the caller's failures grouped by cause, largest first (docs/spec.md §14).
+    pub async fn groups(&self, credentials: &Credentials, query: &Query) -> Result<Groups> {
+        let user = self
+            .auth
+            .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
+        let status = match query.get("status").filter(|s| !s.is_empty()) {
+            None => TaskStatus::Failed,
+            Some(name) => TaskStatus::parse(name)
+                .ok_or_else(|| JobsError::InvalidQuery("unknown status".into()))?,
+        };
+        let found = self.store.error_groups(&user, status).await?;
+        let groups = found
+            .iter()
+            .filter_map(|g| {
+                Some(Group {
+                    error_group: g.get_str("_id").ok()?.to_owned(),
+                    template: g.get_str("template").unwrap_or_default().to_owned(),
+                    count: g
+                        .get_i32("count")
+                        .map(i64::from)
+                        .or_else(|_| g.get_i64("count"))
+                        .ok()?,
+                    last_at: rfc3339(*g.get_datetime("lastAt").ok()?),
+                    example_task_id: g.get_str("exampleTaskId").ok()?.to_owned(),
+                })
+            })
+            .collect();
+        Ok(Groups { groups })
+    }
+
+    /// `retryMany`: retries many failed tasks of the caller, by ids or a page of a filter,
+    /// each with exactly `retry`'s guard and effect (see [`bulk`]).
+    pub async fn retry_many(&self, credentials: &Credentials, body: &[u8]) -> Result<RetriedMany> {
+        let request: RetryManyRequest = decode(body)?;
+        let claimed = user_id(request.user_id.as_deref(), Source::Body)?;
+        let user = self.auth.user(credentials, claimed)?;
+        let selection = request.selection()?;
+        self.route()?;
+        bulk::retry_many(&self.store, &self.dispatcher, &user, selection).await
     }
 
     /// The rescuer (see [`sweeper`]), for Vercel Cron or a signed QStash schedule.

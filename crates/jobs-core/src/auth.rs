@@ -144,20 +144,20 @@ impl Auth {
         credentials: &Credentials,
         raw_body: &[u8],
         url: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Deliverer> {
         if let Some(verified) = self.signature(credentials, raw_body, url) {
-            return verified;
+            return verified.map(|()| Deliverer::QStash);
         }
         if let (Some(expected), Some(given)) = (&self.internal_secret, &credentials.internal_secret)
         {
             return if constant_time_eq(expected.expose().as_bytes(), given.as_bytes()) {
-                Ok(())
+                Ok(Deliverer::SelfInvocation)
             } else {
                 Err(JobsError::Unauthenticated("Invalid internal secret"))
             };
         }
         if self.qstash.is_none() && self.internal_secret.is_none() && !self.deployed {
-            return Ok(());
+            return Ok(Deliverer::SelfInvocation);
         }
         Err(JobsError::Unauthenticated("Missing signature"))
     }
@@ -237,6 +237,25 @@ fn token_rules(config: &Config) -> Validation {
     }
     validation.set_required_spec_claims(&required);
     validation
+}
+
+/// Who delivered a hand-off, as the timeline names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deliverer {
+    /// A request signed by QStash.
+    QStash,
+    /// A self-invocation (with the internal secret, or open in development).
+    SelfInvocation,
+}
+
+impl Deliverer {
+    /// `qstash` or `self`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::QStash => "qstash",
+            Self::SelfInvocation => "self",
+        }
+    }
 }
 
 /// Compares secrets in time independent of where they differ (and of their lengths).

@@ -2,9 +2,13 @@
 //! self-invocation is one pure function of the configuration ([`decide`], docs/spec.md §7);
 //! [`Dispatcher`] carries it out.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use qstash_rs::client::{Client as QStashClient, Destination, PublishRequest};
+use futures_util::StreamExt;
+use mongodb::bson::DateTime;
+use qstash_rs::client::{BatchRequest, Client as QStashClient, Destination, PublishRequest};
 use serde_json::json;
 
 use crate::config::{Config, Secret};
@@ -23,6 +27,8 @@ pub const QSTASH_DEV_BASE_URL_MISSING: &str =
 pub const QSTASH_PUBLIC_URL_MISSING: &str =
     "QStash needs a public URL for this deployment: set JOBS_PUBLIC_URL.";
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Self-invocations a bulk retry keeps in flight at once (docs/spec.md §13).
+pub const SELF_INVOCATIONS_IN_FLIGHT: usize = 8;
 
 /// How a hand-off reaches `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +207,7 @@ impl Dispatcher {
             .map_err(|e| DispatchError::NotConfigured(e.to_owned()))?;
         let destination = route.process_url();
         let sent = match route.transport {
-            Transport::QStash => self.publish(route, &destination, task_id, handoff).await,
+            Transport::QStash => self.publish(route, task_id, handoff).await,
             Transport::SelfInvoke => {
                 self.self_invoke(route, &destination, task_id, handoff)
                     .await
@@ -218,20 +224,19 @@ impl Dispatcher {
         sent
     }
 
-    async fn publish(
+    /// The publish of one hand-off: `{taskId, handoffId}` to `process`, deduplicated on the
+    /// hand-off, with the failure callback, the protection bypass, and `Upstash-Not-Before`
+    /// when the hand-off is due later (a scheduled automatic retry).
+    fn publish_request(
         &self,
         route: &Route,
-        destination: &str,
         task_id: &TaskId,
         handoff: &Handoff,
-    ) -> Result<(), DispatchError> {
-        let client = self
-            .qstash
-            .as_ref()
-            .ok_or_else(|| DispatchError::NotConfigured("QSTASH_TOKEN".into()))?;
+    ) -> Result<PublishRequest, DispatchError> {
         let failed = |e: &dyn std::fmt::Display| DispatchError::Publish(e.to_string());
+        let destination = route.process_url();
         let mut request =
-            PublishRequest::builder(Destination::url(destination).map_err(|e| failed(&e))?)
+            PublishRequest::builder(Destination::url(&destination).map_err(|e| failed(&e))?)
                 .json_body(&json!({ "taskId": task_id, "handoffId": handoff.dedup_id }))
                 .map_err(|e| failed(&e))?
                 .method(reqwest::Method::POST)
@@ -240,17 +245,119 @@ impl Dispatcher {
                 .retries(self.qstash_retries)
                 // When QStash gives up, it says so at once instead of leaving the task queued.
                 .failure_callback(route.url("deliveryFailed"));
+        if handoff.at > DateTime::now() {
+            request = request.not_before((handoff.at.timestamp_millis() / 1000) as u64);
+        }
         if let Some(bypass) = &route.protection_bypass {
             // qstash-rs sends it as `Upstash-Forward-x-vercel-protection-bypass`.
             request = request
                 .header(PROTECTION_BYPASS_HEADER, bypass.expose())
                 .map_err(|e| failed(&e))?;
         }
-        tokio::time::timeout(DISPATCH_TIMEOUT, client.publish(request.build()))
+        Ok(request.build())
+    }
+
+    async fn publish(
+        &self,
+        route: &Route,
+        task_id: &TaskId,
+        handoff: &Handoff,
+    ) -> Result<(), DispatchError> {
+        let client = self.qstash_client()?;
+        let request = self.publish_request(route, task_id, handoff)?;
+        tokio::time::timeout(DISPATCH_TIMEOUT, client.publish(request))
             .await
             .map_err(|_| DispatchError::Publish("timed out".into()))?
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| DispatchError::Publish(e.to_string()))?;
         Ok(())
+    }
+
+    fn qstash_client(&self) -> Result<&QStashClient, DispatchError> {
+        self.qstash
+            .as_ref()
+            .ok_or_else(|| DispatchError::NotConfigured("QSTASH_TOKEN".into()))
+    }
+
+    /// Whether a hand-off can wait in the queue until it is due (QStash's
+    /// `Upstash-Not-Before`); self-invocation cannot.
+    pub fn can_wait(&self) -> bool {
+        matches!(self.route(), Ok(route) if route.transport == Transport::QStash)
+    }
+
+    /// Sends many hand-offs at once: through QStash in ONE `POST /v2/batch`, by
+    /// self-invocation with at most [`SELF_INVOCATIONS_IN_FLIGHT`] at a time. Returns, per
+    /// hand-off in order, whether it was sent.
+    pub async fn dispatch_many(&self, handoffs: &[(TaskId, Handoff)]) -> Vec<bool> {
+        let Ok(route) = self.route() else {
+            return vec![false; handoffs.len()];
+        };
+        if handoffs.is_empty() {
+            return Vec::new();
+        }
+        match route.transport {
+            Transport::QStash => match self.publish_batch(route, handoffs).await {
+                Ok(sent) => sent,
+                Err(error) => {
+                    tracing::error!(count = handoffs.len(), %error, "batch publish failed");
+                    vec![false; handoffs.len()]
+                }
+            },
+            Transport::SelfInvoke => {
+                let url = route.process_url();
+                // Boxed up front: a closure over borrowed hand-offs inside `buffered` would
+                // not be `Send` for every lifetime, which the request's future must be.
+                let calls: Vec<Pin<Box<dyn Future<Output = bool> + Send + '_>>> = handoffs
+                    .iter()
+                    .map(|(task_id, handoff)| {
+                        let url = url.as_str();
+                        let call = async move {
+                            let sent = self.self_invoke(route, url, task_id, handoff).await;
+                            sent.is_ok()
+                        };
+                        Box::pin(call) as Pin<Box<dyn Future<Output = bool> + Send + '_>>
+                    })
+                    .collect();
+                futures_util::stream::iter(calls)
+                    .buffered(SELF_INVOCATIONS_IN_FLIGHT)
+                    .collect()
+                    .await
+            }
+        }
+    }
+
+    /// One `POST /v2/batch`; QStash answers each message in order, and an item can fail on
+    /// its own (qstash-rs does not check items: an `error`, or no `messageId`, is a failure).
+    async fn publish_batch(
+        &self,
+        route: &Route,
+        handoffs: &[(TaskId, Handoff)],
+    ) -> Result<Vec<bool>, DispatchError> {
+        let client = self.qstash_client()?;
+        let requests = handoffs
+            .iter()
+            .map(|(task_id, handoff)| {
+                self.publish_request(route, task_id, handoff)
+                    .map(BatchRequest::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let answers = tokio::time::timeout(DISPATCH_TIMEOUT, client.batch(requests))
+            .await
+            .map_err(|_| DispatchError::Publish("timed out".into()))?
+            .map_err(|e| DispatchError::Publish(e.to_string()))?;
+        let sent: Vec<bool> = (0..handoffs.len())
+            .map(|i| {
+                answers
+                    .get(i)
+                    .is_some_and(|a| a.error.is_none() && a.message_id.is_some())
+            })
+            .collect();
+        let published = sent.iter().filter(|s| **s).count();
+        tracing::info!(
+            count = handoffs.len(),
+            published,
+            "hand-offs published in one batch"
+        );
+        Ok(sent)
     }
 
     async fn self_invoke(

@@ -54,6 +54,10 @@ pub enum JobsError {
     /// 409.
     #[error("Only failed tasks can be retried.")]
     NotFailed,
+    /// A delivery of a `scheduled` task before its next attempt is due (carried: seconds to
+    /// wait). 425, so QStash delivers it again later instead of dropping it.
+    #[error("The task's next attempt is not due for {0} s.")]
+    NotDueYet(u64),
     /// `retry` whose hand-off failed while the owner cancelled the task: it will not run. 409.
     #[error("The task was cancelled while it was being re-queued.")]
     CancelledMeanwhile,
@@ -106,6 +110,7 @@ impl JobsError {
             Self::NotOwner => "NOT_OWNER",
             Self::NotFailed => "NOT_FAILED",
             Self::CancelledMeanwhile => "TASK_CANCELLED",
+            Self::NotDueYet(_) => "NOT_DUE",
             Self::MaxRetries(_) => "MAX_RETRIES",
             Self::NotCancellable(_) => "NOT_CANCELLABLE",
             Self::RequeueFailed => "REQUEUE_FAILED",

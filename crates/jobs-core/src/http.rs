@@ -36,11 +36,15 @@ pub enum Action {
     /// `deliveryFailed` (POST): QStash's failure callback, signed; fails a task whose hand-off
     /// QStash gave up delivering.
     DeliveryFailed,
+    /// `retryMany` (POST): retries many failed tasks of the caller, by ids or by filter.
+    RetryMany,
+    /// `groups` (GET): the caller's failures grouped by cause.
+    Groups,
 }
 
 impl Action {
     /// Every action, in the order of docs/spec.md §5.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 11] = [
         Self::Create,
         Self::Get,
         Self::List,
@@ -50,6 +54,8 @@ impl Action {
         Self::Sweep,
         Self::Health,
         Self::DeliveryFailed,
+        Self::RetryMany,
+        Self::Groups,
     ];
 
     /// The `?action=` value that names it (lower-case, matched exactly).
@@ -64,16 +70,21 @@ impl Action {
             Self::Sweep => "sweep",
             Self::Health => "health",
             Self::DeliveryFailed => "deliveryFailed",
+            Self::RetryMany => "retryMany",
+            Self::Groups => "groups",
         }
     }
 
     /// The one method it takes; HEAD is also accepted where this is GET.
     pub fn method(self) -> Method {
         match self {
-            Self::Create | Self::Retry | Self::Cancel | Self::Process | Self::DeliveryFailed => {
-                Method::POST
-            }
-            Self::Get | Self::List | Self::Sweep | Self::Health => Method::GET,
+            Self::Create
+            | Self::Retry
+            | Self::Cancel
+            | Self::Process
+            | Self::DeliveryFailed
+            | Self::RetryMany => Method::POST,
+            Self::Get | Self::List | Self::Sweep | Self::Health | Self::Groups => Method::GET,
         }
     }
 
@@ -194,8 +205,16 @@ mod tests {
 
     #[test]
     fn action_table() {
-        let rows: [(Option<&str>, Method, std::result::Result<Action, &str>); 8] = [
+        let rows: [(Option<&str>, Method, std::result::Result<Action, &str>); 12] = [
             (Some("retry"), Method::POST, Ok(Action::Retry)),
+            (Some("retryMany"), Method::POST, Ok(Action::RetryMany)),
+            (Some("groups"), Method::GET, Ok(Action::Groups)),
+            (
+                Some("deliveryFailed"),
+                Method::POST,
+                Ok(Action::DeliveryFailed),
+            ),
+            (Some("retryMany"), Method::GET, Err("METHOD_NOT_ALLOWED")),
             (Some("list"), Method::GET, Ok(Action::List)),
             (Some("health"), Method::HEAD, Ok(Action::Health)),
             (Some("retry"), Method::GET, Err("METHOD_NOT_ALLOWED")),

@@ -5,9 +5,11 @@
 
 pub mod actions;
 pub mod auth;
+pub mod bulk;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod error_groups;
 pub mod http;
 pub mod processors;
 pub mod replies;

@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::task::{
-    BrandId, ErrorEntry, Task, TaskId, TaskStatus, UserId, document_to_json, rfc3339,
+    AutoRetry, BrandId, ErrorEntry, Event, EventKind, Task, TaskId, TaskStatus, UserId,
+    document_to_json, rfc3339,
 };
 
 /// `create`: 201 `{success, taskId, status}`.
@@ -105,7 +106,7 @@ impl Processed {
     }
 }
 
-/// `deliveryFailed`: 200 `{success, failed}`; `failed` is false when the task had moved on
+/// `deliveryFailed`: 200 `{failed}`; `failed` is false when the task had moved on
 /// (claimed, cancelled, or handed off again) and nothing changed.
 #[derive(Debug, Serialize)]
 pub struct DeliveryFailed {
@@ -187,6 +188,49 @@ pub struct TaskView {
     /// `finishedAt`: when the task became `completed`, `failed` or `cancelled`; `null` while it is
     /// queued or processing.
     pub finished_at: Option<String>,
+    /// `autoRetry`: the automatic-retry policy, or `null`.
+    pub auto_retry: Option<AutoRetry>,
+    /// `autoRetries`: automatic retries used since `create` or the last manual retry.
+    pub auto_retries: i32,
+    /// `nextAttemptAt`: when a `scheduled` task runs next; `null` otherwise.
+    pub next_attempt_at: Option<String>,
+    /// `errorGroup`: the last failure's cause (12 hex digits), or `null`.
+    pub error_group: Option<String>,
+    /// `errorTemplate`: the last failure's message with its variable parts replaced.
+    pub error_template: Option<String>,
+    /// `events`: the timeline, oldest first (`get` only; `list` leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventView>>,
+}
+
+/// One timeline entry as a client sees it: `{at, kind, by, attempt?, message?}`.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// `at`: RFC 3339.
+    pub at: String,
+    /// `kind`: `created`, `claimed`, `completed`, `failed`, `scheduled`, `retried`,
+    /// `retryUndone`, `redispatched`, `cancelled`, `swept` or `deliveryFailed`.
+    pub kind: EventKind,
+    /// `by`: `user:<id>`, `bulk:<id>`, `auto`, `qstash`, `self` or `sweep`.
+    pub by: String,
+    /// `attempt`, when the event concerns one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    /// `message`, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<Event> for EventView {
+    fn from(event: Event) -> Self {
+        Self {
+            at: rfc3339(event.at),
+            kind: event.kind,
+            by: event.by,
+            attempt: event.attempt,
+            message: event.message,
+        }
+    }
 }
 
 /// One `errorHistory` entry as a client sees it.
@@ -212,10 +256,11 @@ impl From<ErrorEntry> for ErrorView {
 }
 
 impl TaskView {
-    /// As `list` shows it: without the payload (`get` has it).
+    /// As `list` shows it: without the payload and the timeline (`get` has them).
     pub fn summary(task: Task) -> Self {
         Self {
             payload: None,
+            events: None,
             ..Self::from(task)
         }
     }
@@ -249,6 +294,58 @@ impl From<Task> for TaskView {
             updated_at: rfc3339(task.updated_at),
             started_at: task.started_at.map(rfc3339),
             finished_at: task.finished_at.map(rfc3339),
+            auto_retry: task.auto_retry,
+            auto_retries: task.auto_retries,
+            next_attempt_at: task.next_attempt_at.map(rfc3339),
+            error_group: task.error_group,
+            error_template: task.error_template,
+            events: Some(task.events.into_iter().map(EventView::from).collect()),
         }
     }
+}
+
+/// `retryMany`: 200 `{retried, skipped, nextCursor}` (docs/spec.md §13).
+#[derive(Debug, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetriedMany {
+    /// `retried`: the tasks re-queued and handed off by this call.
+    pub retried: Vec<TaskId>,
+    /// `skipped`: the others, each with the code `retry` would have answered.
+    pub skipped: Vec<Skipped>,
+    /// `nextCursor`: with a filter, where the next call starts; `null` when done.
+    pub next_cursor: Option<String>,
+}
+
+/// A task `retryMany` did not retry, and why (a code of `retry`'s error table).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    /// `taskId`: as sent.
+    pub task_id: TaskId,
+    /// `code`: `TASK_NOT_FOUND` (also another user's task), `NOT_FAILED`, `MAX_RETRIES` or
+    /// `REQUEUE_FAILED`.
+    pub code: &'static str,
+}
+
+/// `groups`: 200 `{groups}`, largest first, at most 50 (docs/spec.md §14).
+#[derive(Debug, Serialize)]
+pub struct Groups {
+    /// `groups`.
+    pub groups: Vec<Group>,
+}
+
+/// One cause of failures and how many tasks it has.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    /// `errorGroup`: 12 hex digits; pass it to `list` or `retryMany`'s filter.
+    pub error_group: String,
+    /// `template`: the failure message with its variable parts replaced.
+    pub template: String,
+    /// `count`: tasks in this group (and status).
+    pub count: i64,
+    /// `lastAt`: the newest such failure, RFC 3339.
+    pub last_at: String,
+    /// `exampleTaskId`: the task that failed most recently for this cause.
+    pub example_task_id: String,
 }

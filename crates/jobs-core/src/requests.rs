@@ -8,8 +8,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{JobsError, Result};
+use crate::error_groups::is_group_id;
 use crate::http::Query;
-use crate::task::{BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus, UserId};
+use crate::task::{
+    AutoRetry, Backoff, BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus, UserId,
+};
 
 /// Page size of `list` without `?limit=`.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
@@ -37,9 +40,57 @@ pub struct CreateRequest {
     /// token's `sub` when sent.
     #[serde(default)]
     pub user_id: Option<String>,
+    /// `autoRetry`: the automatic-retry policy, as sent; read it through
+    /// [`CreateRequest::auto_retry`], which checks its ranges.
+    #[serde(default)]
+    pub auto_retry: Option<AutoRetryRequest>,
+}
+
+/// `autoRetry` as a client sends it (docs/spec.md §12).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AutoRetryRequest {
+    /// `attempts`, 0..=10.
+    pub attempts: i64,
+    /// `delaySeconds`, 1..=86400 (default 10).
+    #[serde(default)]
+    pub delay_seconds: Option<i64>,
+    /// `backoff`: `exponential` (default) or `fixed`.
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// `maxDelaySeconds`, 1..=86400 (default 3600).
+    #[serde(default)]
+    pub max_delay_seconds: Option<i64>,
 }
 
 impl CreateRequest {
+    /// The checked automatic-retry policy, if sent; out of range is an `InvalidBody`.
+    pub fn auto_retry(&self) -> Result<Option<AutoRetry>> {
+        let Some(sent) = &self.auto_retry else {
+            return Ok(None);
+        };
+        let within = |name: &str, value: i64, range: std::ops::RangeInclusive<i64>| {
+            range.contains(&value).then_some(value).ok_or_else(|| {
+                JobsError::InvalidBody(format!(
+                    "autoRetry.{name} must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ))
+            })
+        };
+        let policy = AutoRetry {
+            attempts: within("attempts", sent.attempts, 0..=10)? as i32,
+            delay_seconds: within("delaySeconds", sent.delay_seconds.unwrap_or(10), 1..=86_400)?,
+            backoff: sent.backoff.unwrap_or_default(),
+            max_delay_seconds: within(
+                "maxDelaySeconds",
+                sent.max_delay_seconds.unwrap_or(3600),
+                1..=86_400,
+            )?,
+        };
+        Ok(Some(policy))
+    }
+
     /// The retry budget: [`DEFAULT_MAX_RETRIES`] when absent, else 0..=[`MAX_MAX_RETRIES`]; out of
     /// range is an `InvalidBody`.
     pub fn max_retries(&self) -> Result<i32> {
@@ -59,6 +110,123 @@ impl CreateRequest {
             .map(BrandId::parse)
             .transpose()
             .map_err(JobsError::InvalidBody)
+    }
+}
+
+/// `retryMany`'s body (docs/spec.md §13): exactly one of `taskIds` and `filter`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryManyRequest {
+    /// `taskIds`: 1..=100 ids to retry.
+    #[serde(default)]
+    pub task_ids: Option<Vec<String>>,
+    /// `filter`: retry this user's failed tasks matching it, newest first, a page at a time.
+    #[serde(default)]
+    pub filter: Option<BulkFilterRequest>,
+    /// `cursor`: the previous call's `nextCursor` (with `filter`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// `userId`, as for `retry`.
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// `retryMany`'s `filter` as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BulkFilterRequest {
+    /// `type`: only tasks of this type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `errorGroup`: only tasks that failed for this cause.
+    #[serde(default)]
+    pub error_group: Option<String>,
+    /// `brandId`: only tasks of this tenant.
+    #[serde(default)]
+    pub brand_id: Option<String>,
+}
+
+/// Which failed tasks a bulk retry by filter selects (checked values).
+#[derive(Debug, Default)]
+pub struct BulkFilter {
+    /// Only tasks of this type.
+    pub kind: Option<String>,
+    /// Only tasks that failed for this cause (12 hex digits).
+    pub error_group: Option<String>,
+    /// Only tasks of this tenant.
+    pub brand_id: Option<BrandId>,
+}
+
+/// Most tasks one `retryMany` call handles (docs/spec.md §13).
+pub const MAX_BULK: usize = 100;
+
+/// What a `retryMany` call asks for, checked.
+#[derive(Debug)]
+pub enum BulkSelection {
+    /// These ids (1..=[`MAX_BULK`], duplicates removed, order kept).
+    Ids(Vec<TaskId>),
+    /// A page of failed tasks matching the filter, after the cursor.
+    Filter(BulkFilter, Option<Cursor>),
+}
+
+impl RetryManyRequest {
+    /// Exactly one of `taskIds` and `filter`, checked; anything else is an `InvalidBody`.
+    pub fn selection(self) -> Result<BulkSelection> {
+        let invalid = |m: &str| JobsError::InvalidBody(m.to_owned());
+        match (self.task_ids, self.filter) {
+            (Some(ids), None) => {
+                if self.cursor.is_some() {
+                    return Err(invalid("cursor goes with filter, not with taskIds"));
+                }
+                if ids.is_empty() || ids.len() > MAX_BULK {
+                    return Err(invalid("taskIds must hold 1 to 100 ids"));
+                }
+                let mut unique: Vec<TaskId> = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let id = TaskId::parse(id).map_err(JobsError::InvalidBody)?;
+                    if !unique.contains(&id) {
+                        unique.push(id);
+                    }
+                }
+                Ok(BulkSelection::Ids(unique))
+            }
+            (None, Some(filter)) => {
+                let text = |value: Option<String>, name: &str| {
+                    value
+                        .filter(|v| !v.is_empty())
+                        .map(|v| {
+                            TaskId::parse(v.clone())
+                                .map(|_| v)
+                                .map_err(|e| JobsError::InvalidBody(e.replace("taskId", name)))
+                        })
+                        .transpose()
+                };
+                let error_group = text(filter.error_group, "filter.errorGroup")?;
+                if error_group.as_deref().is_some_and(|g| !is_group_id(g)) {
+                    return Err(invalid("filter.errorGroup must be 12 hex digits"));
+                }
+                let filter = BulkFilter {
+                    kind: text(filter.kind, "filter.type")?,
+                    error_group,
+                    brand_id: filter
+                        .brand_id
+                        .filter(|b| !b.is_empty())
+                        .map(BrandId::parse)
+                        .transpose()
+                        .map_err(JobsError::InvalidBody)?,
+                };
+                let cursor = self
+                    .cursor
+                    .filter(|c| !c.is_empty())
+                    .map(|c| {
+                        Cursor::decode(&c)
+                            .map_err(|_| invalid("cursor is not one this service issued"))
+                    })
+                    .transpose()?;
+                Ok(BulkSelection::Filter(filter, cursor))
+            }
+            _ => Err(invalid("send exactly one of taskIds and filter")),
+        }
     }
 }
 
@@ -173,6 +341,8 @@ pub struct ListQuery {
     /// `?cursor=`: start after this position, the previous page's `nextCursor`; `None` for the
     /// first page.
     pub after: Option<Cursor>,
+    /// `?errorGroup=`: only tasks whose last failure had this cause (12 hex digits).
+    pub error_group: Option<String>,
 }
 
 impl ListQuery {
@@ -214,11 +384,21 @@ impl ListQuery {
             .filter(|s| !s.is_empty())
             .map(Cursor::decode)
             .transpose()?;
+        let error_group = query
+            .get("errorGroup")
+            .filter(|s| !s.is_empty())
+            .map(|g| {
+                is_group_id(g)
+                    .then(|| g.to_owned())
+                    .ok_or_else(|| invalid("errorGroup must be 12 hex digits".into()))
+            })
+            .transpose()?;
         Ok(Self {
             status,
             brand_id,
             limit,
             after,
+            error_group,
         })
     }
 }

@@ -15,8 +15,16 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::{JobsError, Result};
-use crate::requests::{Cursor, ListQuery};
-use crate::task::{Task, TaskId, TaskStatus, UserId};
+use crate::requests::{BulkFilter, Cursor, ListQuery};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+
+/// Newest first, after `after`: `createdAt` older, or the same and a smaller `taskId`.
+fn after_cursor(after: &Cursor) -> Vec<Document> {
+    vec![
+        doc! { "createdAt": { "$lt": after.created_at } },
+        doc! { "createdAt": after.created_at, "taskId": { "$lt": after.task_id.as_str() } },
+    ]
+}
 
 /// A page of `list`: its tasks and, when more follow, where the next page starts.
 pub struct Page {
@@ -106,7 +114,17 @@ impl Store {
                     .map_err(|_| {
                         tracing::warn!("resolving MONGODB_URI timed out");
                         JobsError::DbUnavailable
-                    })??;
+                    })?
+                    .map_err(|error| match error {
+                        // Not a passing outage: the connection string itself is wrong.
+                        JobsError::Internal(detail) => {
+                            tracing::error!(detail, "MONGODB_URI cannot be used");
+                            JobsError::Misconfigured(
+                                "The service is misconfigured: MONGODB_URI is not a valid connection string".into(),
+                            )
+                        }
+                        other => other,
+                    })?;
                 let client = Client::with_options(options)?;
                 Ok::<_, JobsError>(client.database(&self.db_name))
             })
@@ -198,8 +216,9 @@ impl Store {
     }
 
     /// One page of a user's tasks, newest first, in one `find` round trip: one task more than
-    /// the page is read to know whether another page follows. The filter is a prefix of an
-    /// index and the sort its order; payloads are left out (`get` has them).
+    /// the page is read to know whether another page follows. Without `brandId` or
+    /// `errorGroup` the filter is a prefix of an index and the sort its order; payloads and
+    /// timelines are left out (`get` has them).
     pub async fn list_for(&self, user: &UserId, query: &ListQuery) -> Result<Page> {
         let mut filter = doc! { "userId": user.as_str() };
         if let Some(status) = query.status {
@@ -208,20 +227,17 @@ impl Store {
         if let Some(brand) = &query.brand_id {
             filter.insert("brandId", brand.as_str());
         }
+        if let Some(group) = &query.error_group {
+            filter.insert("errorGroup", group.as_str());
+        }
         if let Some(after) = &query.after {
-            filter.insert(
-                "$or",
-                vec![
-                    doc! { "createdAt": { "$lt": after.created_at } },
-                    doc! { "createdAt": after.created_at, "taskId": { "$lt": after.task_id.as_str() } },
-                ],
-            );
+            filter.insert("$or", after_cursor(after));
         }
         let tasks = self.tasks().await?;
         let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .projection(doc! { "payload": 0 })
+            .projection(doc! { "payload": 0, "events": 0 })
             .limit(query.limit + 1)
             .batch_size(query.limit as u32 + 1);
         let mut tasks: Vec<Task> = self.run(async { find.await?.try_collect().await }).await?;
@@ -256,17 +272,128 @@ impl Store {
         .await
     }
 
-    /// `queued` tasks handed off before `before` and re-sent, still unclaimed (and tasks
-    /// queued before hand-offs were recorded, untouched since `before`).
+    /// `scheduled` tasks whose next attempt was due before `before` and not yet handed off
+    /// by `sweep`: self-invocation cannot wait, so `sweep` sends them when due (and, through
+    /// QStash, re-sends one whose delivery seems lost).
+    pub async fn due_scheduled(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
+        self.scan(
+            doc! { "status": TaskStatus::Scheduled, "handoff.at": { "$lt": before },
+            "handoff.redispatched": { "$exists": false } },
+            limit,
+        )
+        .await
+    }
+
+    /// `queued` (or `scheduled`) tasks whose hand-off was re-sent before `before` and that are
+    /// still unclaimed (and tasks queued before hand-offs were recorded, untouched since
+    /// `before`): the re-send had its full chance too.
     pub async fn never_picked_up(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
         self.scan(
-            doc! { "status": TaskStatus::Queued, "$or": [
-                { "handoff.at": { "$lt": before }, "handoff.redispatched": { "$exists": true } },
+            doc! { "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] }, "$or": [
+                { "handoff.redispatched": { "$lt": before } },
                 { "handoff": { "$exists": false }, "updatedAt": { "$lt": before } },
             ] },
             limit,
         )
         .await
+    }
+
+    /// Tasks by id, whoever owns them, in ONE `find` (bulk retry reads its candidates).
+    pub async fn find_many(&self, task_ids: &[TaskId]) -> Result<Vec<Task>> {
+        let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        self.scan(doc! { "taskId": { "$in": ids } }, task_ids.len() as i64)
+            .await
+    }
+
+    /// Up to `limit` of a user's `failed` tasks matching `filter`, newest first, after
+    /// `after`: one page of a bulk retry by filter, in ONE `find` served by the
+    /// `{userId, status, createdAt, taskId}` index.
+    pub async fn failed_page(
+        &self,
+        user: &UserId,
+        filter: &BulkFilter,
+        after: Option<&Cursor>,
+        limit: i64,
+    ) -> Result<Vec<Task>> {
+        let mut query = doc! { "userId": user.as_str(), "status": TaskStatus::Failed };
+        if let Some(kind) = &filter.kind {
+            query.insert("type", kind.as_str());
+        }
+        if let Some(group) = &filter.error_group {
+            query.insert("errorGroup", group.as_str());
+        }
+        if let Some(brand) = &filter.brand_id {
+            query.insert("brandId", brand.as_str());
+        }
+        if let Some(after) = after {
+            query.insert("$or", after_cursor(after));
+        }
+        let tasks = self.tasks().await?;
+        let find = tasks
+            .find(query)
+            .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .projection(doc! { "payload": 0, "events": 0 })
+            .limit(limit);
+        self.run(async { find.await?.try_collect().await }).await
+    }
+
+    /// Which of `handoffs` are now the current hand-off of their task: the tasks a bulk
+    /// re-queue moved (ONE `find`, ids only).
+    pub async fn requeued_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
+        let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
+        let dedup: Vec<&str> = handoffs.iter().map(|(_, h)| h.dedup_id.as_str()).collect();
+        let tasks = self.database().await?.collection::<Document>("tasks");
+        let find = tasks
+            .find(doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } })
+            .projection(doc! { "taskId": 1, "_id": 0 });
+        let found: Vec<Document> = self.run(async { find.await?.try_collect().await }).await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_str("taskId").ok())
+            .filter_map(|id| TaskId::parse(id).ok())
+            .collect())
+    }
+
+    /// A user's failures grouped by cause, largest first, at most 50, in ONE aggregation.
+    pub async fn error_groups(&self, user: &UserId, status: TaskStatus) -> Result<Vec<Document>> {
+        let pipeline = [
+            doc! { "$match": { "userId": user.as_str(), "status": status,
+            "errorGroup": { "$type": "string" } } },
+            doc! { "$sort": { "updatedAt": -1 } },
+            doc! { "$group": {
+                "_id": "$errorGroup",
+                "template": { "$first": "$errorTemplate" },
+                "count": { "$sum": 1 },
+                "lastAt": { "$max": "$updatedAt" },
+                "exampleTaskId": { "$first": "$taskId" },
+            } },
+            doc! { "$sort": { "count": -1, "lastAt": -1 } },
+            doc! { "$limit": 50 },
+        ];
+        let tasks = self.tasks().await?;
+        let aggregate = tasks.aggregate(pipeline);
+        self.run(async { aggregate.await?.try_collect().await })
+            .await
+    }
+
+    /// Runs ONE `update` command with many statements (each its own filter and update), with
+    /// the client's write concern. The Rust driver sends one statement per command; bulk
+    /// retry needs many in one round trip.
+    pub(crate) async fn update_many_statements(&self, statements: Vec<Document>) -> Result<()> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let database = self.database().await?;
+        let mut command = doc! { "update": "tasks", "updates": statements, "ordered": false };
+        if let Some(concern) = database.write_concern() {
+            let concern = mongodb::bson::to_document(concern).map_err(JobsError::internal)?;
+            command.insert("writeConcern", concern);
+        }
+        let reply = self.run(database.run_command(command)).await?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            return Err(JobsError::internal(format!("bulk update: {errors:?}")));
+        }
+        Ok(())
     }
 
     async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {

@@ -34,10 +34,17 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         DateTime::from_millis(now.timestamp_millis() - by.as_millis() as i64)
     };
 
-    for task in store
+    // Self-invocation cannot wait: due scheduled tasks are handed off now. Through QStash
+    // they wait there, and are re-sent only when their delivery seems lost.
+    let due_before = match dispatcher.can_wait() {
+        true => ago(config.redispatch_after),
+        false => now,
+    };
+    let stale = store
         .stale_handoffs(ago(config.redispatch_after), SWEEP_BATCH)
-        .await?
-    {
+        .await?;
+    let due = store.due_scheduled(due_before, SWEEP_BATCH).await?;
+    for task in stale.into_iter().chain(due) {
         let Some(handoff) = &task.handoff else {
             continue;
         };
@@ -45,7 +52,7 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
             continue; // claimed, cancelled or re-sent by another sweep meanwhile
         }
         report.redispatched += 1;
-        // A failed re-send is not fatal: the task stays queued and the next rule fails it.
+        // A failed re-send is not fatal: the task waits, and the next rule fails it.
         let _ = dispatcher.dispatch(&task.task_id, handoff).await;
     }
 

@@ -93,12 +93,15 @@ pub enum TaskStatus {
     Failed,
     /// Stopped by its owner. Final.
     Cancelled,
+    /// Waiting for an automatic retry at `next_attempt_at` (docs/spec.md §12).
+    Scheduled,
 }
 
 impl TaskStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [TaskStatus; 5] = [
+    pub const ALL: [TaskStatus; 6] = [
         Self::Queued,
+        Self::Scheduled,
         Self::Processing,
         Self::Completed,
         Self::Failed,
@@ -113,6 +116,7 @@ impl TaskStatus {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Scheduled => "scheduled",
         }
     }
 
@@ -194,7 +198,129 @@ pub struct ErrorEntry {
     pub message: String,
     /// When the failure was recorded.
     pub at: DateTime,
+    /// The processor said not to retry it automatically (docs/spec.md §12).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
 }
+
+/// How long to wait between automatic retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// `delay * 2^(k-1)` before the k-th automatic retry, capped.
+    #[default]
+    Exponential,
+    /// The same delay every time.
+    Fixed,
+}
+
+/// A task's automatic-retry policy (docs/spec.md §12), opt-in at `create` or a processor's
+/// default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoRetry {
+    /// Automatic retries allowed after failures, 0..=10.
+    pub attempts: i32,
+    /// Base delay in seconds, 1..=86400 (default 10).
+    pub delay_seconds: i64,
+    /// Exponential (default) or fixed.
+    pub backoff: Backoff,
+    /// No delay is longer, 1..=86400 (default 3600).
+    pub max_delay_seconds: i64,
+}
+
+impl AutoRetry {
+    /// The delay before the `k`-th automatic retry (k >= 1) for a jitter factor in
+    /// [0.8, 1.2]: fixed or exponential, then jittered, never above the cap.
+    pub fn delay(&self, k: i32, jitter: f64) -> std::time::Duration {
+        let base = match self.backoff {
+            Backoff::Fixed => self.delay_seconds as f64,
+            Backoff::Exponential => self.delay_seconds as f64 * 2f64.powi((k - 1).clamp(0, 40)),
+        };
+        let capped = base.min(self.max_delay_seconds as f64);
+        let jittered = (capped * jitter.clamp(0.8, 1.2)).min(self.max_delay_seconds as f64);
+        std::time::Duration::from_millis((jittered * 1000.0) as u64)
+    }
+}
+
+/// What happened to a task, for its timeline (docs/spec.md §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventKind {
+    /// Inserted by `create`.
+    Created,
+    /// Claimed by `process`: an attempt started.
+    Claimed,
+    /// The processor finished.
+    Completed,
+    /// The task failed (the message says why).
+    Failed,
+    /// An automatic retry was scheduled.
+    Scheduled,
+    /// A user's retry re-queued it.
+    Retried,
+    /// A retry's hand-off failed and the retry was undone.
+    RetryUndone,
+    /// `sweep` re-sent its hand-off.
+    Redispatched,
+    /// The owner cancelled it.
+    Cancelled,
+    /// `sweep` failed it (lost worker, never picked up).
+    Swept,
+    /// QStash gave up delivering it.
+    DeliveryFailed,
+}
+
+/// One entry of a task's timeline: what happened, when, and who did it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// When.
+    pub at: DateTime,
+    /// What.
+    pub kind: EventKind,
+    /// Who: `user:<id>`, `bulk:<id>`, `auto`, `qstash`, `self` or `sweep`.
+    pub by: String,
+    /// The attempt it concerns, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    /// A message (a failure's), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind` by `by`, now.
+    pub fn new(kind: EventKind, by: impl Into<String>) -> Self {
+        Self {
+            at: DateTime::now(),
+            kind,
+            by: by.into(),
+            attempt: None,
+            message: None,
+        }
+    }
+
+    /// The same, about attempt `attempt`.
+    pub fn attempt(mut self, attempt: i32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// The same, with a message.
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// As stored.
+    pub fn to_bson(&self) -> bson::Bson {
+        bson::to_bson(self).expect("an event is always representable as BSON")
+    }
+}
+
+/// Newest events kept per task.
+pub const EVENTS_LEN: i32 = 50;
 
 /// The document stored in the `tasks` collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +378,24 @@ pub struct Task {
     /// The last hand-off to the queue; absent on tasks stored before hand-offs were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
+    /// The automatic-retry policy, if any (docs/spec.md §12).
+    #[serde(default)]
+    pub auto_retry: Option<AutoRetry>,
+    /// Automatic retries used since `create` or the last manual retry.
+    #[serde(default)]
+    pub auto_retries: i32,
+    /// When a `scheduled` task may be claimed; `None` otherwise.
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime>,
+    /// The last failure's cause: the first 12 hex digits of the SHA-256 of `error_template`.
+    #[serde(default)]
+    pub error_group: Option<String>,
+    /// The last failure's message with its variable parts replaced (docs/spec.md §14).
+    #[serde(default)]
+    pub error_template: Option<String>,
+    /// The timeline, oldest first, the newest [`EVENTS_LEN`] kept (docs/spec.md §15).
+    #[serde(default)]
+    pub events: Vec<Event>,
 }
 
 impl Task {
@@ -265,8 +409,18 @@ impl Task {
     ) -> Self {
         let now = DateTime::now();
         let task_id = TaskId::generate();
+        let created = Event {
+            at: now,
+            ..Event::new(EventKind::Created, format!("user:{user_id}"))
+        };
         Self {
             handoff: Some(Handoff::new(&task_id, now, false)),
+            auto_retry: None,
+            auto_retries: 0,
+            next_attempt_at: None,
+            error_group: None,
+            error_template: None,
+            events: vec![created],
             task_id,
             user_id,
             brand_id,

@@ -25,8 +25,8 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use crate::config::Config;
 use crate::store::Store;
 use crate::task::{
-    DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Handoff, Lease, MAX_MAX_RETRIES, Task,
-    TaskId, TaskStatus, UserId,
+    AutoRetry, DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Handoff, Lease, MAX_MAX_RETRIES,
+    Task, TaskId, TaskStatus, UserId,
 };
 
 /// The variable naming the MongoDB (SecantusDB) that tests run against; `scripts/test` sets it.
@@ -106,6 +106,9 @@ pub struct TaskFixture {
     started_secs_ago: Option<i64>,
     handoff: bool,
     redispatched_secs_ago: Option<i64>,
+    auto_retry: Option<AutoRetry>,
+    auto_retries: i32,
+    next_attempt_in_secs: Option<i64>,
 }
 
 /// A fixture task with the defaults of [`TaskFixture`]: a fresh `queued` `demo` task of `alice`.
@@ -127,6 +130,9 @@ pub fn task() -> TaskFixture {
         started_secs_ago: None,
         handoff: true,
         redispatched_secs_ago: None,
+        auto_retry: None,
+        auto_retries: 0,
+        next_attempt_in_secs: None,
     }
 }
 
@@ -229,6 +235,19 @@ impl TaskFixture {
         self
     }
 
+    /// An automatic-retry policy, and how many automatic retries it used.
+    pub fn auto_retry(mut self, policy: AutoRetry, used: i32) -> Self {
+        self.auto_retry = Some(policy);
+        self.auto_retries = used;
+        self
+    }
+
+    /// A `scheduled` task's next attempt, `secs` from now (negative: due already).
+    pub fn next_attempt_in_secs(mut self, secs: i64) -> Self {
+        self.next_attempt_in_secs = Some(secs);
+        self
+    }
+
     /// No `handoff`: a task stored before hand-offs were recorded.
     pub fn without_handoff(mut self) -> Self {
         self.handoff = false;
@@ -263,10 +282,11 @@ impl TaskFixture {
                     attempt,
                     message,
                     at,
+                    permanent: false,
                 }
             })
             .collect();
-        let last_error = (self.status == Failed).then(|| {
+        let last_error = matches!(self.status, Failed | Scheduled).then(|| {
             let newest = error_history.last().map(|e| e.message.clone());
             (self.last_error.clone().or(newest))
                 .unwrap_or_else(|| format!("Simulated failure on attempt {attempts}"))
@@ -300,6 +320,8 @@ impl TaskFixture {
                 ..Handoff::new(&task_id, ago(queued_secs_ago), self.retry_count > 0)
             }
         });
+        // The cause of the last failure, as every failure records it.
+        let cause = last_error.as_deref().map(crate::error_groups::Cause::of);
         Task {
             task_id,
             user_id: UserId::parse(&self.owner).expect("a valid fixture owner"),
@@ -322,6 +344,13 @@ impl TaskFixture {
             started_at: (attempts > 0 || self.status == Processing).then(|| ago(started_secs_ago)),
             finished_at: finished.then(|| ago(self.updated_secs_ago)),
             handoff,
+            auto_retry: self.auto_retry,
+            auto_retries: self.auto_retries,
+            next_attempt_at: (self.status == Scheduled)
+                .then(|| ago(-self.next_attempt_in_secs.unwrap_or(60))),
+            error_group: cause.as_ref().map(|c| c.group.clone()),
+            error_template: cause.map(|c| c.template),
+            events: Vec::new(),
         }
     }
 
@@ -377,10 +406,15 @@ pub fn assert_legal(task: &Task) {
         "createdAt <= updatedAt: {task:?}"
     );
     if let Some(handoff) = &task.handoff {
+        // An automatic retry's hand-off is dated when it is due (its `nextAttemptAt`), which
+        // may be later than the last write; any other hand-off is dated when it was queued.
+        let scheduled_handoff = task.auto_retries > 0 && !handoff.retry;
         assert!(
             !handoff.dedup_id.is_empty()
-                && handoff.at <= task.updated_at
-                && handoff.redispatched.is_none_or(|at| at >= handoff.at),
+                && (scheduled_handoff || handoff.at <= task.updated_at)
+                && handoff
+                    .redispatched
+                    .is_none_or(|at| at >= handoff.at || scheduled_handoff),
             "a hand-off is queued no later than the last update, and re-sent after: {task:?}"
         );
     }
@@ -408,7 +442,25 @@ pub fn assert_legal(task: &Task) {
             "failed: a lastError: {task:?}"
         ),
         Cancelled => {}
+        Scheduled => assert!(
+            task.next_attempt_at.is_some()
+                && task.last_error.is_some()
+                && task
+                    .auto_retry
+                    .is_some_and(|p| task.auto_retries <= p.attempts),
+            "scheduled: a next attempt, a lastError, within its automatic budget: {task:?}"
+        ),
     }
+    if !matches!(status, Scheduled) {
+        assert!(
+            task.next_attempt_at.is_none(),
+            "nextAttemptAt only while scheduled: {task:?}"
+        );
+    }
+    assert!(
+        task.events.len() <= crate::task::EVENTS_LEN as usize,
+        "events capped: {task:?}"
+    );
 }
 
 /// [`assert_legal`] for a raw stored document (as HTTP tests read it): it must also be a

@@ -10,8 +10,12 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
 use crate::error::Result;
+use crate::error_groups::Cause;
 use crate::store::Store;
-use crate::task::{ERROR_HISTORY_LEN, Handoff, Lease, Task, TaskId, TaskStatus, UserId};
+use crate::task::{
+    ERROR_HISTORY_LEN, EVENTS_LEN, Event, EventKind, Handoff, Lease, Task, TaskId, TaskStatus,
+    UserId,
+};
 
 /// `lastError` of a task whose retry could not be handed off (the plan's message).
 pub const REQUEUE_FAILED_MESSAGE: &str = "Failed to re-queue task.";
@@ -27,17 +31,45 @@ fn later(by: Duration) -> DateTime {
     DateTime::from_millis(DateTime::now().timestamp_millis() + by.as_millis() as i64)
 }
 
-/// The `$set`/`$push`/`$unset` of any move to `failed`.
-fn failed_update(attempt: i32, message: &str) -> Document {
+/// Appends `events` to the timeline in `update` (newest [`EVENTS_LEN`] kept), next to any
+/// other `$push` it has: the event is written by the same update as the transition.
+pub(crate) fn push_events(update: &mut Document, events: &[Event]) {
+    let each: Vec<Bson> = events.iter().map(Event::to_bson).collect();
+    let push = doc! { "$each": each, "$slice": -EVENTS_LEN };
+    match update.get_document_mut("$push") {
+        Ok(existing) => _ = existing.insert("events", push),
+        Err(_) => _ = update.insert("$push", doc! { "events": push }),
+    }
+}
+
+/// What any failure records, whatever status it leads to: `lastError`, the `errorHistory`
+/// entry, the cause (`errorTemplate`, `errorGroup`), and no lease.
+fn failure_update(status: TaskStatus, attempt: i32, message: &str, permanent: bool) -> Document {
     let now = DateTime::now();
+    let cause = Cause::of(message);
+    let mut entry = doc! { "attempt": attempt, "message": message, "at": now };
+    if permanent {
+        entry.insert("permanent", true);
+    }
+    let mut set = doc! {
+        "status": status, "lastError": message, "updatedAt": now,
+        "errorTemplate": cause.template, "errorGroup": cause.group,
+    };
+    if status == TaskStatus::Failed {
+        set.insert("finishedAt", now);
+    }
     doc! {
-        "$set": { "status": TaskStatus::Failed, "lastError": message, "finishedAt": now, "updatedAt": now },
-        "$push": { "errorHistory": {
-            "$each": [{ "attempt": attempt, "message": message, "at": now }],
-            "$slice": -ERROR_HISTORY_LEN,
-        }},
+        "$set": set,
+        "$push": { "errorHistory": { "$each": [entry], "$slice": -ERROR_HISTORY_LEN } },
         "$unset": { "lease": "" },
     }
+}
+
+/// The `$set`/`$push`/`$unset` of any move to `failed`, with its event.
+fn failed_update(attempt: i32, message: &str, event: Event) -> Document {
+    let mut update = failure_update(TaskStatus::Failed, attempt, message, false);
+    push_events(&mut update, &[event.attempt(attempt).message(message)]);
+    update
 }
 
 /// The guard of `requeue_for_retry`: the owner's task, failed, with retries left.
@@ -50,15 +82,18 @@ pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
     }
 }
 
-/// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used, and the
-/// hand-off that is about to be sent recorded in the same update.
-pub fn requeue_update(handoff: &Handoff) -> Document {
-    doc! {
+/// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used, a fresh
+/// automatic-retry budget, and the hand-off that is about to be sent recorded in the same
+/// update, with its event.
+pub fn requeue_update(handoff: &Handoff, by: &str) -> Document {
+    let mut update = doc! {
         "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
                   "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": handoff.at,
-                  "handoff": handoff.to_bson() },
+                  "handoff": handoff.to_bson(), "autoRetries": 0, "nextAttemptAt": Bson::Null },
         "$inc": { "retryCount": 1 },
-    }
+    };
+    push_events(&mut update, &[Event::new(EventKind::Retried, by)]);
+    update
 }
 
 fn worker_fence(task_id: &TaskId, lease_id: &str) -> Document {
@@ -68,6 +103,29 @@ fn worker_fence(task_id: &TaskId, lease_id: &str) -> Document {
 /// A `queued` task whose current hand-off is `dedup_id`.
 fn handoff_fence(task_id: &TaskId, dedup_id: &str) -> Document {
     doc! { "taskId": task_id.as_str(), "status": TaskStatus::Queued, "handoff.dedupId": dedup_id }
+}
+
+/// Anyone can claim a `queued` task; a `scheduled` one once it is due (1 s of clock skew
+/// allowed between the function and whoever scheduled it).
+fn claimable(task_id: &TaskId, now: DateTime) -> Document {
+    let due = DateTime::from_millis(now.timestamp_millis() + 1000);
+    doc! { "taskId": task_id.as_str(), "$or": [
+        { "status": TaskStatus::Queued },
+        { "status": TaskStatus::Scheduled, "nextAttemptAt": { "$lte": due } },
+    ] }
+}
+
+/// The update that puts a task back as it was before a retry whose hand-off failed (`set`
+/// holds the fields to restore), the hand-off included.
+pub(crate) fn restore_update(before: &Task, mut set: Document) -> Document {
+    let mut update = doc! {};
+    match &before.handoff {
+        Some(earlier) => _ = set.insert("handoff", earlier.to_bson()),
+        None => _ = update.insert("$unset", doc! { "handoff": "" }),
+    }
+    set.insert("autoRetries", before.auto_retries);
+    update.insert("$set", set);
+    update
 }
 
 impl Store {
@@ -95,21 +153,27 @@ impl Store {
         .await
     }
 
-    /// queued -> processing: takes a new lease and counts the attempt. `None` when there is
-    /// nothing queued to claim (a redelivery, or the task was cancelled or failed meanwhile).
-    pub async fn claim(&self, task_id: &TaskId, lease_for: Duration) -> Result<Option<Task>> {
+    /// queued (or scheduled and due) -> processing: takes a new lease and counts the attempt.
+    /// `None` when there is nothing to claim: a redelivery, a task cancelled or failed
+    /// meanwhile, or a scheduled task delivered before it is due. `by` is who delivered it.
+    pub async fn claim(
+        &self,
+        task_id: &TaskId,
+        lease_for: Duration,
+        by: &str,
+    ) -> Result<Option<Task>> {
         let now = DateTime::now();
         let lease = doc! { "id": uuid::Uuid::new_v4().to_string(), "expiresAt": later(lease_for) };
+        // The attempt number is only known after `$inc`: the event names the claim, the
+        // reply's `attempts` says which one it was.
+        let mut update = doc! {
+            "$set": { "status": TaskStatus::Processing, "lease": lease, "progress": 0,
+                      "startedAt": now, "updatedAt": now, "nextAttemptAt": Bson::Null },
+            "$inc": { "attempts": 1 },
+        };
+        push_events(&mut update, &[Event::new(EventKind::Claimed, by)]);
         let claimed = self
-            .find_one_and_update(
-                doc! { "taskId": task_id.as_str(), "status": TaskStatus::Queued },
-                doc! {
-                    "$set": { "status": TaskStatus::Processing, "lease": lease, "progress": 0,
-                              "startedAt": now, "updatedAt": now },
-                    "$inc": { "attempts": 1 },
-                },
-                ReturnDocument::After,
-            )
+            .find_one_and_update(claimable(task_id, now), update, ReturnDocument::After)
             .await?;
         if claimed.is_some() {
             log(task_id, "queued", TaskStatus::Processing, "claim");
@@ -149,23 +213,23 @@ impl Store {
         .await
     }
 
-    /// processing -> completed, fenced on the lease.
+    /// processing -> completed, fenced on the lease. `by` is who delivered the attempt.
     pub async fn complete(
         &self,
         task_id: &TaskId,
         lease: &Lease,
         result: Document,
+        by: &str,
     ) -> Result<bool> {
         let now = DateTime::now();
+        let mut update = doc! {
+            "$set": { "status": TaskStatus::Completed, "progress": 100, "result": result,
+                      "lastError": Bson::Null, "finishedAt": now, "updatedAt": now },
+            "$unset": { "lease": "" },
+        };
+        push_events(&mut update, &[Event::new(EventKind::Completed, by)]);
         let done = self
-            .update_one(
-                worker_fence(task_id, &lease.id),
-                doc! {
-                    "$set": { "status": TaskStatus::Completed, "progress": 100, "result": result,
-                              "lastError": Bson::Null, "finishedAt": now, "updatedAt": now },
-                    "$unset": { "lease": "" },
-                },
-            )
+            .update_one(worker_fence(task_id, &lease.id), update)
             .await?;
         if done {
             log(task_id, "processing", TaskStatus::Completed, "complete");
@@ -173,15 +237,22 @@ impl Store {
         Ok(done)
     }
 
-    /// processing -> failed, fenced on the lease.
+    /// processing -> failed, fenced on the lease. `permanent`: the processor said not to retry
+    /// it automatically (recorded on the `errorHistory` entry).
     pub async fn fail(
         &self,
         task_id: &TaskId,
         lease: &Lease,
         attempt: i32,
         message: &str,
+        permanent: bool,
+        by: &str,
     ) -> Result<bool> {
-        let update = failed_update(attempt, message);
+        let mut update = failure_update(TaskStatus::Failed, attempt, message, permanent);
+        let event = Event::new(EventKind::Failed, by)
+            .attempt(attempt)
+            .message(message);
+        push_events(&mut update, &[event]);
         self.fail_where(
             worker_fence(task_id, &lease.id),
             update,
@@ -190,6 +261,44 @@ impl Store {
             "fail",
         )
         .await
+    }
+
+    /// processing -> scheduled: a failed attempt with automatic retries left waits until
+    /// `handoff.at` (its next attempt), one automatic retry used, its hand-off recorded.
+    /// Fenced on the lease.
+    pub async fn schedule_retry(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        attempt: i32,
+        message: &str,
+        handoff: &Handoff,
+        by: &str,
+    ) -> Result<bool> {
+        let mut update = failure_update(TaskStatus::Scheduled, attempt, message, false);
+        let set = update
+            .get_document_mut("$set")
+            .expect("a failure sets fields");
+        set.insert("nextAttemptAt", handoff.at);
+        set.insert("handoff", handoff.to_bson());
+        update.insert("$inc", doc! { "autoRetries": 1 });
+        let failed = Event::new(EventKind::Failed, by)
+            .attempt(attempt)
+            .message(message);
+        let scheduled = Event::new(EventKind::Scheduled, "auto").attempt(attempt + 1);
+        push_events(&mut update, &[failed, scheduled]);
+        let scheduled = self
+            .update_one(worker_fence(task_id, &lease.id), update)
+            .await?;
+        if scheduled {
+            log(
+                task_id,
+                "processing",
+                TaskStatus::Scheduled,
+                "schedule_retry",
+            );
+        }
+        Ok(scheduled)
     }
 
     /// failed -> queued, for the owner, within the retry budget, recording `handoff`. Returns
@@ -201,10 +310,11 @@ impl Store {
         user_id: &UserId,
         handoff: &Handoff,
     ) -> Result<Option<Task>> {
+        let by = format!("user:{user_id}");
         let before = self
             .find_one_and_update(
                 requeue_filter(task_id, user_id),
-                requeue_update(handoff),
+                requeue_update(handoff, &by),
                 ReturnDocument::Before,
             )
             .await?;
@@ -222,7 +332,7 @@ impl Store {
         before: &Task,
         handoff: &Handoff,
     ) -> Result<bool> {
-        let mut set = doc! {
+        let set = doc! {
             "status": TaskStatus::Failed,
             "progress": before.progress,
             "retryCount": before.retry_count,
@@ -231,12 +341,9 @@ impl Store {
             "finishedAt": before.finished_at.map_or(Bson::Null, Bson::DateTime),
             "updatedAt": DateTime::now(),
         };
-        let mut update = doc! {};
-        match &before.handoff {
-            Some(earlier) => _ = set.insert("handoff", earlier.to_bson()),
-            None => _ = update.insert("$unset", doc! { "handoff": "" }),
-        }
-        update.insert("$set", set);
+        let mut update = restore_update(before, set);
+        let by = format!("user:{}", before.user_id);
+        push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
         let restored = self
             .update_one(handoff_fence(&before.task_id, &handoff.dedup_id), update)
             .await?;
@@ -254,7 +361,12 @@ impl Store {
     /// queued (never delivered) -> failed, when `create` could not hand the task off.
     /// `false` when it was claimed meanwhile (the hand-off did arrive after all).
     pub async fn fail_unqueued(&self, task: &Task, handoff: &Handoff) -> Result<bool> {
-        let update = failed_update(task.attempts, ENQUEUE_FAILED_MESSAGE);
+        let by = format!("user:{}", task.user_id);
+        let update = failed_update(
+            task.attempts,
+            ENQUEUE_FAILED_MESSAGE,
+            Event::new(EventKind::Failed, by),
+        );
         self.fail_where(
             handoff_fence(&task.task_id, &handoff.dedup_id),
             update,
@@ -265,21 +377,27 @@ impl Store {
         .await
     }
 
-    /// queued / processing -> cancelled, for the owner. A running worker notices at its next
-    /// fenced write. `None` means the guard did not hold.
+    /// queued / scheduled / processing -> cancelled, for the owner. A running worker notices
+    /// at its next fenced write. `None` means the guard did not hold.
     pub async fn cancel(&self, task_id: &TaskId, user_id: &UserId) -> Result<Option<Task>> {
         let now = DateTime::now();
+        let mut update = doc! {
+            "$set": { "status": TaskStatus::Cancelled, "finishedAt": now, "updatedAt": now,
+                      "nextAttemptAt": Bson::Null },
+            "$unset": { "lease": "" },
+        };
+        push_events(
+            &mut update,
+            &[Event::new(EventKind::Cancelled, format!("user:{user_id}"))],
+        );
         let before = self
             .find_one_and_update(
                 doc! {
                     "taskId": task_id.as_str(),
                     "userId": user_id.as_str(),
-                    "status": { "$in": [TaskStatus::Queued, TaskStatus::Processing] },
+                    "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled, TaskStatus::Processing] },
                 },
-                doc! {
-                    "$set": { "status": TaskStatus::Cancelled, "finishedAt": now, "updatedAt": now },
-                    "$unset": { "lease": "" },
-                },
+                update,
                 ReturnDocument::Before,
             )
             .await?;
@@ -303,7 +421,11 @@ impl Store {
     ) -> Result<bool> {
         let mut filter = worker_fence(&task.task_id, &lease.id);
         filter.insert("lease.expiresAt", doc! { "$lt": DateTime::now() });
-        let update = failed_update(task.attempts, message);
+        let update = failed_update(
+            task.attempts,
+            message,
+            Event::new(EventKind::Swept, "sweep"),
+        );
         self.fail_where(
             filter,
             update,
@@ -314,17 +436,18 @@ impl Store {
         .await
     }
 
-    /// queued -> queued: marks a stale hand-off as re-sent, once. `true` means this caller
-    /// won and must send it again (with the same deduplication id).
+    /// queued (or scheduled) -> unchanged: marks a hand-off as re-sent by `sweep`, once.
+    /// `true` means this caller won and must send it again (with the same deduplication id).
     pub async fn mark_redispatched(&self, task_id: &TaskId, handoff: &Handoff) -> Result<bool> {
-        let mut filter = handoff_fence(task_id, &handoff.dedup_id);
-        filter.insert("handoff.redispatched", doc! { "$exists": false });
-        let marked = self
-            .update_one(
-                filter,
-                doc! { "$set": { "handoff.redispatched": DateTime::now() } },
-            )
-            .await?;
+        let filter = doc! {
+            "taskId": task_id.as_str(),
+            "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
+            "handoff.dedupId": handoff.dedup_id.as_str(),
+            "handoff.redispatched": { "$exists": false },
+        };
+        let mut update = doc! { "$set": { "handoff.redispatched": DateTime::now() } };
+        push_events(&mut update, &[Event::new(EventKind::Redispatched, "sweep")]);
+        let marked = self.update_one(filter, update).await?;
         if marked {
             log(task_id, "queued", TaskStatus::Queued, "mark_redispatched");
         }
@@ -336,13 +459,25 @@ impl Store {
     /// update. Fenced on the hand-off (or, for a task queued before hand-offs were recorded,
     /// on `updatedAt`), so a task retried or claimed since it was read is left alone.
     pub async fn fail_never_picked_up(&self, task: &Task, message: &str) -> Result<bool> {
-        let mut update = failed_update(task.attempts, message);
+        let mut update = failed_update(
+            task.attempts,
+            message,
+            Event::new(EventKind::Swept, "sweep"),
+        );
+        update
+            .get_document_mut("$set")
+            .expect("a failure sets fields")
+            .insert("nextAttemptAt", Bson::Null);
         let filter = match &task.handoff {
             Some(handoff) => {
                 if handoff.retry {
                     update.insert("$inc", doc! { "retryCount": -1 });
                 }
-                handoff_fence(&task.task_id, &handoff.dedup_id)
+                doc! {
+                    "taskId": task.task_id.as_str(),
+                    "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
+                    "handoff.dedupId": handoff.dedup_id.as_str(),
+                }
             }
             None => doc! {
                 "taskId": task.task_id.as_str(), "status": TaskStatus::Queued,
@@ -368,7 +503,8 @@ impl Store {
         dedup_id: &str,
         message: &str,
     ) -> Result<bool> {
-        let mut update = failed_update(task.attempts, message);
+        let event = Event::new(EventKind::DeliveryFailed, "qstash");
+        let mut update = failed_update(task.attempts, message, event);
         let current = task.handoff.as_ref().filter(|h| h.dedup_id == dedup_id);
         if current.is_some_and(|h| h.retry) {
             update.insert("$inc", doc! { "retryCount": -1 });
@@ -396,5 +532,55 @@ impl Store {
             log(task_id, from, TaskStatus::Failed, transition);
         }
         Ok(failed)
+    }
+}
+
+/// One statement of a multi-statement `update` command.
+fn statement(filter: Document, update: Document) -> Document {
+    doc! { "q": filter, "u": update, "multi": false }
+}
+
+impl Store {
+    /// failed -> queued for many tasks of one user at once (bulk retry, docs/spec.md §13): each
+    /// with exactly `requeue_for_retry`'s guard and effect and its own hand-off, in ONE
+    /// `update` command of many statements. Which tasks it moved is read back by their
+    /// hand-offs ([`Store::requeued_with`]): a task raced by another retry matched nothing.
+    pub async fn requeue_many(&self, user: &UserId, handoffs: &[(TaskId, Handoff)]) -> Result<()> {
+        let by = format!("bulk:{user}");
+        let statements = handoffs
+            .iter()
+            .map(|(task_id, handoff)| {
+                statement(requeue_filter(task_id, user), requeue_update(handoff, &by))
+            })
+            .collect();
+        self.update_many_statements(statements).await?;
+        for (task_id, _) in handoffs {
+            tracing::debug!(task_id = %task_id, transition = "requeue_many", "bulk re-queue sent");
+        }
+        Ok(())
+    }
+
+    /// queued (just retried in bulk) -> failed, as each was before, for the retries whose
+    /// hand-off failed: ONE `update` command, each statement fenced on its own hand-off.
+    pub async fn restore_many(&self, restores: &[(&Task, &Handoff)]) -> Result<()> {
+        let statements = restores
+            .iter()
+            .map(|(before, handoff)| {
+                let set = doc! {
+                    "status": TaskStatus::Failed,
+                    "progress": before.progress,
+                    "retryCount": before.retry_count,
+                    "lastError": REQUEUE_FAILED_MESSAGE,
+                    "result": before.result.clone().map_or(Bson::Null, Bson::Document),
+                    "finishedAt": before.finished_at.map_or(Bson::Null, Bson::DateTime),
+                    "updatedAt": DateTime::now(),
+                };
+                let mut update = restore_update(before, set);
+                let by = format!("bulk:{}", before.user_id);
+                push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
+                statement(handoff_fence(&before.task_id, &handoff.dedup_id), update)
+            })
+            .collect();
+        self.update_many_statements(statements).await
     }
 }

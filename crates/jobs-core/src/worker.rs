@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{self, Document};
 use serde_json::Value;
 
+use mongodb::bson::DateTime;
+
+use crate::dispatch::Dispatcher;
 use crate::processors::{Job, ProcessorError, Processors, ProgressSink};
 use crate::store::Store;
-use crate::task::{Lease, Task, TaskId, document_to_json};
+use crate::task::{AutoRetry, Handoff, Lease, Task, TaskId, document_to_json};
 
 struct FencedProgress {
     store: Arc<Store>,
@@ -67,21 +70,42 @@ fn panic_message(error: tokio::task::JoinError) -> String {
 }
 
 /// Pauses between attempts of the final write when the database is briefly unavailable
-/// (a failover, a restart): about 45 s in all, well within the lease. The write is fenced on
-/// the lease, so repeating it is safe.
-const FINAL_WRITE_BACKOFF: [Duration; 8] = [
+/// (a failover, a restart): about 16 s in all, within half of the shortest deployed lease
+/// (30 s), so `sweep` does not take a finished task for a lost one. The write is fenced on the
+/// lease, so repeating it is safe.
+const FINAL_WRITE_BACKOFF: [Duration; 6] = [
     Duration::from_millis(250),
     Duration::from_millis(500),
     Duration::from_secs(1),
     Duration::from_secs(2),
     Duration::from_secs(4),
     Duration::from_secs(8),
-    Duration::from_secs(15),
-    Duration::from_secs(15),
 ];
 
+/// What a worker needs besides its task: where to write, how to hand off an automatic retry,
+/// the processors, the lease length, and who delivered the attempt (for the timeline).
+pub struct Worker {
+    /// The store every write goes through.
+    pub store: Arc<Store>,
+    /// Hands off a scheduled automatic retry.
+    pub dispatcher: Arc<Dispatcher>,
+    /// The registered processors.
+    pub processors: Processors,
+    /// `JOBS_LEASE_SECONDS`.
+    pub lease_for: Duration,
+    /// `qstash` or `self`.
+    pub by: &'static str,
+}
+
 /// Runs `task`, which `claim` just returned (so it holds a lease), and records the outcome.
-pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_for: Duration) {
+pub async fn run(worker: Worker, task: Task) {
+    let Worker {
+        store,
+        dispatcher,
+        processors,
+        lease_for,
+        by,
+    } = worker;
     let Some(lease) = task.lease.clone() else {
         tracing::error!(task_id = %task.task_id, "claimed task has no lease");
         return;
@@ -89,6 +113,8 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
     let started = Instant::now();
     let task_id = task.task_id.clone();
     let attempt = task.attempts;
+    let policy = task.auto_retry.filter(|p| task.auto_retries < p.attempts);
+    let auto_retries = task.auto_retries;
 
     let outcome = match processors.get(&task.kind) {
         None => Err(ProcessorError::Failed(format!(
@@ -122,12 +148,34 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
         Ok(value) => {
             let result = result_document(value);
             with_backoff(&task_id, || {
-                store.complete(&task_id, &lease, result.clone())
+                store.complete(&task_id, &lease, result.clone(), by)
             })
             .await
         }
-        Err(ProcessorError::Failed(message)) => {
-            with_backoff(&task_id, || store.fail(&task_id, &lease, attempt, &message)).await
+        Err(ProcessorError::Failed(message)) => match policy {
+            Some(policy) => {
+                let retry = AutomaticRetry::after(&task_id, &policy, auto_retries + 1);
+                let scheduled = with_backoff(&task_id, || {
+                    store.schedule_retry(&task_id, &lease, attempt, &message, &retry.handoff, by)
+                })
+                .await;
+                if let Ok(true) = scheduled {
+                    retry.hand_off(&dispatcher, &task_id).await;
+                }
+                scheduled
+            }
+            None => {
+                with_backoff(&task_id, || {
+                    store.fail(&task_id, &lease, attempt, &message, false, by)
+                })
+                .await
+            }
+        },
+        Err(ProcessorError::Permanent(message)) => {
+            with_backoff(&task_id, || {
+                store.fail(&task_id, &lease, attempt, &message, true, by)
+            })
+            .await
         }
         Err(ProcessorError::Stopped) => Ok(false),
     };
@@ -141,6 +189,36 @@ pub async fn run(store: Arc<Store>, processors: Processors, task: Task, lease_fo
         }
         Err(error) => {
             tracing::error!(task_id = %task_id, attempt, %error, "task outcome not recorded; the sweeper will fail it when the lease expires")
+        }
+    }
+}
+
+/// The next automatic retry of a task: when, and the hand-off that will start it.
+struct AutomaticRetry {
+    delay: Duration,
+    handoff: Handoff,
+}
+
+impl AutomaticRetry {
+    /// The `k`-th automatic retry under `policy`, with a random jitter factor in [0.8, 1.2].
+    fn after(task_id: &TaskId, policy: &AutoRetry, k: i32) -> Self {
+        let random = (uuid::Uuid::new_v4().as_u128() % 10_001) as f64 / 10_000.0;
+        let delay = policy.delay(k, 0.8 + 0.4 * random);
+        let at =
+            DateTime::from_millis(DateTime::now().timestamp_millis() + delay.as_millis() as i64);
+        Self {
+            delay,
+            handoff: Handoff::new(task_id, at, false),
+        }
+    }
+
+    /// Through QStash the hand-off is sent now and waits there (`Upstash-Not-Before`);
+    /// self-invocation cannot wait, so `sweep` (or the local ticker) hands it off when due. A
+    /// failed hand-off leaves the task scheduled: `sweep` picks it up.
+    async fn hand_off(&self, dispatcher: &Dispatcher, task_id: &TaskId) {
+        tracing::info!(task_id = %task_id, delay_ms = self.delay.as_millis() as u64, "automatic retry scheduled");
+        if dispatcher.can_wait() {
+            let _ = dispatcher.dispatch(task_id, &self.handoff).await;
         }
     }
 }

@@ -225,7 +225,11 @@ async fn happen(store: &Store, seeded: &Task, meanwhile: Meanwhile) {
     match meanwhile {
         Meanwhile::Nothing => {}
         Meanwhile::Claimed => {
-            store.claim(id, LEASE).await.unwrap().expect("claim");
+            store
+                .claim(id, LEASE, "self")
+                .await
+                .unwrap()
+                .expect("claim");
         }
         Meanwhile::Cancelled => {
             store
@@ -235,11 +239,15 @@ async fn happen(store: &Store, seeded: &Task, meanwhile: Meanwhile) {
                 .expect("cancel");
         }
         Meanwhile::RetriedAgain => {
-            let claimed = store.claim(id, LEASE).await.unwrap().expect("claim");
+            let claimed = store
+                .claim(id, LEASE, "self")
+                .await
+                .unwrap()
+                .expect("claim");
             let lease = claimed.lease.unwrap();
             assert!(
                 store
-                    .fail(id, &lease, claimed.attempts, BOOM)
+                    .fail(id, &lease, claimed.attempts, BOOM, false, "self")
                     .await
                     .unwrap()
             );
@@ -257,7 +265,7 @@ async fn apply(store: &Store, op: Op, seeded: &Task) -> Applied {
     let id = &seeded.task_id;
     match op {
         Op::Claim => {
-            let claimed = store.claim(id, LEASE).await.unwrap();
+            let claimed = store.claim(id, LEASE, "self").await.unwrap();
             Applied {
                 matched: claimed.is_some(),
                 returned: Returned::After(claimed),
@@ -275,12 +283,16 @@ async fn apply(store: &Store, op: Op, seeded: &Task) -> Applied {
         }
         Op::Complete(fence) => {
             let result = mongodb::bson::doc! { "answer": 42 };
-            let ok = store.complete(id, &lease_of(seeded, fence), result).await;
+            let ok = store
+                .complete(id, &lease_of(seeded, fence), result, "self")
+                .await;
             Applied::matched(ok.unwrap())
         }
         Op::Fail(fence) => {
             let lease = lease_of(seeded, fence);
-            let ok = store.fail(id, &lease, seeded.attempts, BOOM).await;
+            let ok = store
+                .fail(id, &lease, seeded.attempts, BOOM, false, "self")
+                .await;
             Applied::matched(ok.unwrap())
         }
         Op::Requeue { user: name } => {
@@ -1402,7 +1414,7 @@ async fn concurrent_claims_of_one_task_one_wins() {
     let racers: Vec<_> = (0..20)
         .map(|_| {
             let (store, id) = (store.clone(), seeded.task_id.clone());
-            tokio::spawn(async move { store.claim(&id, LEASE).await.unwrap() })
+            tokio::spawn(async move { store.claim(&id, LEASE, "self").await.unwrap() })
         })
         .collect();
     let mut winners = 0;

@@ -40,6 +40,10 @@ pub enum ProcessorError {
     /// The attempt failed: the message becomes `lastError` and an `errorHistory` entry, and the
     /// task is `failed`.
     Failed(String),
+    /// The attempt failed in a way another attempt cannot fix (bad input, a refusal): the task
+    /// is `failed` at once, without automatic retries, and the `errorHistory` entry says
+    /// `permanent: true`. A user may still retry it.
+    Permanent(String),
     /// The task was cancelled or its lease taken away: stop quietly, write nothing.
     Stopped,
 }
@@ -95,6 +99,12 @@ pub trait Processor: Send + Sync + 'static {
     /// Runs one attempt: report progress through `job`, then return the result or a
     /// [`ProcessorError`].
     fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a>;
+
+    /// The automatic-retry policy of tasks of this type created without one (docs/spec.md
+    /// §12). None by default: automatic retries are opt-in.
+    fn default_auto_retry(&self) -> Option<crate::task::AutoRetry> {
+        None
+    }
 }
 
 /// A task's payload as the API shows it (`get`, `list`): secrets a built-in processor keeps in

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Host;
 
-use super::{Job, Processor, ProcessorFuture};
+use super::{Job, Processor, ProcessorError, ProcessorFuture};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -376,8 +376,14 @@ impl Processor for Webhook {
             // Checked again: the allow-list may have changed since `create`.
             let target = self
                 .parse(job.payload)
-                .map_err(|e| format!("Refused: {e}"))?;
-            let pinned = self.checked_addresses(&target.url).await?;
+                .map_err(|e| ProcessorError::Permanent(format!("Refused: {e}")))?;
+            // A refused address stays refused: no automatic retry.
+            let pinned = self.checked_addresses(&target.url).await.map_err(|e| {
+                match e.starts_with("Refused") {
+                    true => ProcessorError::Permanent(e),
+                    false => ProcessorError::Failed(e),
+                }
+            })?;
             let client = client_for(target.url.domain(), pinned.as_deref())?;
             let mut request = client
                 .request(target.method, target.url)
@@ -391,7 +397,14 @@ impl Processor for Webhook {
                 .map_err(|e| format!("Webhook request failed: {e}"))?;
             let status = response.status();
             if !status.is_success() {
-                return Err(format!("Webhook answered HTTP {}", status.as_u16()).into());
+                let message = format!("Webhook answered HTTP {}", status.as_u16());
+                // 4xx says the request itself is wrong, except 408 (timeout) and 429 (slow
+                // down): another attempt will not fix it.
+                let permanent = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
+                return Err(match permanent {
+                    true => ProcessorError::Permanent(message),
+                    false => ProcessorError::Failed(message),
+                });
             }
             job.progress(100).await?;
             Ok(json!({ "status": status.as_u16() }))

@@ -1,0 +1,117 @@
+//! Bulk retry (docs/spec.md §13): many failed tasks of one user retried in one call, each with
+//! exactly the guard and effect of `retry`, whatever their number in at most four MongoDB
+//! commands (read the candidates, re-queue them in one multi-statement `update`, read back
+//! which were ours, and undo the ones whose hand-off failed) and one QStash batch.
+
+use mongodb::bson::DateTime;
+
+use crate::dispatch::Dispatcher;
+use crate::error::Result;
+use crate::replies::{RetriedMany, Skipped};
+use crate::requests::{BulkSelection, Cursor, MAX_BULK};
+use crate::store::Store;
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+
+/// Retries the selected tasks of `user`; see the module documentation for the cost.
+pub async fn retry_many(
+    store: &Store,
+    dispatcher: &Dispatcher,
+    user: &UserId,
+    selection: BulkSelection,
+) -> Result<RetriedMany> {
+    let mut reply = RetriedMany::default();
+    let candidates = match selection {
+        BulkSelection::Ids(ids) => {
+            let found = store.find_many(&ids).await?;
+            let mut candidates = Vec::new();
+            for id in ids {
+                let task = found.iter().find(|t| t.task_id == id);
+                match why_not(task, user) {
+                    Some(code) => reply.skipped.push(Skipped { task_id: id, code }),
+                    None => candidates.extend(task.cloned()),
+                }
+            }
+            candidates
+        }
+        BulkSelection::Filter(filter, after) => {
+            let mut page = store
+                .failed_page(user, &filter, after.as_ref(), MAX_BULK as i64 + 1)
+                .await?;
+            if page.len() > MAX_BULK {
+                page.truncate(MAX_BULK);
+                let last = page.last().expect("a full page has a last task");
+                let next = Cursor {
+                    created_at: last.created_at,
+                    task_id: last.task_id.clone(),
+                };
+                reply.next_cursor = Some(next.encode());
+            }
+            let (retryable, spent): (Vec<Task>, Vec<Task>) = page
+                .into_iter()
+                .partition(|t| t.retry_count < t.max_retries);
+            reply.skipped.extend(spent.into_iter().map(|t| Skipped {
+                task_id: t.task_id,
+                code: "MAX_RETRIES",
+            }));
+            retryable
+        }
+    };
+    if candidates.is_empty() {
+        return Ok(reply);
+    }
+
+    let now = DateTime::now();
+    let handoffs: Vec<(TaskId, Handoff)> = candidates
+        .iter()
+        .map(|t| (t.task_id.clone(), Handoff::new(&t.task_id, now, true)))
+        .collect();
+    store.requeue_many(user, &handoffs).await?;
+    let moved = store.requeued_with(&handoffs).await?;
+    let (ours, raced): (Vec<_>, Vec<_>) =
+        handoffs.into_iter().partition(|(id, _)| moved.contains(id));
+    // Another retry won the race for these: exactly as `retry` would answer.
+    reply
+        .skipped
+        .extend(raced.into_iter().map(|(task_id, _)| Skipped {
+            task_id,
+            code: "NOT_FAILED",
+        }));
+
+    let sent = dispatcher.dispatch_many(&ours).await;
+    let mut undo = Vec::new();
+    for ((task_id, handoff), sent) in ours.iter().zip(sent) {
+        if sent {
+            reply.retried.push(task_id.clone());
+        } else {
+            let before = candidates.iter().find(|t| &t.task_id == task_id);
+            undo.extend(before.map(|before| (before, handoff)));
+            reply.skipped.push(Skipped {
+                task_id: task_id.clone(),
+                code: "REQUEUE_FAILED",
+            });
+        }
+    }
+    if !undo.is_empty() {
+        store.restore_many(&undo).await?;
+    }
+    tracing::info!(
+        user = %user,
+        retried = reply.retried.len(),
+        skipped = reply.skipped.len(),
+        more = reply.next_cursor.is_some(),
+        "bulk retry"
+    );
+    Ok(reply)
+}
+
+/// Why `retry` would refuse this task for `user`, as its code; `None` if it would not.
+/// Another user's task is `TASK_NOT_FOUND`: nothing about it leaks.
+fn why_not(task: Option<&Task>, user: &UserId) -> Option<&'static str> {
+    match task {
+        None => Some("TASK_NOT_FOUND"),
+        Some(task) if task.user_id != *user => Some("TASK_NOT_FOUND"),
+        Some(task) if task.status != TaskStatus::Failed => Some("NOT_FAILED"),
+        Some(task) if task.retry_count >= task.max_retries => Some("MAX_RETRIES"),
+        Some(_) => None,
+    }
+}

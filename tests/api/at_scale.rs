@@ -1,0 +1,584 @@
+//! Retry at scale (docs/spec.md §12-15): automatic retries with backoff, bulk retry by ids
+//! and by filter, error groups, and each task's timeline.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use jobs_core::store::Store;
+use jobs_core::task::{AutoRetry, Backoff, TaskStatus};
+use jobs_core::testing::{self, task};
+use mongodb::bson::DateTime;
+use serde_json::{Value, json};
+
+use crate::qstash_emulator::QStash;
+use crate::support::{Service, db_uri};
+
+fn store_of(jobs: &Service) -> Store {
+    testing::store_on(&db_uri(), &jobs.db_name)
+}
+
+/// Calls `sweep` every 250 ms, as `scripts/dev`'s ticker does, until dropped.
+struct Ticker(tokio::task::JoinHandle<()>);
+
+impl Ticker {
+    fn start(jobs: &Service) -> Self {
+        let url = jobs.url("action=sweep");
+        Self(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let _ = http.get(&url).send().await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn kinds(task: &Value) -> Vec<String> {
+    task["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn millis(rfc3339: &str) -> i64 {
+    DateTime::parse_rfc3339_str(rfc3339)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// A demo that fails twice, with two automatic retries a second apart: it completes on its
+/// own, and each next attempt was scheduled within the jitter bounds (1 s x [0.8, 1.2]).
+#[tokio::test]
+async fn automatic_retries_complete_a_task_on_its_own() {
+    let jobs = Service::start().await;
+    let _ticker = Ticker::start(&jobs);
+    let reply = jobs
+        .post(
+            "create",
+            json!({ "type": "demo", "userId": "alice",
+                    "payload": { "steps": 1, "stepMs": 0, "failAttempts": 2 },
+                    "autoRetry": { "attempts": 2, "delaySeconds": 1, "backoff": "fixed" } }),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.task_id();
+
+    let mut scheduled_at = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let task = jobs.task(&id).await;
+        let status = task.get_str("status").unwrap();
+        if status == "scheduled" {
+            let next = task
+                .get_datetime("nextAttemptAt")
+                .unwrap()
+                .timestamp_millis();
+            if !scheduled_at.contains(&next) {
+                scheduled_at.push(next);
+            }
+        }
+        if status == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never completed: {task}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let task = jobs
+        .get(&format!("action=get&userId=alice&taskId={id}"))
+        .await
+        .body["task"]
+        .clone();
+    assert_eq!(
+        (&task["autoRetries"], &task["retryCount"], &task["attempts"]),
+        (&json!(2), &json!(0), &json!(3))
+    );
+    let timeline: Vec<String> = kinds(&task)
+        .into_iter()
+        .filter(|k| ["failed", "scheduled", "completed"].contains(&k.as_str()))
+        .collect();
+    assert_eq!(
+        timeline,
+        ["failed", "scheduled", "failed", "scheduled", "completed"],
+        "{task}"
+    );
+    let failures: Vec<i64> = task["errorHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| millis(e["at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(scheduled_at.len(), 2, "both scheduled states were seen");
+    for (failed_at, next) in failures.iter().zip(&scheduled_at) {
+        let delay = next - failed_at;
+        assert!(
+            (790..=1210).contains(&delay),
+            "delay {delay} ms outside 1 s ± 20 %"
+        );
+    }
+    let by: HashSet<&str> = task["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["by"].as_str().unwrap())
+        .collect();
+    assert!(
+        by.contains("user:alice") && by.contains("auto") && by.contains("self"),
+        "{by:?}"
+    );
+}
+
+/// A permanent failure (a webhook answering 400) is `failed` at once, with no automatic
+/// retry scheduled, and its `errorHistory` entry says so.
+#[tokio::test]
+async fn a_permanent_failure_is_not_retried_automatically() {
+    let stub = crate::stubs::Recorder::start_with_status(400).await;
+    let host = stub.url.trim_start_matches("http://").to_owned();
+    let jobs = Service::start_with(&[
+        ("JOBS_WEBHOOK_ALLOWED_HOSTS", host.as_str()),
+        ("JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+    ])
+    .await;
+    let reply = jobs
+        .post(
+            "create",
+            json!({ "type": "webhook", "userId": "alice", "payload": { "url": format!("{}/hook", stub.url) },
+                    "autoRetry": { "attempts": 3, "delaySeconds": 1 } }),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let failed = jobs.wait_for_status(&reply.task_id(), "failed").await;
+    assert_eq!(failed.get_i32("autoRetries").unwrap(), 0);
+    let history = failed.get_array("errorHistory").unwrap();
+    let entry = history.last().unwrap().as_document().unwrap();
+    assert_eq!(entry.get_str("message"), Ok("Webhook answered HTTP 400"));
+    assert_eq!(entry.get_bool("permanent"), Ok(true));
+    let task = jobs
+        .get(&format!(
+            "action=get&userId=alice&taskId={}",
+            reply.task_id()
+        ))
+        .await;
+    assert!(!kinds(&task.body["task"]).contains(&"scheduled".to_owned()));
+}
+
+/// A scheduled task can be cancelled; a manual retry of a task whose automatic retries ran
+/// out gives it a fresh automatic budget.
+#[tokio::test]
+async fn scheduled_tasks_cancel_and_a_manual_retry_restores_the_automatic_budget() {
+    let jobs = Service::start().await;
+    let store = store_of(&jobs);
+    let policy = AutoRetry {
+        attempts: 2,
+        delay_seconds: 60,
+        backoff: Backoff::Fixed,
+        max_delay_seconds: 60,
+    };
+    let waiting = task()
+        .status(TaskStatus::Scheduled)
+        .auto_retry(policy, 1)
+        .attempts(1)
+        .next_attempt_in_secs(60)
+        .insert(&store)
+        .await;
+    let cancel = jobs
+        .post(
+            "cancel",
+            json!({ "taskId": waiting.task_id, "userId": "alice" }),
+        )
+        .await;
+    assert_eq!(cancel.status, 200, "{}", cancel.body);
+    let cancelled = jobs.task(waiting.task_id.as_str()).await;
+    assert_eq!(cancelled.get_str("status"), Ok("cancelled"));
+
+    let spent = task()
+        .status(TaskStatus::Failed)
+        .auto_retry(policy, 2)
+        .insert(&store)
+        .await;
+    let retry = jobs.retry(spent.task_id.as_str(), "alice").await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    let done = jobs
+        .wait_for_status(spent.task_id.as_str(), "completed")
+        .await;
+    assert_eq!(
+        (done.get_i32("autoRetries"), done.get_i32("retryCount")),
+        (Ok(0), Ok(1))
+    );
+}
+
+/// A scheduled task delivered before it is due is refused with 425 (so QStash delivers it
+/// again) and claimed once it is due.
+#[tokio::test]
+async fn an_early_delivery_is_refused_and_the_task_claimed_when_due() {
+    let jobs = Service::start().await;
+    let policy = AutoRetry {
+        attempts: 1,
+        delay_seconds: 1,
+        backoff: Backoff::Fixed,
+        max_delay_seconds: 1,
+    };
+    let waiting = task()
+        .status(TaskStatus::Scheduled)
+        .auto_retry(policy, 1)
+        .attempts(1)
+        .next_attempt_in_secs(2)
+        .insert(&store_of(&jobs))
+        .await;
+    let body = json!({ "taskId": waiting.task_id });
+    let early = jobs.post("process", body.clone()).await;
+    assert_eq!(
+        (early.status, early.body["code"].as_str()),
+        (425, Some("NOT_DUE"))
+    );
+    assert_eq!(
+        jobs.task(waiting.task_id.as_str()).await.get_str("status"),
+        Ok("scheduled")
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let due = jobs.post("process", body).await;
+    assert_eq!(due.status, 202, "{}", due.body);
+    jobs.wait_for_status(waiting.task_id.as_str(), "completed")
+        .await;
+}
+
+/// Seeds the tasks of one `retryMany` by ids: 60 retryable, 10 completed, 10 out of retries,
+/// 10 unknown ids and 10 of another user. Returns (all ids in order, the retryable ones).
+async fn mixed_hundred(store: &Store) -> (Vec<String>, Vec<String>, Vec<(String, &'static str)>) {
+    let mut ids = Vec::new();
+    let mut retryable = Vec::new();
+    let mut skipped = Vec::new();
+    for _ in 0..60 {
+        let t = task().status(TaskStatus::Failed).insert(store).await;
+        retryable.push(t.task_id.to_string());
+        ids.push(t.task_id.to_string());
+    }
+    for (fixture, code) in [
+        (task().status(TaskStatus::Completed), "NOT_FAILED"),
+        (
+            task()
+                .status(TaskStatus::Failed)
+                .max_retries(1)
+                .retry_count(1),
+            "MAX_RETRIES",
+        ),
+        (
+            task().status(TaskStatus::Failed).owner("mallory"),
+            "TASK_NOT_FOUND",
+        ),
+    ] {
+        for _ in 0..10 {
+            let t = fixture.clone().insert(store).await;
+            ids.push(t.task_id.to_string());
+            skipped.push((t.task_id.to_string(), code));
+        }
+    }
+    for n in 0..10 {
+        let unknown = format!("no-such-task-{n}");
+        ids.push(unknown.clone());
+        skipped.push((unknown, "TASK_NOT_FOUND"));
+    }
+    (ids, retryable, skipped)
+}
+
+/// `retryMany` with 100 ids: exactly the retryable ones are retried, each skip has its code,
+/// nothing else changed, in at most 4 MongoDB commands.
+#[tokio::test]
+async fn retry_many_by_ids_retries_exactly_the_retryable_ones() {
+    let jobs = Service::start().await;
+    let store = store_of(&jobs);
+    let (ids, retryable, skipped) = mixed_hundred(&store).await;
+    let untouched: Vec<_> = jobs
+        .snapshot()
+        .await
+        .into_iter()
+        .filter(|t| !retryable.contains(&t.get_str("taskId").unwrap().to_owned()))
+        .collect();
+
+    let reply = jobs
+        .post("retryMany", json!({ "taskIds": ids, "userId": "alice" }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.db_commands() <= 4, "{} commands", reply.db_commands());
+    let retried: HashSet<String> = serde_json::from_value(reply.body["retried"].clone()).unwrap();
+    assert_eq!(retried, retryable.iter().cloned().collect::<HashSet<_>>());
+    let codes: Vec<(String, String)> = reply.body["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["taskId"].as_str().unwrap().into(),
+                s["code"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = skipped
+        .iter()
+        .map(|(id, code)| (id.clone(), code.to_string()))
+        .collect();
+    assert_eq!(codes, expected);
+    assert_eq!(reply.body["nextCursor"], Value::Null);
+
+    for id in &retryable {
+        let task = jobs.wait_for_status(id, "completed").await;
+        assert_eq!(task.get_i32("retryCount"), Ok(1));
+    }
+    let after: Vec<_> = jobs
+        .snapshot()
+        .await
+        .into_iter()
+        .filter(|t| !retryable.contains(&t.get_str("taskId").unwrap().to_owned()))
+        .collect();
+    assert_eq!(after, untouched, "nothing else changed");
+}
+
+/// 20 concurrent `retry` calls racing a `retryMany` on the same 20 tasks: each task is
+/// retried exactly once, by one of them.
+#[tokio::test]
+async fn single_retries_racing_a_bulk_retry_retry_each_task_once() {
+    // Hand-offs are accepted and nothing runs: wins are counted by the answers.
+    let recorder = crate::stubs::Recorder::start().await;
+    let jobs = Service::start_with(&[("JOBS_PUBLIC_URL", recorder.url.as_str())]).await;
+    let store = store_of(&jobs);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            task()
+                .status(TaskStatus::Failed)
+                .insert(&store)
+                .await
+                .task_id
+                .to_string(),
+        );
+    }
+    let singles = join_all(ids.iter().map(|id| jobs.retry(id, "alice")));
+    let bulk = jobs.post("retryMany", json!({ "taskIds": ids, "userId": "alice" }));
+    let (singles, bulk) = tokio::join!(singles, bulk);
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    let by_bulk: HashSet<String> = serde_json::from_value(bulk.body["retried"].clone()).unwrap();
+    for (id, single) in ids.iter().zip(&singles) {
+        let wins = usize::from(single.status == 200) + usize::from(by_bulk.contains(id));
+        assert_eq!(wins, 1, "{id}: single {} {}", single.status, single.body);
+        let stored = jobs.task(id).await;
+        assert_eq!(
+            (stored.get_str("status"), stored.get_i32("retryCount")),
+            (Ok("queued"), Ok(1))
+        );
+    }
+}
+
+/// 250 failed tasks in two groups; retrying one group by filter, page by page, retries
+/// exactly that group and leaves the other untouched.
+#[tokio::test]
+async fn retry_many_by_filter_pages_through_one_group() {
+    let recorder = crate::stubs::Recorder::start().await;
+    let jobs = Service::start_with(&[("JOBS_PUBLIC_URL", recorder.url.as_str())]).await;
+    let store = store_of(&jobs);
+    for n in 0..150 {
+        let message = format!("Simulated failure on attempt {}", n % 3 + 1);
+        task()
+            .status(TaskStatus::Failed)
+            .last_error(&message)
+            .created_secs_ago(1000 - n)
+            .insert(&store)
+            .await;
+    }
+    for n in 0..100 {
+        task()
+            .status(TaskStatus::Failed)
+            .last_error(&format!("Webhook answered HTTP 50{}", n % 4))
+            .created_secs_ago(1000 - n)
+            .insert(&store)
+            .await;
+    }
+    let groups = jobs.get("action=groups&userId=alice").await;
+    assert_eq!(groups.status, 200, "{}", groups.body);
+    assert_eq!(groups.db_commands(), 1);
+    let rows = groups.body["groups"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "{}", groups.body);
+    assert_eq!(
+        (&rows[0]["template"], &rows[0]["count"]),
+        (&json!("Simulated failure on attempt <n>"), &json!(150))
+    );
+    assert_eq!(
+        (&rows[1]["template"], &rows[1]["count"]),
+        (&json!("Webhook answered HTTP <n>"), &json!(100))
+    );
+    let group = rows[0]["errorGroup"].as_str().unwrap().to_owned();
+    let listed = jobs
+        .get(&format!(
+            "action=list&userId=alice&errorGroup={group}&limit=100"
+        ))
+        .await;
+    assert_eq!(listed.body["tasks"].as_array().unwrap().len(), 100);
+
+    let mut cursor = Value::Null;
+    let mut retried = 0;
+    let mut calls = 0;
+    loop {
+        let mut body = json!({ "filter": { "errorGroup": group }, "userId": "alice" });
+        if !cursor.is_null() {
+            body["cursor"] = cursor.clone();
+        }
+        let page = jobs.post("retryMany", body).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.db_commands() <= 4);
+        retried += page.body["retried"].as_array().unwrap().len();
+        calls += 1;
+        cursor = page.body["nextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!((retried, calls), (150, 2));
+    let tasks = jobs.snapshot().await;
+    for stored in &tasks {
+        let in_group = stored.get_str("errorGroup") == Ok(group.as_str());
+        let expected = if in_group {
+            ("queued", 1)
+        } else {
+            ("failed", 0)
+        };
+        assert_eq!(
+            (
+                stored.get_str("status").unwrap(),
+                stored.get_i32("retryCount").unwrap()
+            ),
+            expected,
+            "{stored}"
+        );
+    }
+    let events = tasks
+        .iter()
+        .find(|t| t.get_str("errorGroup") == Ok(group.as_str()))
+        .unwrap()
+        .get_array("events")
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (events.get_str("kind"), events.get_str("by")),
+        (Ok("retried"), Ok("bulk:alice"))
+    );
+}
+
+/// Bad `retryMany` bodies are refused and change nothing.
+#[tokio::test]
+async fn bad_retry_many_bodies_are_refused() {
+    let jobs = Service::start().await;
+    let too_many: Vec<String> = (0..101).map(|n| format!("t{n}")).collect();
+    let rows = [
+        json!({ "userId": "alice" }),
+        json!({ "taskIds": [], "userId": "alice" }),
+        json!({ "taskIds": too_many, "userId": "alice" }),
+        json!({ "taskIds": ["a"], "filter": {}, "userId": "alice" }),
+        json!({ "taskIds": [{ "$ne": null }], "userId": "alice" }),
+        json!({ "filter": { "errorGroup": "not-hex" }, "userId": "alice" }),
+        json!({ "filter": { "status": "completed" }, "userId": "alice" }),
+        json!({ "filter": {}, "cursor": "forged", "userId": "alice" }),
+    ];
+    for body in rows {
+        let reply = jobs.post("retryMany", body.clone()).await;
+        assert_eq!(
+            (reply.status, reply.body["code"].as_str()),
+            (400, Some("INVALID_BODY")),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    assert!(jobs.snapshot().await.is_empty());
+}
+
+/// Through QStash, an automatic retry's hand-off is published at once with
+/// `Upstash-Not-Before` and waits there: the task completes on its own, with no sweep.
+#[tokio::test]
+async fn automatic_retries_through_qstash_wait_in_the_queue() {
+    let qstash = QStash::start().await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
+    let reply = jobs
+        .post(
+            "create",
+            json!({ "type": "demo", "userId": "alice",
+                    "payload": { "steps": 1, "stepMs": 0, "failAttempts": 1 },
+                    "autoRetry": { "attempts": 1, "delaySeconds": 2, "backoff": "fixed" } }),
+        )
+        .await;
+    let id = reply.task_id();
+    let scheduled = jobs.wait_for_status(&id, "scheduled").await;
+    let next = scheduled
+        .get_datetime("nextAttemptAt")
+        .unwrap()
+        .timestamp_millis();
+    jobs.wait_for_status(&id, "completed").await;
+    let published = qstash.published();
+    assert_eq!(
+        published.len(),
+        2,
+        "the first hand-off and the scheduled one"
+    );
+    assert_eq!(published[1].not_before, Some((next / 1000) as u64));
+    assert_eq!(
+        published[1].headers["upstash-not-before"],
+        (next / 1000).to_string()
+    );
+}
+
+/// A delivery that comes before the task is due is refused (425), not claimed and not lost:
+/// QStash delivers it again, and it is claimed once due.
+#[tokio::test]
+async fn an_early_qstash_delivery_is_claimed_when_due() {
+    let qstash = QStash::start().await;
+    let jobs = Service::behind_qstash(&qstash, &[("JOBS_QSTASH_RETRIES", "5")]).await;
+    let reply = jobs
+        .post(
+            "create",
+            json!({ "type": "demo", "userId": "alice",
+                    "payload": { "steps": 1, "stepMs": 0, "failAttempts": 1 },
+                    "autoRetry": { "attempts": 1, "delaySeconds": 2, "backoff": "fixed" } }),
+        )
+        .await;
+    let id = reply.task_id();
+    qstash.behave(|b| {
+        b.ignore_not_before = true;
+        b.retry_delay = Duration::from_millis(700);
+    });
+    let done = jobs.wait_for_status(&id, "completed").await;
+    assert_eq!(done.get_i32("attempts"), Ok(2));
+    let statuses: Vec<Option<u16>> = qstash.delivered().iter().map(|d| d.status).collect();
+    assert!(statuses.contains(&Some(425)), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&Some(202)), "{statuses:?}");
+}
+
+/// Through QStash, a bulk retry of 60 tasks is ONE `POST /v2/batch`.
+#[tokio::test]
+async fn a_bulk_retry_through_qstash_is_one_batch() {
+    let qstash = QStash::start().await;
+    let jobs = Service::behind_qstash(&qstash, &[]).await;
+    let (ids, retryable, _) = mixed_hundred(&store_of(&jobs)).await;
+    let reply = jobs
+        .post("retryMany", json!({ "taskIds": ids, "userId": "alice" }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["retried"].as_array().unwrap().len(), 60);
+    assert!(reply.db_commands() <= 4);
+    let batches = qstash.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].messages.len(), 60);
+    assert!(qstash.published().iter().all(|p| p.batch.is_some()));
+    for id in &retryable {
+        jobs.wait_for_status(id, "completed").await;
+    }
+}
