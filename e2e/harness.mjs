@@ -8,7 +8,8 @@ import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -159,4 +160,50 @@ export async function slowDown(page, action, ms) {
     await route.continue();
   });
   return seen;
+}
+
+const AXE_SOURCE = join(ROOT, 'e2e', 'node_modules', 'axe-core', 'axe.min.js');
+
+/**
+ * Runs axe-core (pinned in package.json) on `page` with the WCAG 2 A and AA rules, on the whole
+ * document or only on `include` (a CSS selector). Returns every violation, each reduced to
+ * `{id, impact, help, targets}`; `blocking` holds the serious and critical ones.
+ */
+export async function axe(page, { include } = {}) {
+  if (!existsSync(AXE_SOURCE)) throw new Error(`${AXE_SOURCE} is missing: run npm ci in e2e/ (axe-core is pinned in e2e/package.json)`);
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.addScriptTag({ path: AXE_SOURCE });
+  const violations = await page.evaluate(async (selector) => {
+    const result = await window.axe.run(selector ? { include: [selector] } : document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] },
+      resultTypes: ['violations'],
+    });
+    return result.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, targets: v.nodes.map((n) => n.target.join(' ')),
+    }));
+  }, include ?? null);
+  return { violations, blocking: violations.filter((v) => v.impact === 'serious' || v.impact === 'critical') };
+}
+
+/** An HS256 JWT as a host application's backend would mint it for `sub`, valid for 10 minutes. */
+export function mintToken(secret, sub) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const body = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ sub, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/**
+ * Registers node:test hooks that launch Chromium and start one service for the whole file, and
+ * stop both afterwards. Returns a handle whose `browser` and `jobs` are set once `before` ran.
+ */
+export function browserAndService(env = {}, options = {}) {
+  const handle = { browser: undefined, jobs: undefined };
+  before(async () => {
+    handle.browser = await launchBrowser();
+    handle.jobs = await startService(env, options);
+  });
+  after(async () => {
+    await handle.browser?.close();
+    handle.jobs?.stop();
+  });
+  return handle;
 }

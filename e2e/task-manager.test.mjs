@@ -1,49 +1,37 @@
 // The Task Manager page in headless Chromium against the real jobs binary and SecantusDB:
 // the plan's seven acceptance criteria, live refresh, cancel, and concurrent retries.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
-import { launchBrowser, openPage, row, shot, slowDown, startService } from './harness.mjs';
+import { browserAndService, mintToken, openPage, row, shot, slowDown, startService } from './harness.mjs';
 
-let browser;
-let jobs;
-
-before(async () => {
-  browser = await launchBrowser();
-  jobs = await startService();
-});
-
-after(async () => {
-  await browser?.close();
-  jobs?.stop();
-});
+const setup = browserAndService();
 
 const FAILS_ONCE = { steps: 3, stepMs: 150, failAttempts: 1 };
 
 describe('retry, the plan\'s acceptance criteria', () => {
   test('1. the Retry button is shown only for failed tasks', async () => {
     const user = 'criteria-1';
-    const failed = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
-    const completed = await jobs.createDemo(user, { steps: 1, stepMs: 0 });
-    const running = await jobs.createDemo(user, { steps: 100, stepMs: 200 });
-    await jobs.waitForStatus(user, failed, 'failed');
-    await jobs.waitForStatus(user, completed, 'completed');
+    const failed = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+    const completed = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0 });
+    const running = await setup.jobs.createDemo(user, { steps: 100, stepMs: 200 });
+    await setup.jobs.waitForStatus(user, failed, 'failed');
+    await setup.jobs.waitForStatus(user, completed, 'completed');
 
-    const page = await openPage(browser, jobs, user);
+    const page = await openPage(setup.browser, setup.jobs, user);
     await row(page, failed).getByRole('button', { name: /^Retry task/ }).waitFor();
     assert.equal(await row(page, completed).getByRole('button', { name: /Retry/ }).count(), 0);
     assert.equal(await row(page, running).getByRole('button', { name: /Retry/ }).count(), 0);
     assert.equal(await row(page, running).getByRole('button', { name: /^Cancel task/ }).count(), 1);
     assert.equal(await row(page, failed).locator('[data-error]').textContent(), 'Simulated failure on attempt 1');
     await shot(row(page, failed), '1-failed-row');
-    await jobs.api('cancel', { method: 'POST', body: { taskId: running, userId: user } });
+    await setup.jobs.api('cancel', { method: 'POST', body: { taskId: running, userId: user } });
     await page.context().close();
   });
 
   test('2-6. Retry disables the button, shows Retrying..., posts {taskId, userId}, and the row re-queues at once, then completes live', async () => {
     const user = 'criteria-2';
-    const page = await openPage(browser, jobs, user);
+    const page = await openPage(setup.browser, setup.jobs, user);
     // Created through the page's own form.
     await page.getByLabel('Steps').fill(String(FAILS_ONCE.steps));
     await page.getByLabel('Step (ms)').fill(String(FAILS_ONCE.stepMs));
@@ -86,26 +74,26 @@ describe('retry, the plan\'s acceptance criteria', () => {
 
   test('7. a refused retry shows the server\'s message in an error toast', async () => {
     const user = 'criteria-7';
-    const taskId = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 }, { maxRetries: 0 });
-    await jobs.waitForStatus(user, taskId, 'failed');
-    const page = await openPage(browser, jobs, user);
+    const taskId = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 }, { maxRetries: 0 });
+    await setup.jobs.waitForStatus(user, taskId, 'failed');
+    const page = await openPage(setup.browser, setup.jobs, user);
     await row(page, taskId).getByRole('button', { name: /Retry task/ }).click();
     const toast = page.getByRole('alert');
     await toast.getByText('Max retries (0) reached.').waitFor();
     await shot(page, '4-max-retries-toast');
     await row(page, taskId).getByRole('button', { name: /^Retry task/ }).waitFor();
-    assert.equal((await jobs.task(user, taskId)).status, 'failed');
+    assert.equal((await setup.jobs.task(user, taskId)).status, 'failed');
     await page.context().close();
   });
 });
 
 test('one task retrying never disables another task\'s button', async () => {
   const user = 'two-failures';
-  const first = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
-  const second = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
-  await jobs.waitForStatus(user, first, 'failed');
-  await jobs.waitForStatus(user, second, 'failed');
-  const page = await openPage(browser, jobs, user);
+  const first = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  const second = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  await setup.jobs.waitForStatus(user, first, 'failed');
+  await setup.jobs.waitForStatus(user, second, 'failed');
+  const page = await openPage(setup.browser, setup.jobs, user);
   await row(page, second).getByRole('button', { name: /Retry task/ }).waitFor();
 
   await slowDown(page, 'retry', 1000);
@@ -117,28 +105,28 @@ test('one task retrying never disables another task\'s button', async () => {
 
   await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', first, { timeout: 20000 });
   assert.equal(await row(page, second).getAttribute('data-status'), 'failed');
-  assert.equal((await jobs.task(user, second)).retryCount, 0);
+  assert.equal((await setup.jobs.task(user, second)).retryCount, 0);
   await page.context().close();
 });
 
 test('cancel stops a running task', async () => {
   const user = 'canceller';
-  const taskId = await jobs.createDemo(user, { steps: 100, stepMs: 200 });
-  const page = await openPage(browser, jobs, user);
+  const taskId = await setup.jobs.createDemo(user, { steps: 100, stepMs: 200 });
+  const page = await openPage(setup.browser, setup.jobs, user);
   await row(page, taskId).getByRole('button', { name: /Cancel task/ }).click();
   await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'cancelled', taskId);
-  assert.equal((await jobs.task(user, taskId)).status, 'cancelled');
+  assert.equal((await setup.jobs.task(user, taskId)).status, 'cancelled');
   assert.equal(await row(page, taskId).getByRole('button').filter({ hasText: /Retry|Cancel/ }).count(), 0);
   await page.context().close();
 });
 
 test('the status filter and the empty state', async () => {
   const user = 'filterer';
-  const failed = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
-  const completed = await jobs.createDemo(user, { steps: 1, stepMs: 0 });
-  await jobs.waitForStatus(user, failed, 'failed');
-  await jobs.waitForStatus(user, completed, 'completed');
-  const page = await openPage(browser, jobs, user);
+  const failed = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  const completed = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0 });
+  await setup.jobs.waitForStatus(user, failed, 'failed');
+  await setup.jobs.waitForStatus(user, completed, 'completed');
+  const page = await openPage(setup.browser, setup.jobs, user);
   await row(page, completed).waitFor();
   await page.getByLabel('Status').selectOption('failed');
   await row(page, completed).waitFor({ state: 'detached' });
@@ -150,9 +138,9 @@ test('the status filter and the empty state', async () => {
 
 test('usable at 375 px wide', async () => {
   const user = 'phone';
-  const taskId = await jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
-  await jobs.waitForStatus(user, taskId, 'failed');
-  const page = await openPage(browser, jobs, user, { width: 375, height: 812 });
+  const taskId = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  await setup.jobs.waitForStatus(user, taskId, 'failed');
+  const page = await openPage(setup.browser, setup.jobs, user, { width: 375, height: 812 });
   const retry = row(page, taskId).getByRole('button', { name: /Retry task/ });
   await retry.waitFor();
   assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 375), 'no horizontal scrolling');
@@ -167,7 +155,7 @@ test('usable at 375 px wide', async () => {
 test('a database outage is a visible message, not a blank page', async () => {
   const down = await startService({ MONGODB_URI: 'mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300' });
   try {
-    const page = await openPage(browser, down, 'nobody');
+    const page = await openPage(setup.browser, down, 'nobody');
     await page.getByText('The task database is unavailable').waitFor();
     await shot(page, '6-database-down');
     await page.context().close();
@@ -178,8 +166,8 @@ test('a database outage is a visible message, not a blank page', async () => {
 
 test('live refresh pauses while the tab is hidden and resumes when it is shown', async () => {
   const user = 'hidden-tab';
-  const taskId = await jobs.createDemo(user, { steps: 100, stepMs: 100 });
-  const page = await openPage(browser, jobs, user);
+  const taskId = await setup.jobs.createDemo(user, { steps: 100, stepMs: 100 });
+  const page = await openPage(setup.browser, setup.jobs, user);
   await row(page, taskId).waitFor();
   const lists = [];
   page.on('request', (r) => { if (new URL(r.url()).searchParams.get('action') === 'list') lists.push(Date.now()); });
@@ -197,7 +185,7 @@ test('live refresh pauses while the tab is hidden and resumes when it is shown',
   await setHidden(false);
   await page.waitForTimeout(1500);
   assert.ok(lists.length - whenHidden >= 2, 'resumes when shown');
-  await jobs.api('cancel', { method: 'POST', body: { taskId, userId: user } });
+  await setup.jobs.api('cancel', { method: 'POST', body: { taskId, userId: user } });
   await page.context().close();
 });
 
@@ -212,7 +200,7 @@ test('with JOBS_AUTH_SECRET the page uses the token the host hands over', async 
       body: JSON.stringify({ type: 'demo', payload: { steps: 1, stepMs: 0, failAttempts: 1 } }),
     });
     const { taskId } = await created.json();
-    const context = await browser.newContext();
+    const context = await setup.browser.newContext();
     const page = await context.newPage();
     const requests = [];
     page.on('request', (r) => requests.push(r));
@@ -243,7 +231,7 @@ test('a token for a non-ASCII user (jürgen) lists and retries his task, and no 
     });
     assert.equal(created.status, 201);
     const { taskId } = await created.json();
-    const context = await browser.newContext();
+    const context = await setup.browser.newContext();
     const page = await context.newPage();
     const requests = [];
     page.on('request', (r) => { if (new URL(r.url()).pathname === '/api/jobs') requests.push(r); });
@@ -270,7 +258,7 @@ test('a token for a non-ASCII user (jürgen) lists and retries his task, and no 
 });
 
 test('the create form states the work limit and shows the server\'s refusal above it', async () => {
-  const page = await openPage(browser, jobs, `work-limit-${Date.now()}`);
+  const page = await openPage(setup.browser, setup.jobs, `work-limit-${Date.now()}`);
   const hint = page.locator('#work-limit');
   await hint.getByText(/at most 240 s of work by default/).waitFor();
   const form = page.locator('#create');
@@ -283,10 +271,3 @@ test('the create form states the work limit and shows the server\'s refusal abov
     .waitFor();
   await page.context().close();
 });
-
-/** An HS256 JWT as a host application's backend would mint it. */
-function mintToken(secret, sub) {
-  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const body = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ sub, exp: Math.floor(Date.now() / 1000) + 600 })}`;
-  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
-}

@@ -50,7 +50,7 @@ async fn once(
             tasks
                 .find_one_and_update(
                     requeue_filter(&task_id, &user_id),
-                    requeue_update(&Handoff::new(&task_id, DateTime::now(), true)),
+                    requeue_update(&Handoff::new(&task_id, DateTime::now(), true), "user:bench"),
                 )
                 .return_document(ReturnDocument::Before)
                 .await?

@@ -93,7 +93,12 @@ async function call(action, { method = 'GET', query = {}, body } = {}) {
 
 export const api = {
   list: (query) => call('list', { query }),
+  get: (taskId) => call('get', { query: { taskId } }),
   create: (body) => call('create', { method: 'POST', body }),
   retry: (taskId) => call('retry', { method: 'POST', body: { taskId } }),
   cancel: (taskId) => call('cancel', { method: 'POST', body: { taskId } }),
+  /** `{taskIds}` (1..=100) or `{filter, cursor?}` → `{retried, skipped, nextCursor}`. */
+  retryMany: (body) => call('retryMany', { method: 'POST', body }),
+  /** The user's failures by cause: `{groups: [{errorGroup, template, count, lastAt, exampleTaskId}]}`. */
+  groups: (status = 'failed') => call('groups', { query: { status } }),
 };

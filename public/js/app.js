@@ -1,12 +1,18 @@
-// The Task Manager page: the user's tasks, one-click retry, cancel, a demo task form, and live
-// refresh while anything is queued or processing (paused while the tab is hidden).
+// The Task Manager page: the user's tasks, one-click retry, cancel, bulk retry (selected rows, or
+// every failed task of a cause), failures by cause, a task's detail with its timeline, a demo
+// task form with optional automatic retries, and live refresh while anything is queued,
+// processing or scheduled (paused while the tab is hidden).
 
 import { api, hasIdentity, identity, rememberUser } from './api.js';
-import { isActive, renderTasks } from './view.js';
+import {
+  detailHtml, detailTitle, isActive, isFailed, renderGroups, renderTasks, retrySummary, tickCountdowns,
+} from './view.js';
 
 const LIVE_INTERVAL_MS = 1000;
 const IDLE_INTERVAL_MS = 10000;
 const PAGE_SIZE = 20;
+/** `retryMany` takes at most this many ids per call. */
+const BULK_BATCH = 100;
 
 const $ = (selector) => document.querySelector(selector);
 const state = {
@@ -14,6 +20,14 @@ const state = {
   nextCursor: null,
   status: '',
   retrying: new Set(),
+  selected: new Set(),
+  groups: [],
+  // Set false when the API does not know `groups` (an older deployment): the panel stays hidden.
+  groupsSupported: true,
+  // A bulk retry in flight: {kind: 'selected'|'group', errorGroup?, done, total}.
+  bulk: null,
+  // The open detail: {taskId, task, html, opener: {selector, fallback}}.
+  detail: null,
   timer: null,
   // Responses to list requests sent before this moment are stale (see `retry`).
   freshSince: 0,
@@ -34,8 +48,40 @@ function showState(message, isError = false) {
   line.hidden = !message;
 }
 
+const bulkLabel = (bulk) => `Retrying… ${bulk.done} of ${Math.max(bulk.total, bulk.done)}`;
+
+function renderSelection() {
+  const failed = state.tasks.filter(isFailed);
+  const failedIds = new Set(failed.map((t) => t.taskId));
+  for (const id of state.selected) if (!failedIds.has(id)) state.selected.delete(id);
+  const n = state.selected.size;
+  $('#bulk').hidden = failed.length === 0 && state.bulk?.kind !== 'selected';
+  const all = $('#select-all');
+  all.checked = failed.length > 0 && n === failed.length;
+  all.indeterminate = n > 0 && n < failed.length;
+  all.disabled = failed.length === 0;
+  const button = $('#retry-selected');
+  if (state.bulk?.kind === 'selected') {
+    button.textContent = bulkLabel(state.bulk);
+    button.disabled = false;
+    button.setAttribute('aria-disabled', 'true');
+    button.setAttribute('aria-busy', 'true');
+  } else {
+    button.textContent = `Retry selected (${n})`;
+    button.disabled = n === 0;
+    button.toggleAttribute('aria-disabled', Boolean(state.bulk));
+    button.removeAttribute('aria-busy');
+  }
+}
+
+function renderGroupsPanel() {
+  const busy = state.bulk?.kind === 'group' ? { errorGroup: state.bulk.errorGroup, label: bulkLabel(state.bulk) } : null;
+  renderGroups($('#groups tbody'), state.groups, busy);
+  $('#groups').hidden = state.groups.length === 0 && !busy;
+}
+
 function render() {
-  renderTasks($('#tasks tbody'), state.tasks, state.retrying);
+  renderTasks($('#tasks tbody'), state.tasks, state.retrying, state.selected);
   $('#tasks').hidden = state.tasks.length === 0;
   $('#more').hidden = !state.nextCursor;
   if (state.tasks.length === 0) {
@@ -43,25 +89,61 @@ function render() {
   } else {
     showState('');
   }
+  renderSelection();
+  renderGroupsPanel();
   const live = state.tasks.some(isActive);
   $('#live').textContent = live ? 'Updating live' : '';
+}
+
+async function loadGroups() {
+  if (!state.groupsSupported) return null;
+  try {
+    return (await api.groups('failed')).groups ?? [];
+  } catch (error) {
+    if (error.code === 'UNKNOWN_ACTION') state.groupsSupported = false;
+    return null;
+  }
+}
+
+async function refreshDetail() {
+  const detail = state.detail;
+  if (!detail) return;
+  try {
+    const { task } = await api.get(detail.taskId);
+    if (state.detail === detail) showDetail(task);
+  } catch (error) {
+    if (state.detail === detail && !detail.task) {
+      $('#detail-body').innerHTML = '';
+      const message = document.createElement('p');
+      message.className = 'state error';
+      message.textContent = `Could not load the task: ${error.message}`;
+      $('#detail-body').append(message);
+    }
+  }
 }
 
 async function load({ append = false } = {}) {
   if (!hasIdentity()) {
     state.tasks = [];
+    state.groups = [];
     showState('Enter a user id to see its tasks.');
     $('#tasks').hidden = true;
+    $('#groups').hidden = true;
+    $('#bulk').hidden = true;
     return;
   }
   const startedAt = performance.now();
+  const groups = append ? Promise.resolve(null) : loadGroups();
+  if (!append) refreshDetail();
   try {
     const page = await api.list({
       status: state.status,
       limit: PAGE_SIZE,
       cursor: append ? state.nextCursor : undefined,
     });
+    const fresh = await groups;
     if (startedAt < state.freshSince) return;
+    if (fresh) state.groups = fresh;
     if (append) {
       state.tasks = state.tasks.concat(page.tasks);
     } else {
@@ -83,7 +165,8 @@ async function load({ append = false } = {}) {
 function schedule() {
   clearTimeout(state.timer);
   if (document.hidden) return;
-  const busy = state.tasks.some(isActive) || state.retrying.size > 0;
+  const busy = state.tasks.some(isActive) || state.retrying.size > 0 || Boolean(state.bulk)
+    || Boolean(state.detail?.task && isActive(state.detail.task));
   state.timer = setTimeout(async () => {
     await load();
     schedule();
@@ -94,6 +177,20 @@ function updateTask(taskId, changes) {
   state.tasks = state.tasks.map((t) => (t.taskId === taskId ? { ...t, ...changes } : t));
 }
 
+/** What a retry changes at once, before the next refresh confirms it. */
+function markRequeued(taskId) {
+  const task = state.tasks.find((t) => t.taskId === taskId);
+  if (!task) return;
+  updateTask(taskId, {
+    status: 'queued',
+    progress: 0,
+    lastError: null,
+    retryCount: (task.retryCount ?? 0) + 1,
+    // A manual retry gives the task a fresh automatic budget (docs/spec.md §12).
+    ...(task.autoRetry ? { autoRetries: 0, nextAttemptAt: null } : {}),
+  });
+}
+
 async function retry(taskId) {
   if (state.retrying.has(taskId)) return;
   state.retrying.add(taskId);
@@ -101,8 +198,7 @@ async function retry(taskId) {
   try {
     const result = await api.retry(taskId);
     if (result.success) {
-      const task = state.tasks.find((t) => t.taskId === taskId);
-      updateTask(taskId, { status: 'queued', progress: 0, lastError: null, retryCount: (task?.retryCount ?? 0) + 1 });
+      markRequeued(taskId);
       state.freshSince = performance.now();
       toast('Task re-queued.', 'success');
     }
@@ -137,6 +233,142 @@ async function copyId(taskId, button) {
   setTimeout(() => { button.textContent = 'Copy'; }, 1500);
 }
 
+/**
+ * Asks before a bulk retry; resolves true only when the user confirms (Escape cancels). Focus
+ * goes back to `opener` (a selector: its row may have been redrawn meanwhile).
+ */
+function confirmRetry(count, cause, opener) {
+  const dialog = $('#confirm');
+  const tasks = `${count} failed task${count === 1 ? '' : 's'}`;
+  $('#confirm-title').textContent = `Retry ${tasks}?`;
+  $('#confirm-text').textContent = cause
+    ? `Every failed task whose error is “${cause}” is queued again, 100 at a time.`
+    : 'The selected tasks are queued again.';
+  $('#confirm-note').textContent = 'Each retry counts against that task\'s own retry limit; a task at its limit, or no longer failed, is skipped.';
+  $('#confirm-ok').textContent = `Retry ${count}`;
+  dialog.returnValue = '';
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => {
+      keepFocus(opener);
+      resolve(dialog.returnValue === 'confirm');
+    }, { once: true });
+    dialog.showModal();
+    $('#confirm-ok').focus();
+  });
+}
+
+/** Keeps keyboard focus somewhere useful when the element that had it went away or was disabled. */
+function keepFocus(...candidates) {
+  const current = document.activeElement;
+  if (current && current !== document.body && current.isConnected && !current.disabled) return;
+  for (const candidate of candidates) {
+    const element = typeof candidate === 'string' ? $(candidate) : candidate;
+    if (element?.isConnected && !element.disabled && !element.closest('[hidden]')) {
+      element.focus();
+      return;
+    }
+  }
+}
+
+function showProgress(target) {
+  $(target).textContent = state.bulk ? bulkLabel(state.bulk) : '';
+}
+
+/**
+ * Runs a bulk retry call after call: `nextBody(reply)` gives the next body (`null` when done),
+ * the first time with no reply. Shows progress, updates the rows it retried, ends with the
+ * summary toast.
+ */
+async function runBulk(bulk, statusTarget, nextBody) {
+  state.bulk = { ...bulk, done: 0 };
+  showProgress(statusTarget);
+  render();
+  const retried = [];
+  const skipped = [];
+  let failure = null;
+  try {
+    let reply = null;
+    for (let body = nextBody(null); body; body = nextBody(reply)) {
+      reply = await api.retryMany(body);
+      retried.push(...(reply.retried ?? []));
+      skipped.push(...(reply.skipped ?? []));
+      state.bulk.done = retried.length + skipped.length;
+      for (const taskId of reply.retried ?? []) markRequeued(taskId);
+      state.freshSince = performance.now();
+      showProgress(statusTarget);
+      render();
+    }
+  } catch (error) {
+    failure = error;
+  }
+  state.bulk = null;
+  showProgress(statusTarget);
+  const summary = retrySummary(retried.length, skipped);
+  if (failure) {
+    toast(retried.length + skipped.length > 0 ? `${summary}; then stopped: ${failure.message}` : failure.message);
+  } else {
+    toast(summary, skipped.length === 0 ? 'success' : 'info');
+  }
+  render();
+  await load();
+  schedule();
+}
+
+async function retrySelected() {
+  if (state.bulk) return;
+  const ids = [...state.selected];
+  if (ids.length === 0) return;
+  if (!(await confirmRetry(ids.length, null, '#retry-selected'))) return;
+  state.selected.clear();
+  let offset = 0;
+  await runBulk({ kind: 'selected', total: ids.length }, '#selection-status', () => {
+    const taskIds = ids.slice(offset, offset + BULK_BATCH);
+    offset += BULK_BATCH;
+    return taskIds.length ? { taskIds } : null;
+  });
+  keepFocus('#select-all', '#tasks-title');
+}
+
+async function retryGroup(errorGroup) {
+  if (state.bulk) return;
+  const group = state.groups.find((g) => g.errorGroup === errorGroup);
+  if (!group) return;
+  const opener = `#groups tr[data-error-group="${CSS.escape(errorGroup)}"] [data-action="retry-group"]`;
+  if (!(await confirmRetry(group.count, group.template, opener))) return;
+  const seen = new Set();
+  await runBulk({ kind: 'group', errorGroup, total: group.count }, '#groups-status', (reply) => {
+    if (!reply) return { filter: { errorGroup } };
+    // Follow nextCursor while it is set; a cursor seen before would loop forever.
+    if (!reply.nextCursor || seen.has(reply.nextCursor)) return null;
+    seen.add(reply.nextCursor);
+    return { filter: { errorGroup }, cursor: reply.nextCursor };
+  });
+  keepFocus(opener, '#groups-title', '#tasks-title');
+}
+
+function showDetail(task) {
+  const detail = state.detail;
+  const html = detailHtml(task);
+  detail.task = task;
+  $('#detail-title').textContent = detailTitle(task);
+  if (detail.html !== html) {
+    detail.html = html;
+    $('#detail-body').innerHTML = html;
+  }
+  tickCountdowns($('#detail'));
+}
+
+/** Opens a task's detail; closing it (Close, Escape) gives focus back to `opener`. */
+function openDetail(taskId, opener) {
+  const dialog = $('#detail');
+  state.detail = { taskId, task: null, html: '', opener };
+  $('#detail-title').textContent = detailTitle({ taskId });
+  $('#detail-body').innerHTML = '<p class="state" role="status">Loading the task…</p>';
+  dialog.showModal();
+  $('#detail-close').focus();
+  refreshDetail().then(schedule);
+}
+
 function wire() {
   $('#tasks tbody').addEventListener('click', (event) => {
     const button = event.target.closest('button[data-action]');
@@ -145,6 +377,46 @@ function wire() {
     if (button.dataset.action === 'retry') retry(taskId);
     if (button.dataset.action === 'cancel') cancel(taskId);
     if (button.dataset.action === 'copy') copyId(taskId, button);
+    if (button.dataset.action === 'details') {
+      openDetail(taskId, `#tasks tr[data-task-id="${CSS.escape(taskId)}"] [data-action="details"]`);
+    }
+  });
+  $('#tasks tbody').addEventListener('change', (event) => {
+    const box = event.target.closest('input[data-action="select"]');
+    const taskId = box?.closest('tr')?.dataset.taskId;
+    if (!taskId) return;
+    if (box.checked) state.selected.add(taskId);
+    else state.selected.delete(taskId);
+    render();
+  });
+  $('#select-all').addEventListener('change', (event) => {
+    const failed = state.tasks.filter(isFailed).map((t) => t.taskId);
+    state.selected = new Set(event.target.checked ? failed : []);
+    render();
+  });
+  $('#retry-selected').addEventListener('click', () => retrySelected());
+
+  $('#groups tbody').addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    const errorGroup = button?.closest('tr')?.dataset.errorGroup;
+    if (!button || !errorGroup || button.getAttribute('aria-disabled') === 'true') return;
+    if (button.dataset.action === 'retry-group') retryGroup(errorGroup);
+    if (button.dataset.action === 'example') {
+      const group = state.groups.find((g) => g.errorGroup === errorGroup);
+      if (group?.exampleTaskId) {
+        openDetail(group.exampleTaskId, `#groups tr[data-error-group="${CSS.escape(errorGroup)}"] [data-action="example"]`);
+      }
+    }
+  });
+
+  $('#detail-close').addEventListener('click', () => $('#detail').close());
+  $('#detail').addEventListener('close', () => {
+    const opener = state.detail?.opener;
+    state.detail = null;
+    // The row may have been redrawn while the dialog was open: find its button again.
+    const target = opener ? $(opener) : null;
+    if (target) target.focus();
+    else keepFocus('#tasks-title');
   });
 
   $('#identity').addEventListener('submit', (event) => {
@@ -153,6 +425,8 @@ function wire() {
     if (!userId) return;
     rememberUser(userId);
     state.tasks = [];
+    state.selected.clear();
+    state.groups = [];
     state.nextCursor = null;
     showState('Loading tasks…');
     load().then(schedule);
@@ -166,10 +440,16 @@ function wire() {
     }
     const form = new FormData(event.target);
     const payload = Object.fromEntries(['steps', 'stepMs', 'failAttempts'].map((k) => [k, Number(form.get(k))]));
-    const button = event.target.querySelector('button');
+    const body = { type: 'demo', payload };
+    const attempts = Number(form.get('autoAttempts'));
+    // Sent only when asked for: without it, create behaves exactly as before.
+    if (attempts > 0) {
+      body.autoRetry = { attempts, delaySeconds: Number(form.get('autoDelay')), backoff: form.get('autoBackoff') };
+    }
+    const button = event.target.querySelector('button[type="submit"]');
     button.disabled = true;
     try {
-      await api.create({ type: 'demo', payload });
+      await api.create(body);
     } catch (error) {
       toast(error.message);
     } finally {
@@ -200,6 +480,8 @@ function wire() {
     if (document.hidden) clearTimeout(state.timer);
     else load().then(schedule);
   });
+  // Countdowns move every second, whatever the refresh interval.
+  setInterval(() => { if (!document.hidden) tickCountdowns(document); }, 1000);
 }
 
 function start() {

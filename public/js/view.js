@@ -1,65 +1,159 @@
-// Rendering of task rows. Rows are keyed by task id and replaced only when what they show
-// changes, so live refresh does not steal keyboard focus or close an open error history.
+// Rendering: task rows, the failures-by-cause rows, a task's detail, and the bulk summary. Rows
+// are keyed (tasks by id, causes by error group) and replaced only when what they show changes,
+// so live refresh does not steal keyboard focus, uncheck a box or close an open error history.
+// Countdowns are not part of a row's content: `tickCountdowns` rewrites them every second.
 
-const ACTIVE = new Set(['queued', 'processing']);
+const ACTIVE = new Set(['queued', 'processing', 'scheduled']);
 
 const escape = (value) =>
   String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '—');
 
+/** A moment with its date unless it is today; with milliseconds when `precise`. */
+function when(iso, { precise = false } = {}) {
+  if (!iso) return '—';
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso);
+  const clock = date.toLocaleTimeString([], {
+    hour: '2-digit', minute: '2-digit', second: '2-digit', ...(precise ? { fractionalSecondDigits: 3 } : {}),
+  });
+  const today = new Date().toDateString() === date.toDateString();
+  return today ? clock : `${date.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' })} ${clock}`;
+}
+
+const stamp = (iso, options) => (iso ? `<time datetime="${escape(iso)}">${escape(when(iso, options))}</time>` : '—');
+
+const shortId = (taskId) => `…${String(taskId).slice(-8)}`;
+
 export const isActive = (task) => ACTIVE.has(task.status);
+export const isFailed = (task) => task.status === 'failed';
+
+/** "in 7 s", "in 2 min 5 s", "in 3 h 10 min", "due now" until `iso`; '' for no date. */
+export function countdown(iso, now = Date.now()) {
+  const ms = Date.parse(iso) - now;
+  if (!Number.isFinite(ms)) return '';
+  const s = Math.ceil(ms / 1000);
+  if (s <= 0) return 'due now';
+  if (s < 60) return `in ${s} s`;
+  if (s < 3600) return `in ${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `in ${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `in ${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** Rewrites every countdown under `root` (elements with `data-countdown="<RFC 3339>"`). */
+export function tickCountdowns(root, now = Date.now()) {
+  for (const element of root.querySelectorAll('[data-countdown]')) {
+    const text = countdown(element.dataset.countdown, now);
+    const shown = element.dataset.prefix ? `${element.dataset.prefix}${text}` : text;
+    if (element.textContent !== shown) element.textContent = shown;
+  }
+}
+
+const SKIP_REASONS = {
+  MAX_RETRIES: 'max retries reached',
+  NOT_FAILED: 'no longer failed',
+  TASK_NOT_FOUND: 'not found',
+  REQUEUE_FAILED: 'could not be queued',
+};
+const REASON_ORDER = Object.keys(SKIP_REASONS);
+
+/**
+ * The toast after a bulk retry: `Retried 37`, `Retried 37, skipped 3: max retries reached`, or
+ * with several reasons (most frequent first) `Retried 35, skipped 5: 3 max retries reached, 2 no
+ * longer failed`. `skipped` is `[{taskId, code}]` as `retryMany` answers it.
+ */
+export function retrySummary(retriedCount, skipped) {
+  if (skipped.length === 0) return `Retried ${retriedCount}`;
+  const counts = new Map();
+  for (const { code } of skipped) counts.set(code, (counts.get(code) ?? 0) + 1);
+  const rank = (code) => (REASON_ORDER.includes(code) ? REASON_ORDER.indexOf(code) : REASON_ORDER.length);
+  const reasons = [...counts].sort(([a, x], [b, y]) => y - x || rank(a) - rank(b) || a.localeCompare(b));
+  const reason = (code) => SKIP_REASONS[code] ?? String(code).toLowerCase().replace(/_/g, ' ');
+  const detail = reasons.length === 1
+    ? reason(reasons[0][0])
+    : reasons.map(([code, n]) => `${n} ${reason(code)}`).join(', ');
+  return `Retried ${retriedCount}, skipped ${skipped.length}: ${detail}`;
+}
+
+function badge(task) {
+  const countdownSpan = task.status === 'scheduled' && task.nextAttemptAt
+    ? `<span class="countdown" data-countdown="${escape(task.nextAttemptAt)}" data-prefix=" · "></span>`
+    : '';
+  return `<span class="badge ${escape(task.status)}" data-status>${escape(task.status)}${countdownSpan}</span>`;
+}
+
+function autoMarker(task) {
+  const policy = task.autoRetry;
+  if (!policy) return '';
+  const used = Number(task.autoRetries) || 0;
+  return `<span class="auto" data-auto title="Automatic retries used: ${used} of ${escape(policy.attempts)}">auto ${used}/${escape(policy.attempts)}</span>`;
+}
 
 function actions(task, retrying) {
+  const id = escape(task.taskId);
+  const details = `<button type="button" class="secondary" data-action="details" aria-haspopup="dialog" aria-label="Details of task ${id}">Details</button>`;
   if (task.status === 'failed') {
-    return retrying
-      ? `<button type="button" data-action="retry" disabled aria-busy="true" aria-label="Retrying task ${escape(task.taskId)}">Retrying...</button>`
-      : `<button type="button" data-action="retry" aria-label="Retry task ${escape(task.taskId)}">Retry</button>`;
+    return (retrying
+      ? `<button type="button" data-action="retry" disabled aria-busy="true" aria-label="Retrying task ${id}">Retrying...</button>`
+      : `<button type="button" data-action="retry" aria-label="Retry task ${id}">Retry</button>`) + details;
   }
   if (isActive(task)) {
-    return `<button type="button" class="danger" data-action="cancel" aria-label="Cancel task ${escape(task.taskId)}">Cancel</button>`;
+    return `<button type="button" class="danger" data-action="cancel" aria-label="Cancel task ${id}">Cancel</button>${details}`;
   }
-  return '';
+  return details;
+}
+
+function historyItems(entries) {
+  return entries
+    .slice()
+    .reverse()
+    .map((e) => `<li>${e.attempt > 0 ? `Attempt ${escape(e.attempt)}` : 'Before its first run'} at ${escape(time(e.at))}: ${escape(e.message)}${e.permanent ? ' (permanent: not retried automatically)' : ''}</li>`)
+    .join('');
 }
 
 function history(task) {
   const entries = task.errorHistory ?? [];
   if (entries.length === 0) return '';
-  const items = entries
-    .slice()
-    .reverse()
-    .map((e) => `<li>${e.attempt > 0 ? `Attempt ${escape(e.attempt)}` : 'Before its first run'} at ${escape(time(e.at))}: ${escape(e.message)}</li>`)
-    .join('');
-  return `<details data-history><summary>Error history (${entries.length})</summary><ol>${items}</ol></details>`;
+  return `<details data-history><summary>Error history (${entries.length})</summary><ol>${historyItems(entries)}</ol></details>`;
 }
 
-function rowHtml(task, retrying) {
+function rowHtml(task, { retrying, selected }) {
   const progress = Math.max(0, Math.min(100, Number(task.progress) || 0));
   const cell = (label, content, extra = '') => `<td data-label="${label}"${extra}><div class="cell">${content}</div></td>`;
+  const select = task.status === 'failed'
+    ? cell('Select', `<input type="checkbox" data-action="select" aria-label="Select task ${escape(task.taskId)}"${selected ? ' checked' : ''}>`, ' class="select-cell"')
+    : '<td data-label="Select" class="select-cell empty"></td>';
   return [
-    cell('Task', `<span class="id" title="${escape(task.taskId)}">…${escape(task.taskId.slice(-8))}</span><button type="button" class="secondary copy" data-action="copy" aria-label="Copy task id ${escape(task.taskId)}">Copy</button>`),
+    select,
+    cell('Task', `<span class="id" title="${escape(task.taskId)}">${escape(shortId(task.taskId))}</span><button type="button" class="secondary copy" data-action="copy" aria-label="Copy task id ${escape(task.taskId)}">Copy</button>`),
     cell('Type', escape(task.type)),
-    cell('Status', `<span class="badge ${escape(task.status)}" data-status>${escape(task.status)}</span>`),
+    cell('Status', badge(task)),
     cell('Progress', `<span class="progress" role="progressbar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${progress}"><span style="width:${progress}%"></span></span> <span data-progress>${progress}%</span>`),
-    cell('Retries', `<span data-retries>${escape(task.retryCount)} / ${escape(task.maxRetries)}</span>`),
+    cell('Retries', `<span data-retries>${escape(task.retryCount)} / ${escape(task.maxRetries)}</span>${autoMarker(task)}`),
     cell('Last error', `<span class="error-text" data-error>${escape(task.lastError ?? '')}</span>${history(task)}`),
     cell('Times', `created ${escape(time(task.createdAt))}<br>updated ${escape(time(task.updatedAt))}`, ' class="times"'),
     cell('Actions', `<div class="actions">${actions(task, retrying)}</div>`),
   ].join('');
 }
 
-/** Brings `tbody` in line with `tasks`, touching only rows whose content changed. */
-export function renderTasks(tbody, tasks, retryingIds) {
-  const existing = new Map([...tbody.rows].map((row) => [row.dataset.taskId, row]));
+/**
+ * Brings `tbody` in line with `items`: one row per item, keyed by `dataset[keyName]`, its
+ * content `htmlOf(item)`, replaced only when that changes (keeping focus by `data-action` and
+ * an open `<details>`).
+ */
+function renderRows(tbody, items, keyName, keyOf, htmlOf, decorate = () => {}) {
+  const existing = new Map([...tbody.rows].map((row) => [row.dataset[keyName], row]));
   const focused = document.activeElement;
   let previous = null;
-  for (const task of tasks) {
-    let row = existing.get(task.taskId);
-    existing.delete(task.taskId);
-    const html = rowHtml(task, retryingIds.has(task.taskId));
+  for (const item of items) {
+    const key = keyOf(item);
+    let row = existing.get(key);
+    existing.delete(key);
+    const html = htmlOf(item);
     if (!row) {
       row = document.createElement('tr');
-      row.dataset.taskId = task.taskId;
+      row.dataset[keyName] = key;
     }
     if (row.dataset.html !== html) {
       const refocus = row.contains(focused) ? focused.dataset.action : null;
@@ -68,7 +162,8 @@ export function renderTasks(tbody, tasks, retryingIds) {
       const details = row.querySelector('details[data-history]');
       if (details) details.open = historyOpen;
       row.dataset.html = html;
-      row.dataset.status = task.status;
+      decorate(row, item);
+      tickCountdowns(row);
       if (refocus) row.querySelector(`[data-action="${refocus}"]`)?.focus();
     }
     const expected = previous ? previous.nextSibling : tbody.firstChild;
@@ -77,3 +172,99 @@ export function renderTasks(tbody, tasks, retryingIds) {
   }
   for (const row of existing.values()) row.remove();
 }
+
+/** Task rows; `retryingIds` show `Retrying...`, `selectedIds` are checked. */
+export function renderTasks(tbody, tasks, retryingIds, selectedIds = new Set()) {
+  renderRows(
+    tbody, tasks, 'taskId', (t) => t.taskId,
+    (t) => rowHtml(t, { retrying: retryingIds.has(t.taskId), selected: selectedIds.has(t.taskId) }),
+    (row, t) => { row.dataset.status = t.status; },
+  );
+}
+
+function groupRowHtml(group, busy) {
+  const cell = (label, content, extra = '') => `<td data-label="${label}"${extra}><div class="cell">${content}</div></td>`;
+  const template = escape(group.template);
+  const count = escape(group.count);
+  const retry = busy
+    ? `<button type="button" data-action="retry-group" aria-disabled="true" aria-busy="true" aria-label="${escape(busy)}: failed tasks with cause ${template}">${escape(busy)}</button>`
+    : `<button type="button" data-action="retry-group" aria-label="Retry all (${count}) failed tasks with cause ${template}">Retry all (${count})</button>`;
+  const example = group.exampleTaskId
+    ? `<button type="button" class="secondary" data-action="example" aria-haspopup="dialog" aria-label="Example: a task with cause ${template}">Example</button>`
+    : '';
+  return [
+    cell('Cause', `<span class="template" data-template>${template}</span>`),
+    cell('Failed', `<span data-count>${count}</span>`),
+    cell('Last seen', stamp(group.lastAt)),
+    cell('Actions', `<div class="actions">${retry}${example}</div>`),
+  ].join('');
+}
+
+/** The failures-by-cause rows; `busy` is `{errorGroup, label}` while one is being retried. */
+export function renderGroups(tbody, groups, busy) {
+  renderRows(
+    tbody, groups, 'errorGroup', (g) => g.errorGroup,
+    (g) => groupRowHtml(g, busy?.errorGroup === g.errorGroup ? busy.label : null),
+    (row, g) => { row.dataset.count = g.count; },
+  );
+}
+
+const json = (value) => `<pre class="json">${escape(JSON.stringify(value, null, 2))}</pre>`;
+
+function policyText(task) {
+  const p = task.autoRetry;
+  if (!p) return 'Off';
+  const used = Number(task.autoRetries) || 0;
+  const backoff = p.backoff === 'fixed'
+    ? `every ${escape(p.delaySeconds)} s`
+    : `from ${escape(p.delaySeconds)} s, doubling up to ${escape(p.maxDelaySeconds ?? '?')} s`;
+  return `${used} of ${escape(p.attempts)} used; ${escape(p.backoff ?? 'exponential')} backoff ${backoff}`;
+}
+
+function timeline(events) {
+  if (!Array.isArray(events) || events.length === 0) return '<p class="hint">No timeline was recorded for this task.</p>';
+  const rows = events.map((e) => `<tr data-kind="${escape(e.kind)}">
+      <td data-label="Time">${stamp(e.at, { precise: true })}</td>
+      <td data-label="Event"><span class="kind" data-event-kind>${escape(e.kind)}</span></td>
+      <td data-label="By" data-by>${escape(e.by)}</td>
+      <td data-label="Attempt">${e.attempt === undefined || e.attempt === null ? '' : escape(e.attempt)}</td>
+      <td data-label="Message" class="message">${escape(e.message ?? '')}</td>
+    </tr>`).join('');
+  return `<table class="timeline" aria-labelledby="detail-timeline"><thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">By</th><th scope="col">Attempt</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+/** The body of a task's detail dialog: facts, timeline (oldest first), errors, payload, result. */
+export function detailHtml(task) {
+  const fact = (term, value) => `<dt>${term}</dt><dd>${value}</dd>`;
+  const progress = Math.max(0, Math.min(100, Number(task.progress) || 0));
+  const next = task.nextAttemptAt
+    ? `${stamp(task.nextAttemptAt)} (<span data-countdown="${escape(task.nextAttemptAt)}"></span>)`
+    : '—';
+  const errors = task.errorHistory ?? [];
+  return `
+    <dl class="facts">
+      ${fact('Task id', `<span class="id">${escape(task.taskId)}</span>`)}
+      ${fact('Type', escape(task.type))}
+      ${fact('Status', badge(task))}
+      ${fact('Progress', `${progress}%`)}
+      ${fact('Attempts', escape(task.attempts ?? 0))}
+      ${fact('Manual retries', `${escape(task.retryCount)} / ${escape(task.maxRetries)}`)}
+      ${fact('Automatic retries', policyText(task))}
+      ${fact('Next attempt', next)}
+      ${task.lastError && task.errorTemplate ? fact('Cause', `<span class="template">${escape(task.errorTemplate)}</span>`) : ''}
+      ${task.lastError ? fact('Last error', `<span class="error-text">${escape(task.lastError)}</span>`) : ''}
+      ${fact('Created', stamp(task.createdAt))}
+      ${fact('Started', stamp(task.startedAt))}
+      ${fact('Finished', stamp(task.finishedAt))}
+    </dl>
+    <h3 id="detail-timeline">Timeline</h3>
+    ${timeline(task.events)}
+    <h3>Error history</h3>
+    ${errors.length ? `<ol class="errors">${historyItems(errors)}</ol>` : '<p class="hint">No failures.</p>'}
+    <h3>Payload</h3>
+    ${task.payload === undefined ? '<p class="hint">Not shown.</p>' : json(task.payload)}
+    <h3>Result</h3>
+    ${task.result === undefined || task.result === null ? '<p class="hint">No result.</p>' : json(task.result)}`;
+}
+
+export const detailTitle = (task) => `${task?.type ? `${task.type} task` : 'Task'} ${shortId(task?.taskId ?? '')}`;
