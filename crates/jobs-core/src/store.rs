@@ -393,6 +393,11 @@ impl Store {
         if let Ok(errors) = reply.get_array("writeErrors") {
             return Err(JobsError::internal(format!("bulk update: {errors:?}")));
         }
+        // `run_command` hands back the raw reply: a missed write concern is only in it.
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            tracing::warn!(?concern, "bulk update did not meet its write concern");
+            return Err(JobsError::DbUnavailable);
+        }
         Ok(())
     }
 

@@ -26,7 +26,8 @@ pub struct SweepReport {
     pub redispatched: u32,
 }
 
-/// One sweep over the whole collection, at most [`SWEEP_BATCH`] tasks per kind.
+/// One sweep over the whole collection, at most 500 tasks per kind (the next run takes the
+/// rest).
 pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> Result<SweepReport> {
     let now = DateTime::now();
     let mut report = SweepReport::default();

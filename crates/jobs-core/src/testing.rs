@@ -25,8 +25,8 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use crate::config::Config;
 use crate::store::Store;
 use crate::task::{
-    AutoRetry, DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Handoff, Lease, MAX_MAX_RETRIES,
-    Task, TaskId, TaskStatus, UserId,
+    AutoRetry, DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Event, EventKind, Handoff,
+    Lease, MAX_MAX_RETRIES, Task, TaskId, TaskStatus, UserId,
 };
 
 /// The variable naming the MongoDB (SecantusDB) that tests run against; `scripts/test` sets it.
@@ -79,11 +79,22 @@ pub fn fresh_store() -> Store {
 /// | `completed` | `retryCount + 1` | 100 | none | none / one per retry | set / set |
 /// | `failed` | `retryCount + 1` | 0 | none | the last attempt's failure / one per attempt | set / set |
 /// | `cancelled` | `retryCount` | 0 | none | none / one per retry | set if attempted / set |
+/// | `scheduled` | `retryCount + 1` | 0 | none | the last attempt's failure / one per attempt | set / none |
 ///
 /// Every task has a `handoff` (its last queueing: when it was last updated if `queued`, else
 /// when it was started; `retry` when `retryCount > 0`), not re-sent, unless
 /// [`redispatched_secs_ago`](TaskFixture::redispatched_secs_ago) or
-/// [`without_handoff`](TaskFixture::without_handoff) says otherwise.
+/// [`without_handoff`](TaskFixture::without_handoff) says otherwise. A `scheduled` task's
+/// hand-off is its automatic retry's, as `schedule_retry` records it: dated when it is due
+/// (`nextAttemptAt`, 60 s from now unless
+/// [`next_attempt_in_secs`](TaskFixture::next_attempt_in_secs) says otherwise), `retry: false`.
+/// A `scheduled` task is only legal with an [`auto_retry`](TaskFixture::auto_retry) policy that
+/// has used at least one automatic retry.
+///
+/// A task with a `lastError` (`failed`, `scheduled`) has its cause (`errorTemplate`,
+/// `errorGroup`) unless [`without_error_group`](TaskFixture::without_error_group) says
+/// otherwise. The timeline (`events`) is empty unless
+/// [`events_len`](TaskFixture::events_len) says otherwise.
 ///
 /// The owner is `alice`, the type `demo` with a payload that completes at once, `maxRetries`
 /// 3, and every time is "now" unless set in seconds ago.
@@ -108,7 +119,9 @@ pub struct TaskFixture {
     redispatched_secs_ago: Option<i64>,
     auto_retry: Option<AutoRetry>,
     auto_retries: i32,
-    next_attempt_in_secs: Option<i64>,
+    next_attempt_in_ms: Option<i64>,
+    error_group: bool,
+    events_len: usize,
 }
 
 /// A fixture task with the defaults of [`TaskFixture`]: a fresh `queued` `demo` task of `alice`.
@@ -132,7 +145,9 @@ pub fn task() -> TaskFixture {
         redispatched_secs_ago: None,
         auto_retry: None,
         auto_retries: 0,
-        next_attempt_in_secs: None,
+        next_attempt_in_ms: None,
+        error_group: true,
+        events_len: 0,
     }
 }
 
@@ -243,8 +258,29 @@ impl TaskFixture {
     }
 
     /// A `scheduled` task's next attempt, `secs` from now (negative: due already).
-    pub fn next_attempt_in_secs(mut self, secs: i64) -> Self {
-        self.next_attempt_in_secs = Some(secs);
+    pub fn next_attempt_in_secs(self, secs: i64) -> Self {
+        self.next_attempt_in_millis(secs * 1000)
+    }
+
+    /// A `scheduled` task's next attempt, `ms` milliseconds from now (negative: due already);
+    /// for times within `claim`'s one second of allowed clock skew.
+    pub fn next_attempt_in_millis(mut self, ms: i64) -> Self {
+        self.next_attempt_in_ms = Some(ms);
+        self
+    }
+
+    /// No `errorTemplate` / `errorGroup`: a failure stored before causes were recorded.
+    pub fn without_error_group(mut self) -> Self {
+        self.error_group = false;
+        self
+    }
+
+    /// Exactly `len` timeline `events` (at most [`EVENTS_LEN`](crate::task::EVENTS_LEN) are
+    /// legal), oldest first, one second apart, the newest when the task was last updated: a
+    /// `created` event by `user:<owner>`, then `redispatched` events by `sweep` (their times
+    /// tell which ones a transition dropped).
+    pub fn events_len(mut self, len: usize) -> Self {
+        self.events_len = len;
         self
     }
 
@@ -260,10 +296,12 @@ impl TaskFixture {
         let now = DateTime::now().timestamp_millis();
         let ago = |secs: i64| DateTime::from_millis(now - secs * 1000);
 
-        let ran = matches!(self.status, Processing | Completed | Failed);
+        let ran = matches!(self.status, Processing | Completed | Failed | Scheduled);
         let attempts = self.attempts.unwrap_or(self.retry_count + i32::from(ran));
-        // Each retry followed a failure; a failed task has also failed its last attempt.
-        let failures = self.retry_count + i32::from(self.status == Failed);
+        // Each retry followed a failure; a failed (or scheduled) task has also failed its
+        // last attempt.
+        let failed_last = matches!(self.status, Failed | Scheduled);
+        let failures = self.retry_count + i32::from(failed_last);
         let history_len = self
             .error_history_len
             .unwrap_or(failures.clamp(0, ERROR_HISTORY_LEN) as usize);
@@ -297,10 +335,25 @@ impl TaskFixture {
             expires_at: ago(-self.lease_expires_in_secs.unwrap_or(DEFAULT_LEASE_SECS)),
         });
         let started_secs_ago = self.started_secs_ago.unwrap_or(self.updated_secs_ago);
+        let events: Vec<Event> = (0..self.events_len)
+            .map(|i| {
+                let (kind, by) = match i {
+                    0 => (EventKind::Created, format!("user:{}", self.owner)),
+                    _ => (EventKind::Redispatched, "sweep".to_owned()),
+                };
+                Event {
+                    at: ago(self.updated_secs_ago + (self.events_len - 1 - i) as i64),
+                    ..Event::new(kind, by)
+                }
+            })
+            .collect();
         let oldest = [
             Some(self.updated_secs_ago),
             self.started_secs_ago,
             error_history
+                .first()
+                .map(|e| (now - e.at.timestamp_millis()) / 1000),
+            events
                 .first()
                 .map(|e| (now - e.at.timestamp_millis()) / 1000),
         ]
@@ -310,18 +363,25 @@ impl TaskFixture {
         .unwrap_or(0);
         let finished = matches!(self.status, Completed | Failed | Cancelled);
         let task_id = TaskId::generate();
+        let next_attempt_at = (self.status == Scheduled)
+            .then(|| DateTime::from_millis(now + self.next_attempt_in_ms.unwrap_or(60_000)));
         let handoff = self.handoff.then(|| {
-            let queued_secs_ago = match self.status {
-                Queued => self.updated_secs_ago,
-                _ => started_secs_ago,
+            let (at, retry) = match (self.status, next_attempt_at) {
+                // An automatic retry's hand-off, dated when it is due.
+                (Scheduled, Some(due)) => (due, false),
+                (Queued, _) => (ago(self.updated_secs_ago), self.retry_count > 0),
+                _ => (ago(started_secs_ago), self.retry_count > 0),
             };
             Handoff {
                 redispatched: self.redispatched_secs_ago.map(ago),
-                ..Handoff::new(&task_id, ago(queued_secs_ago), self.retry_count > 0)
+                ..Handoff::new(&task_id, at, retry)
             }
         });
         // The cause of the last failure, as every failure records it.
-        let cause = last_error.as_deref().map(crate::error_groups::Cause::of);
+        let cause = last_error
+            .as_deref()
+            .filter(|_| self.error_group)
+            .map(crate::error_groups::Cause::of);
         Task {
             task_id,
             user_id: UserId::parse(&self.owner).expect("a valid fixture owner"),
@@ -346,11 +406,10 @@ impl TaskFixture {
             handoff,
             auto_retry: self.auto_retry,
             auto_retries: self.auto_retries,
-            next_attempt_at: (self.status == Scheduled)
-                .then(|| ago(-self.next_attempt_in_secs.unwrap_or(60))),
+            next_attempt_at,
             error_group: cause.as_ref().map(|c| c.group.clone()),
             error_template: cause.map(|c| c.template),
-            events: Vec::new(),
+            events,
         }
     }
 
@@ -457,10 +516,30 @@ pub fn assert_legal(task: &Task) {
             "nextAttemptAt only while scheduled: {task:?}"
         );
     }
+    assert_eq!(
+        task.error_group.is_some(),
+        task.error_template.is_some(),
+        "errorGroup and errorTemplate are written together: {task:?}"
+    );
+    if let Some(group) = &task.error_group {
+        assert!(
+            crate::error_groups::is_group_id(group),
+            "errorGroup is 12 hex digits: {task:?}"
+        );
+    }
     assert!(
         task.events.len() <= crate::task::EVENTS_LEN as usize,
         "events capped: {task:?}"
     );
+    for event in &task.events {
+        let owner = |prefix: &str| event.by.strip_prefix(prefix) == Some(task.user_id.as_str());
+        assert!(
+            matches!(event.by.as_str(), "auto" | "qstash" | "self" | "sweep")
+                || owner("user:")
+                || owner("bulk:"),
+            "an event is by auto, qstash, self, sweep, or user:/bulk: its owner: {event:?} in {task:?}"
+        );
+    }
 }
 
 /// [`assert_legal`] for a raw stored document (as HTTP tests read it): it must also be a

@@ -176,7 +176,7 @@ impl Store {
             .find_one_and_update(claimable(task_id, now), update, ReturnDocument::After)
             .await?;
         if claimed.is_some() {
-            log(task_id, "queued", TaskStatus::Processing, "claim");
+            log(task_id, "queued|scheduled", TaskStatus::Processing, "claim");
         }
         Ok(claimed)
     }
@@ -449,7 +449,7 @@ impl Store {
         push_events(&mut update, &[Event::new(EventKind::Redispatched, "sweep")]);
         let marked = self.update_one(filter, update).await?;
         if marked {
-            log(task_id, "queued", TaskStatus::Queued, "mark_redispatched");
+            tracing::info!(task_id = %task_id, transition = "mark_redispatched", "hand-off re-sent by sweep");
         }
         Ok(marked)
     }
@@ -488,7 +488,7 @@ impl Store {
             filter,
             update,
             &task.task_id,
-            "queued",
+            task.status.as_str(),
             "fail_never_picked_up",
         )
         .await
