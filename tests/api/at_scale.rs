@@ -169,6 +169,13 @@ async fn a_permanent_failure_is_not_retried_automatically() {
         ))
         .await;
     assert!(!kinds(&task.body["task"]).contains(&"scheduled".to_owned()));
+    let shown = task.body["task"]["errorHistory"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(shown["permanent"], true, "the page is told: {shown}");
 }
 
 /// A scheduled task can be cancelled; a manual retry of a task whose automatic retries ran

@@ -398,8 +398,10 @@ impl App {
             .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
         let status = match query.get("status").filter(|s| !s.is_empty()) {
             None => TaskStatus::Failed,
-            Some(name) => TaskStatus::parse(name)
-                .ok_or_else(|| JobsError::InvalidQuery("unknown status".into()))?,
+            Some(name) => TaskStatus::parse(name).ok_or_else(|| {
+                let shown: String = name.chars().take(32).collect();
+                JobsError::InvalidQuery(format!("unknown status {shown:?}"))
+            })?,
         };
         let found = self.store.error_groups(&user, status).await?;
         let groups = found

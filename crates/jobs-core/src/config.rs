@@ -123,8 +123,8 @@ pub struct Config {
     /// for tests): how long a claim holds a task without a heartbeat before `sweep` fails it as
     /// a lost worker. The worker renews it every third of its length.
     pub lease: Duration,
-    /// `JOBS_QUEUE_TIMEOUT_SECONDS` (default 900, 1..=604800): how long after its hand-off a
-    /// task re-sent once and still `queued` is failed by `sweep` as never picked up.
+    /// `JOBS_QUEUE_TIMEOUT_SECONDS` (default 900, 1..=604800): how long after `sweep` re-sent
+    /// its hand-off a task still `queued` (or `scheduled`) is failed as never picked up.
     pub queue_timeout: Duration,
     /// `JOBS_REDISPATCH_SECONDS` (default 120, 1..=86400): how old a `queued` task's hand-off
     /// must be before `sweep` re-sends it, once, with the same deduplication id.

@@ -33,9 +33,9 @@ pub const SELF_INVOCATIONS_IN_FLIGHT: usize = 8;
 /// How a hand-off reaches `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Publish `{taskId}` to QStash, which delivers it to `process`.
+    /// Publish `{taskId, handoffId}` to QStash, which delivers it to `process`.
     QStash,
-    /// POST `{taskId, isSelfInvoke: true}` to `process` directly.
+    /// POST `{taskId, handoffId, isSelfInvoke: true}` to `process` directly.
     SelfInvoke,
 }
 

@@ -65,7 +65,7 @@ pub enum JobsError {
     #[error("Max retries ({0}) reached.")]
     MaxRetries(i32),
     /// `cancel` of a task that has already finished (its status carried). 409.
-    #[error("Only queued or processing tasks can be cancelled; this task is {0}.")]
+    #[error("Only queued, scheduled or processing tasks can be cancelled; this task is {0}.")]
     NotCancellable(TaskStatus),
     /// `retry` reset the task but its hand-off failed; the task is back to `failed` and the retry
     /// is not spent. 503.

@@ -17,7 +17,8 @@ pub struct Created {
     pub success: bool,
     /// `taskId`: the new task's id, to `get`, `retry` or `cancel` it.
     pub task_id: TaskId,
-    /// `status`: always `queued`: the task is stored and its hand-off sent.
+    /// `status`: `queued` once the task is stored and its hand-off sent, or the real status
+    /// when a hand-off reported as failed had arrived after all.
     pub status: TaskStatus,
 }
 
@@ -161,7 +162,7 @@ pub struct TaskView {
     /// `payload`: the input given at `create`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
-    /// `status`: `queued`, `processing`, `completed`, `failed` or `cancelled`.
+    /// `status`: `queued`, `scheduled`, `processing`, `completed`, `failed` or `cancelled`.
     pub status: TaskStatus,
     /// `progress`: 0..=100; 0 again at each claim and each retry, 100 once completed.
     pub progress: i32,
@@ -243,6 +244,9 @@ pub struct ErrorView {
     pub message: String,
     /// `at`: when it failed (RFC 3339).
     pub at: String,
+    /// `permanent`: present (true) when the processor said not to retry it automatically.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
 }
 
 impl From<ErrorEntry> for ErrorView {
@@ -251,6 +255,7 @@ impl From<ErrorEntry> for ErrorView {
             attempt: entry.attempt,
             message: entry.message,
             at: rfc3339(entry.at),
+            permanent: entry.permanent,
         }
     }
 }

@@ -20,9 +20,10 @@ const SWEEP_BATCH: i64 = 500;
 pub struct SweepReport {
     /// `processing` tasks failed because their lease expired.
     pub timed_out: u32,
-    /// `queued` tasks failed because nothing claimed them, even after a re-send.
+    /// `queued` or `scheduled` tasks failed because nothing claimed them, even after a re-send.
     pub never_picked_up: u32,
-    /// `queued` tasks whose hand-off was re-sent (same deduplication id).
+    /// Hand-offs sent by this sweep: stale ones re-sent with the same deduplication id, and
+    /// due automatic retries handed off.
     pub redispatched: u32,
 }
 
@@ -45,17 +46,21 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         .stale_handoffs(ago(config.redispatch_after), SWEEP_BATCH)
         .await?;
     let due = store.due_scheduled(due_before, SWEEP_BATCH).await?;
+    let mut resend = Vec::new();
     for task in stale.into_iter().chain(due) {
-        let Some(handoff) = &task.handoff else {
+        let Some(handoff) = task.handoff else {
             continue;
         };
-        if !store.mark_redispatched(&task.task_id, handoff).await? {
-            continue; // claimed, cancelled or re-sent by another sweep meanwhile
+        // Only the sweep that marks it re-sends it (claimed, cancelled or re-sent by another
+        // sweep meanwhile: skipped).
+        if store.mark_redispatched(&task.task_id, &handoff).await? {
+            resend.push((task.task_id, handoff));
         }
-        report.redispatched += 1;
-        // A failed re-send is not fatal: the task waits, and the next rule fails it.
-        let _ = dispatcher.dispatch(&task.task_id, handoff).await;
     }
+    report.redispatched = resend.len() as u32;
+    // All at once: one QStash batch, or at most 8 self-invocations in flight. A failed re-send
+    // is not fatal: the task waits, and the never-picked-up rule fails it.
+    dispatcher.dispatch_many(&resend).await;
 
     for task in store.lost_workers(now, SWEEP_BATCH).await? {
         let Some(lease) = &task.lease else { continue };

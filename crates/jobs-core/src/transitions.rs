@@ -505,18 +505,22 @@ impl Store {
     ) -> Result<bool> {
         let event = Event::new(EventKind::DeliveryFailed, "qstash");
         let mut update = failed_update(task.attempts, message, event);
+        update
+            .get_document_mut("$set")
+            .expect("a failure sets fields")
+            .insert("nextAttemptAt", Bson::Null);
         let current = task.handoff.as_ref().filter(|h| h.dedup_id == dedup_id);
         if current.is_some_and(|h| h.retry) {
             update.insert("$inc", doc! { "retryCount": -1 });
         }
-        self.fail_where(
-            handoff_fence(&task.task_id, dedup_id),
-            update,
-            &task.task_id,
-            "queued",
-            "fail_undelivered",
-        )
-        .await
+        // A scheduled automatic retry whose delivery QStash gave up on fails too.
+        let filter = doc! {
+            "taskId": task.task_id.as_str(),
+            "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
+            "handoff.dedupId": dedup_id,
+        };
+        self.fail_where(filter, update, &task.task_id, "queued", "fail_undelivered")
+            .await
     }
 
     async fn fail_where(

@@ -38,7 +38,7 @@ use crate::config::Config;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessorError {
     /// The attempt failed: the message becomes `lastError` and an `errorHistory` entry, and the
-    /// task is `failed`.
+    /// task is `scheduled` for an automatic retry if its policy has one left, else `failed`.
     Failed(String),
     /// The attempt failed in a way another attempt cannot fix (bad input, a refusal): the task
     /// is `failed` at once, without automatic retries, and the `errorHistory` entry says
