@@ -35,6 +35,7 @@ async fn once(
             let cursor = tasks
                 .find(doc! { "userId": "bench-list" })
                 .sort(doc! { "createdAt": -1, "taskId": -1 })
+                .projection(crate::scale::list_projection())
                 .limit(21)
                 .batch_size(21)
                 .await?;

@@ -1,11 +1,13 @@
 //! Benchmarks the release `jobs` binary on this machine (run through `scripts/bench`, which
-//! builds it and starts SecantusDB): cold start, latency and throughput of `create`, `get`,
-//! `list` and `retry` driven by `wrk`, the same MongoDB operations issued directly with the
-//! driver (the floor), memory, binary size and MongoDB commands per action. Prints a
-//! Markdown report.
+//! builds it and starts SecantusDB). `jobs-bench`: cold start, latency and throughput of
+//! `create`, `get`, `list` and `retry` driven by `wrk`, the same MongoDB operations issued
+//! directly with the driver (the floor), memory, binary size and MongoDB commands per action.
+//! `jobs-bench scale`: `list` and `retry` for a user with 100,000 tasks against their floor,
+//! and the list query's shape (see `scale.rs`). Prints a Markdown report.
 
 mod floor;
 mod qstash_sink;
+mod scale;
 mod seed;
 mod service;
 mod stats;
@@ -53,6 +55,15 @@ fn settings() -> Result<Settings> {
 async fn main() -> Result<()> {
     let settings = settings()?;
     let sink = qstash_sink::start().await?;
+    match std::env::args().nth(1).as_deref() {
+        None | Some("main") => main_benchmark(&settings, &sink).await,
+        Some("scale") => scale::run(&settings, &sink).await,
+        Some(other) => anyhow::bail!("unknown benchmark {other:?}: expected `main` or `scale`"),
+    }
+}
+
+/// Cold start, `wrk` load against the floor, memory, size, commands per action.
+async fn main_benchmark(settings: &Settings, sink: &qstash_sink::Sink) -> Result<()> {
     // The floor writes with the write concern the service uses (journaled, majority).
     let client =
         mongodb::Client::with_uri_str(format!("{}/?w=majority&journal=true", settings.mongodb_uri))
@@ -64,12 +75,12 @@ async fn main() -> Result<()> {
     let mut to_health = Vec::new();
     let mut to_get = Vec::new();
     for _ in 0..settings.starts {
-        let (health, get) = service::cold_start(&settings, &sink, &seeded.get_id).await?;
+        let (health, get) = service::cold_start(settings, sink, &seeded.get_id).await?;
         to_health.push(health);
         to_get.push(get);
     }
 
-    let jobs = Jobs::start(&settings, &settings.db, &sink).await?;
+    let jobs = Jobs::start(settings, &settings.db, sink).await?;
     jobs.warm_up(&seeded.get_id).await?;
     let idle_rss = jobs.rss_kib()?;
     let commands = jobs.commands_per_action(&seeded).await?;
@@ -103,7 +114,7 @@ async fn main() -> Result<()> {
         let floor_db = client.database(&format!("{}_retry_floor_c{concurrency}", settings.db));
         let service_ids = seed::failed_pool(&service_db, RETRY_POOL).await?;
         let floor_ids = seed::failed_pool(&floor_db, RETRY_POOL).await?;
-        let retrying = Jobs::start(&settings, service_db.name(), &sink).await?;
+        let retrying = Jobs::start(settings, service_db.name(), sink).await?;
         let run = |retry_ids| Run {
             action: "retry",
             concurrency,

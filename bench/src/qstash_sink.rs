@@ -1,6 +1,6 @@
 //! A QStash publish endpoint that accepts every message at once and delivers nothing, so the
-//! benchmark measures the service's own work in its production configuration (QStash dispatch)
-//! without a processor running behind each request.
+//! benchmark measures the service's own work on production's dispatch path (QStash, switched on
+//! in development with `USE_QSTASH_IN_DEV`) without a processor running behind each request.
 
 use std::convert::Infallible;
 

@@ -1,5 +1,7 @@
-//! The `jobs` binary under measurement: started with QStash dispatch to the sink, driven by
-//! `wrk`, observed through /proc.
+//! The `jobs` binary under measurement: started in development mode (no `VERCEL_ENV`, so it
+//! trusts the `userId` it is sent and answers `x-jobs-db-commands`) with QStash dispatch to the
+//! sink switched on for development, driven by `wrk` or by single requests, observed through
+//! /proc.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -104,8 +106,14 @@ impl Jobs {
         })
     }
 
-    fn url(&self, query: &str) -> String {
+    /// The URL of `/api/jobs?{query}` on this instance.
+    pub fn url(&self, query: &str) -> String {
         format!("http://127.0.0.1:{}/api/jobs?{query}", self.port)
+    }
+
+    /// The HTTP client (keep-alive) the benchmark talks to this instance with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// A `get` and a `create`: connections open, indexes ensured.
@@ -141,7 +149,7 @@ impl Jobs {
     }
 
     /// User + system CPU time the process has used, in milliseconds.
-    fn cpu_ms(&self) -> Result<f64> {
+    pub fn cpu_ms(&self) -> Result<f64> {
         let pid = self.child.id().context("jobs exited")?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.

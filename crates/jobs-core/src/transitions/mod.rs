@@ -1,0 +1,175 @@
+//! Every status change of docs/spec.md §4, and nothing else writes `status`. Each transition is
+//! ONE atomic conditional update named after what it does; its filter is its guard, so two
+//! racing callers cannot both win. Worker writes are fenced on `lease.id`: a worker whose lease
+//! was taken away (swept, cancelled) matches nothing and stops. Writes about a hand-off are
+//! fenced on `handoff.dedupId`: a later retry's hand-off is never mistaken for an earlier one.
+
+use std::time::Duration;
+
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
+
+use crate::error::Result;
+use crate::error_groups::Cause;
+use crate::store::Store;
+use crate::task::{
+    ERROR_HISTORY_LEN, EVENTS_LEN, Event, EventKind, Handoff, Lease, Task, TaskId, TaskStatus,
+    UserId,
+};
+
+/// `lastError` of a task whose retry could not be handed off (the plan's message).
+pub const REQUEUE_FAILED_MESSAGE: &str = "Failed to re-queue task.";
+/// `lastError` of a task whose `create` could not hand it off.
+pub const ENQUEUE_FAILED_MESSAGE: &str =
+    "Failed to queue task: the queue could not be reached. Retry it.";
+
+fn log(task_id: &TaskId, from: &str, to: TaskStatus, transition: &'static str) {
+    tracing::info!(task_id = %task_id, from, to = %to, transition, "task state changed");
+}
+
+fn later(by: Duration) -> DateTime {
+    DateTime::from_millis(DateTime::now().timestamp_millis() + by.as_millis() as i64)
+}
+
+/// Appends `events` to the timeline in `update` (newest [`EVENTS_LEN`] kept), next to any
+/// other `$push` it has: the event is written by the same update as the transition.
+pub(crate) fn push_events(update: &mut Document, events: &[Event]) {
+    let each: Vec<Bson> = events.iter().map(Event::to_bson).collect();
+    let push = doc! { "$each": each, "$slice": -EVENTS_LEN };
+    match update.get_document_mut("$push") {
+        Ok(existing) => _ = existing.insert("events", push),
+        Err(_) => _ = update.insert("$push", doc! { "events": push }),
+    }
+}
+
+/// What any failure records, whatever status it leads to: `lastError`, the `errorHistory`
+/// entry, the cause (`errorTemplate`, `errorGroup`), and no lease.
+fn failure_update(status: TaskStatus, attempt: i32, message: &str, permanent: bool) -> Document {
+    let now = DateTime::now();
+    let cause = Cause::of(message);
+    let mut entry = doc! { "attempt": attempt, "message": message, "at": now };
+    if permanent {
+        entry.insert("permanent", true);
+    }
+    let mut set = doc! {
+        "status": status, "lastError": message, "updatedAt": now,
+        "errorTemplate": cause.template, "errorGroup": cause.group,
+    };
+    if status == TaskStatus::Failed {
+        set.insert("finishedAt", now);
+    }
+    doc! {
+        "$set": set,
+        "$push": { "errorHistory": { "$each": [entry], "$slice": -ERROR_HISTORY_LEN } },
+        "$unset": { "lease": "" },
+    }
+}
+
+/// The `$set`/`$push`/`$unset` of any move to `failed`, with its event.
+fn failed_update(attempt: i32, message: &str, event: Event) -> Document {
+    let mut update = failure_update(TaskStatus::Failed, attempt, message, false);
+    push_events(&mut update, &[event.attempt(attempt).message(message)]);
+    update
+}
+
+/// The guard of `requeue_for_retry`: the owner's task, failed, with retries left.
+pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
+    doc! {
+        "taskId": task_id.as_str(),
+        "userId": user_id.as_str(),
+        "status": TaskStatus::Failed,
+        "$expr": { "$lt": ["$retryCount", "$maxRetries"] },
+    }
+}
+
+/// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used, a fresh
+/// automatic-retry budget, and the hand-off that is about to be sent recorded in the same
+/// update, with its event.
+pub fn requeue_update(handoff: &Handoff, by: &str) -> Document {
+    let mut update = doc! {
+        "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
+                  "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": handoff.at,
+                  "handoff": handoff.to_bson(), "autoRetries": 0, "nextAttemptAt": Bson::Null },
+        "$inc": { "retryCount": 1 },
+    };
+    push_events(&mut update, &[Event::new(EventKind::Retried, by)]);
+    update
+}
+
+fn worker_fence(task_id: &TaskId, lease_id: &str) -> Document {
+    doc! { "taskId": task_id.as_str(), "status": TaskStatus::Processing, "lease.id": lease_id }
+}
+
+/// A `queued` task whose current hand-off is `dedup_id`.
+fn handoff_fence(task_id: &TaskId, dedup_id: &str) -> Document {
+    doc! { "taskId": task_id.as_str(), "status": TaskStatus::Queued, "handoff.dedupId": dedup_id }
+}
+
+/// Anyone can claim a `queued` task; a `scheduled` one once it is due (1 s of clock skew
+/// allowed between the function and whoever scheduled it).
+fn claimable(task_id: &TaskId, now: DateTime) -> Document {
+    let due = DateTime::from_millis(now.timestamp_millis() + 1000);
+    doc! { "taskId": task_id.as_str(), "$or": [
+        { "status": TaskStatus::Queued },
+        { "status": TaskStatus::Scheduled, "nextAttemptAt": { "$lte": due } },
+    ] }
+}
+
+/// The update that puts a task back as it was before a retry whose hand-off failed (`set`
+/// holds the fields to restore), the hand-off included.
+pub(crate) fn restore_update(before: &Task, mut set: Document) -> Document {
+    let mut update = doc! {};
+    match &before.handoff {
+        Some(earlier) => _ = set.insert("handoff", earlier.to_bson()),
+        None => _ = update.insert("$unset", doc! { "handoff": "" }),
+    }
+    set.insert("autoRetries", before.auto_retries);
+    update.insert("$set", set);
+    update
+}
+
+mod bulk;
+mod owner;
+mod rescue;
+mod worker;
+
+impl Store {
+    async fn update_one(&self, filter: Document, update: Document) -> Result<bool> {
+        let tasks = self.tasks().await?;
+        Ok(self
+            .run(tasks.update_one(filter, update))
+            .await?
+            .matched_count
+            == 1)
+    }
+
+    async fn find_one_and_update(
+        &self,
+        filter: Document,
+        update: Document,
+        returns: ReturnDocument,
+    ) -> Result<Option<Task>> {
+        let tasks = self.tasks().await?;
+        self.run(
+            tasks
+                .find_one_and_update(filter, update)
+                .return_document(returns),
+        )
+        .await
+    }
+
+    async fn fail_where(
+        &self,
+        filter: Document,
+        update: Document,
+        task_id: &TaskId,
+        from: &str,
+        transition: &'static str,
+    ) -> Result<bool> {
+        let failed = self.update_one(filter, update).await?;
+        if failed {
+            log(task_id, from, TaskStatus::Failed, transition);
+        }
+        Ok(failed)
+    }
+}

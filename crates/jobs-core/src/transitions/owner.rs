@@ -1,0 +1,117 @@
+//! The owner's transitions: retry a failed task (and undo a retry whose hand-off failed),
+//! fail a task whose `create` could not hand it off, and cancel.
+
+use super::*;
+
+impl Store {
+    /// failed -> queued, for the owner, within the retry budget, recording `handoff`. Returns
+    /// the task as it was before, so a failed re-queue can put it back exactly. `None` means
+    /// the guard did not hold; the caller reads the task to say why.
+    pub async fn requeue_for_retry(
+        &self,
+        task_id: &TaskId,
+        user_id: &UserId,
+        handoff: &Handoff,
+    ) -> Result<Option<Task>> {
+        let by = format!("user:{user_id}");
+        let before = self
+            .find_one_and_update(
+                requeue_filter(task_id, user_id),
+                requeue_update(handoff, &by),
+                ReturnDocument::Before,
+            )
+            .await?;
+        if before.is_some() {
+            log(task_id, "failed", TaskStatus::Queued, "requeue_for_retry");
+        }
+        Ok(before)
+    }
+
+    /// queued (just retried) -> failed, as it was before the retry: a retry that never
+    /// reached the queue does not use up a retry. Fenced on the retry's hand-off, so a task
+    /// claimed (or retried again) meanwhile is left alone (`false`).
+    pub async fn restore_after_failed_requeue(
+        &self,
+        before: &Task,
+        handoff: &Handoff,
+    ) -> Result<bool> {
+        let set = doc! {
+            "status": TaskStatus::Failed,
+            "progress": before.progress,
+            "retryCount": before.retry_count,
+            "lastError": REQUEUE_FAILED_MESSAGE,
+            "result": before.result.clone().map_or(Bson::Null, Bson::Document),
+            "finishedAt": before.finished_at.map_or(Bson::Null, Bson::DateTime),
+            "updatedAt": DateTime::now(),
+        };
+        let mut update = restore_update(before, set);
+        let by = format!("user:{}", before.user_id);
+        push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
+        let restored = self
+            .update_one(handoff_fence(&before.task_id, &handoff.dedup_id), update)
+            .await?;
+        if restored {
+            log(
+                &before.task_id,
+                "queued",
+                TaskStatus::Failed,
+                "restore_after_failed_requeue",
+            );
+        }
+        Ok(restored)
+    }
+
+    /// queued (never delivered) -> failed, when `create` could not hand the task off.
+    /// `false` when it was claimed meanwhile (the hand-off did arrive after all).
+    pub async fn fail_unqueued(&self, task: &Task, handoff: &Handoff) -> Result<bool> {
+        let by = format!("user:{}", task.user_id);
+        let update = failed_update(
+            task.attempts,
+            ENQUEUE_FAILED_MESSAGE,
+            Event::new(EventKind::Failed, by),
+        );
+        self.fail_where(
+            handoff_fence(&task.task_id, &handoff.dedup_id),
+            update,
+            &task.task_id,
+            "queued",
+            "fail_unqueued",
+        )
+        .await
+    }
+
+    /// queued / scheduled / processing -> cancelled, for the owner. A running worker notices
+    /// at its next fenced write. `None` means the guard did not hold.
+    pub async fn cancel(&self, task_id: &TaskId, user_id: &UserId) -> Result<Option<Task>> {
+        let now = DateTime::now();
+        let mut update = doc! {
+            "$set": { "status": TaskStatus::Cancelled, "finishedAt": now, "updatedAt": now,
+                      "nextAttemptAt": Bson::Null },
+            "$unset": { "lease": "" },
+        };
+        push_events(
+            &mut update,
+            &[Event::new(EventKind::Cancelled, format!("user:{user_id}"))],
+        );
+        let before = self
+            .find_one_and_update(
+                doc! {
+                    "taskId": task_id.as_str(),
+                    "userId": user_id.as_str(),
+                    "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled, TaskStatus::Processing] },
+                },
+                update,
+                ReturnDocument::Before,
+            )
+            .await?;
+        if let Some(task) = &before {
+            log(
+                task_id,
+                task.status.as_str(),
+                TaskStatus::Cancelled,
+                "cancel",
+            );
+        }
+        Ok(before)
+    }
+}

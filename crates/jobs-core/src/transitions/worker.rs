@@ -1,0 +1,155 @@
+//! The worker's transitions: claim a delivered task, renew its lease, and record how the
+//! attempt ended (completed, failed, or scheduled for an automatic retry). Every write after
+//! the claim is fenced on the lease.
+
+use super::*;
+
+impl Store {
+    /// queued (or scheduled and due) -> processing: takes a new lease and counts the attempt.
+    /// `None` when there is nothing to claim: a redelivery, a task cancelled or failed
+    /// meanwhile, or a scheduled task delivered before it is due. `by` is who delivered it.
+    pub async fn claim(
+        &self,
+        task_id: &TaskId,
+        lease_for: Duration,
+        by: &str,
+    ) -> Result<Option<Task>> {
+        let now = DateTime::now();
+        let lease = doc! { "id": uuid::Uuid::new_v4().to_string(), "expiresAt": later(lease_for) };
+        // The attempt number is only known after `$inc`: the event names the claim, the
+        // reply's `attempts` says which one it was.
+        let mut update = doc! {
+            "$set": { "status": TaskStatus::Processing, "lease": lease, "progress": 0,
+                      "startedAt": now, "updatedAt": now, "nextAttemptAt": Bson::Null },
+            "$inc": { "attempts": 1 },
+        };
+        push_events(&mut update, &[Event::new(EventKind::Claimed, by)]);
+        let claimed = self
+            .find_one_and_update(claimable(task_id, now), update, ReturnDocument::After)
+            .await?;
+        if claimed.is_some() {
+            log(task_id, "queued|scheduled", TaskStatus::Processing, "claim");
+        }
+        Ok(claimed)
+    }
+
+    /// Progress from the worker; also renews the lease. `false` means the worker no longer
+    /// owns the task and must stop.
+    pub async fn report_progress(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        progress: i32,
+        lease_for: Duration,
+    ) -> Result<bool> {
+        self.update_one(
+            worker_fence(task_id, &lease.id),
+            doc! { "$set": { "progress": progress.clamp(0, 100), "lease.expiresAt": later(lease_for),
+                             "updatedAt": DateTime::now() } },
+        )
+        .await
+    }
+
+    /// The worker's own heartbeat, whatever the processor reports. `false` means the lease
+    /// was taken (cancelled, swept): the worker stops its processor.
+    pub async fn renew_lease(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        lease_for: Duration,
+    ) -> Result<bool> {
+        self.update_one(
+            worker_fence(task_id, &lease.id),
+            doc! { "$set": { "lease.expiresAt": later(lease_for) } },
+        )
+        .await
+    }
+
+    /// processing -> completed, fenced on the lease. `by` is who delivered the attempt.
+    pub async fn complete(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        result: Document,
+        by: &str,
+    ) -> Result<bool> {
+        let now = DateTime::now();
+        let mut update = doc! {
+            "$set": { "status": TaskStatus::Completed, "progress": 100, "result": result,
+                      "lastError": Bson::Null, "finishedAt": now, "updatedAt": now },
+            "$unset": { "lease": "" },
+        };
+        push_events(&mut update, &[Event::new(EventKind::Completed, by)]);
+        let done = self
+            .update_one(worker_fence(task_id, &lease.id), update)
+            .await?;
+        if done {
+            log(task_id, "processing", TaskStatus::Completed, "complete");
+        }
+        Ok(done)
+    }
+
+    /// processing -> failed, fenced on the lease. `permanent`: the processor said not to retry
+    /// it automatically (recorded on the `errorHistory` entry).
+    pub async fn fail(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        attempt: i32,
+        message: &str,
+        permanent: bool,
+        by: &str,
+    ) -> Result<bool> {
+        let mut update = failure_update(TaskStatus::Failed, attempt, message, permanent);
+        let event = Event::new(EventKind::Failed, by)
+            .attempt(attempt)
+            .message(message);
+        push_events(&mut update, &[event]);
+        self.fail_where(
+            worker_fence(task_id, &lease.id),
+            update,
+            task_id,
+            "processing",
+            "fail",
+        )
+        .await
+    }
+
+    /// processing -> scheduled: a failed attempt with automatic retries left waits until
+    /// `handoff.at` (its next attempt), one automatic retry used, its hand-off recorded.
+    /// Fenced on the lease.
+    pub async fn schedule_retry(
+        &self,
+        task_id: &TaskId,
+        lease: &Lease,
+        attempt: i32,
+        message: &str,
+        handoff: &Handoff,
+        by: &str,
+    ) -> Result<bool> {
+        let mut update = failure_update(TaskStatus::Scheduled, attempt, message, false);
+        let set = update
+            .get_document_mut("$set")
+            .expect("a failure sets fields");
+        set.insert("nextAttemptAt", handoff.at);
+        set.insert("handoff", handoff.to_bson());
+        update.insert("$inc", doc! { "autoRetries": 1 });
+        let failed = Event::new(EventKind::Failed, by)
+            .attempt(attempt)
+            .message(message);
+        let scheduled = Event::new(EventKind::Scheduled, "auto").attempt(attempt + 1);
+        push_events(&mut update, &[failed, scheduled]);
+        let scheduled = self
+            .update_one(worker_fence(task_id, &lease.id), update)
+            .await?;
+        if scheduled {
+            log(
+                task_id,
+                "processing",
+                TaskStatus::Scheduled,
+                "schedule_retry",
+            );
+        }
+        Ok(scheduled)
+    }
+}
