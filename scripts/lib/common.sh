@@ -15,6 +15,18 @@ ensure_secantus() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
 }
 
+# apt_install PACKAGE PURPOSE: a Debian package, installed as root (updating the package lists
+# only when the first try fails); otherwise says how to install it and fails.
+apt_install() {
+  local package=$1 purpose=$2
+  if [ "$(id -u)" != 0 ]; then
+    echo "$purpose needs Debian's $package: sudo apt-get install $package" >&2
+    return 1
+  fi
+  echo "Installing Debian's $package for $purpose..." >&2
+  apt-get install -y -q "$package" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$package" >/dev/null; }
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -51,15 +63,7 @@ stop_pid() {
 # Debian's Chromium and the e2e tests' npm packages: playwright-core drives the system browser
 # (it never downloads one); the Vercel CLI brings @vercel/rust, which the vercel dev tests run.
 ensure_browser_tools() {
-  if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ]; then
-      echo "Installing Debian's chromium for the browser tests..." >&2
-      apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
-    else
-      echo "The browser tests need Debian's chromium: sudo apt-get install chromium" >&2
-      return 1
-    fi
-  fi
+  [ -x /usr/bin/chromium ] || apt_install chromium "the browser tests" || return 1
   local package
   for package in playwright-core @vercel/rust axe-core; do
     if [ ! -d "$ROOT/e2e/node_modules/$package" ]; then
@@ -135,15 +139,7 @@ ensure_secantus_rs() {
       | grep -x "secantus-mdb v$SECANTUS_RS_VERSION:" >/dev/null; then
     return
   fi
-  if ! command -v cmake >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-      echo "Installing Debian's cmake to build secantusd-rs..." >&2
-      apt-get install -y -q cmake >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q cmake >/dev/null; }
-    else
-      echo "Building secantusd-rs needs Debian's cmake: sudo apt-get install cmake" >&2
-      return 1
-    fi
-  fi
+  command -v cmake >/dev/null || apt_install cmake "building secantusd-rs" || return 1
   echo "Installing secantusd-rs (secantus-mdb $SECANTUS_RS_VERSION) into .local/tools (first run only, ~5 min)..." >&2
   # Its own temporary target dir, whatever CARGO_TARGET_DIR says; run outside the checkout so
   # rust-toolchain.toml does not pick the toolchain (--ignore-rust-version covers its MSRV).

@@ -223,39 +223,23 @@ impl Service {
 
     /// The stored document, read directly from the database.
     pub async fn task(&self, task_id: &str) -> Document {
-        self.tasks
-            .find_one(doc! { "taskId": task_id })
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("task {task_id} is not stored"))
+        stored_task(&self.tasks, task_id).await
     }
 
     /// `(status, retryCount, attempts)` of a stored task: the three a retry story moves.
     pub async fn state(&self, task_id: &str) -> (String, i32, i32) {
-        let task = self.task(task_id).await;
-        (
-            task.get_str("status").unwrap().to_owned(),
-            task.get_i32("retryCount").unwrap(),
-            task.get_i32("attempts").unwrap(),
-        )
+        state_of(&self.task(task_id).await)
     }
 
     pub async fn wait_for_status(&self, task_id: &str, status: &str) -> Document {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let task = self.task(task_id).await;
-            if task.get_str("status").unwrap() == status {
-                // Every scenario that waits for a state checks the invariants there.
-                jobs_core::testing::assert_legal_document(&task);
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task never became {status}: {task}\nlog:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_status(
+            &self.tasks,
+            task_id,
+            status,
+            Duration::from_secs(20),
+            || self.logs(),
+        )
+        .await
     }
 
     /// Every stored task, for "nothing changed" checks.
@@ -279,6 +263,50 @@ impl Service {
         let id = reply.task_id();
         self.wait_for_status(&id, "failed").await;
         id
+    }
+}
+
+/// A stored task by id, read directly from the test's database.
+pub async fn stored_task(tasks: &mongodb::Collection<Document>, task_id: &str) -> Document {
+    tasks
+        .find_one(doc! { "taskId": task_id })
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("task {task_id} is not stored"))
+}
+
+/// `(status, retryCount, attempts)`: the three a retry story moves.
+pub fn state_of(task: &Document) -> (String, i32, i32) {
+    (
+        task.get_str("status").unwrap().to_owned(),
+        task.get_i32("retryCount").unwrap(),
+        task.get_i32("attempts").unwrap(),
+    )
+}
+
+/// Polls the stored task until it has `status` (then checks the invariants there), or fails
+/// after `timeout` with the task and `logs()`.
+pub async fn wait_for_status(
+    tasks: &mongodb::Collection<Document>,
+    task_id: &str,
+    status: &str,
+    timeout: Duration,
+    logs: impl Fn() -> String,
+) -> Document {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let task = stored_task(tasks, task_id).await;
+        if task.get_str("status").unwrap() == status {
+            // Every scenario that waits for a state checks the invariants there.
+            jobs_core::testing::assert_legal_document(&task);
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task never became {status}: {task}\nlog:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

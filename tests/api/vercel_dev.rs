@@ -15,7 +15,7 @@ use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
 use crate::qstash_emulator::QStash;
-use crate::support::{Reply, db_uri, free_port};
+use crate::support::{self, Reply, db_uri, free_port};
 
 /// What the Vercel CLI would inherit from a developer's shell: the Rust toolchain, nothing else.
 const INHERITED: [&str; 7] = [
@@ -203,37 +203,18 @@ impl VercelDev {
     /// The stored document, read directly from the database (polling through the dev server
     /// would build and start a process per poll).
     pub async fn task(&self, task_id: &str) -> Document {
-        self.tasks
-            .find_one(doc! { "taskId": task_id })
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("task {task_id} is not stored"))
+        support::stored_task(&self.tasks, task_id).await
     }
 
     /// `(status, retryCount, attempts)`.
     pub async fn state(&self, task_id: &str) -> (String, i32, i32) {
-        let task = self.task(task_id).await;
-        (
-            task.get_str("status").unwrap().to_owned(),
-            task.get_i32("retryCount").unwrap(),
-            task.get_i32("attempts").unwrap(),
-        )
+        support::state_of(&self.task(task_id).await)
     }
 
+    /// Up to 60 s: every hop through the dev server builds and starts a process.
     pub async fn wait_for_status(&self, task_id: &str, status: &str) -> Document {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let task = self.task(task_id).await;
-            if task.get_str("status").unwrap() == status {
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task never became {status}: {task}\nlog:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let timeout = Duration::from_secs(60);
+        support::wait_for_status(&self.tasks, task_id, status, timeout, || self.logs()).await
     }
 }
 

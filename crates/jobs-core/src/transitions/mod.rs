@@ -115,9 +115,19 @@ fn claimable(task_id: &TaskId, now: DateTime) -> Document {
     ] }
 }
 
-/// The update that puts a task back as it was before a retry whose hand-off failed (`set`
-/// holds the fields to restore), the hand-off included.
-pub(crate) fn restore_update(before: &Task, mut set: Document) -> Document {
+/// The update that puts a task back as it was before a retry whose hand-off failed (the
+/// hand-off and the automatic-retry budget included), saying so in `lastError`, with the
+/// `retryUndone` event by `by`.
+pub(crate) fn restore_update(before: &Task, by: &str) -> Document {
+    let mut set = doc! {
+        "status": TaskStatus::Failed,
+        "progress": before.progress,
+        "retryCount": before.retry_count,
+        "lastError": REQUEUE_FAILED_MESSAGE,
+        "result": before.result.clone().map_or(Bson::Null, Bson::Document),
+        "finishedAt": before.finished_at.map_or(Bson::Null, Bson::DateTime),
+        "updatedAt": DateTime::now(),
+    };
     let mut update = doc! {};
     match &before.handoff {
         Some(earlier) => _ = set.insert("handoff", earlier.to_bson()),
@@ -125,6 +135,7 @@ pub(crate) fn restore_update(before: &Task, mut set: Document) -> Document {
     }
     set.insert("autoRetries", before.auto_retries);
     update.insert("$set", set);
+    push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
     update
 }
 

@@ -35,18 +35,7 @@ impl Store {
         before: &Task,
         handoff: &Handoff,
     ) -> Result<bool> {
-        let set = doc! {
-            "status": TaskStatus::Failed,
-            "progress": before.progress,
-            "retryCount": before.retry_count,
-            "lastError": REQUEUE_FAILED_MESSAGE,
-            "result": before.result.clone().map_or(Bson::Null, Bson::Document),
-            "finishedAt": before.finished_at.map_or(Bson::Null, Bson::DateTime),
-            "updatedAt": DateTime::now(),
-        };
-        let mut update = restore_update(before, set);
-        let by = format!("user:{}", before.user_id);
-        push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
+        let update = restore_update(before, &format!("user:{}", before.user_id));
         let restored = self
             .update_one(handoff_fence(&before.task_id, &handoff.dedup_id), update)
             .await?;
