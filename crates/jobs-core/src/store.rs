@@ -18,6 +18,25 @@ use crate::error::{JobsError, Result};
 use crate::requests::{BulkFilter, Cursor, ListQuery};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 
+/// The aggregation of `groups` (docs/spec.md §14): a user's tasks in `status` grouped by
+/// `errorGroup`, newest first within a group, largest groups first, at most 50.
+pub fn error_groups_pipeline(user: &UserId, status: TaskStatus) -> [Document; 5] {
+    [
+        doc! { "$match": { "userId": user.as_str(), "status": status,
+        "errorGroup": { "$type": "string" } } },
+        doc! { "$sort": { "updatedAt": -1 } },
+        doc! { "$group": {
+            "_id": "$errorGroup",
+            "template": { "$first": "$errorTemplate" },
+            "count": { "$sum": 1 },
+            "lastAt": { "$max": "$updatedAt" },
+            "exampleTaskId": { "$first": "$taskId" },
+        } },
+        doc! { "$sort": { "count": -1, "lastAt": -1 } },
+        doc! { "$limit": 50 },
+    ]
+}
+
 /// Newest first, after `after`: `createdAt` older, or the same and a smaller `taskId`.
 fn after_cursor(after: &Cursor) -> Vec<Document> {
     vec![
@@ -356,20 +375,7 @@ impl Store {
 
     /// A user's failures grouped by cause, largest first, at most 50, in ONE aggregation.
     pub async fn error_groups(&self, user: &UserId, status: TaskStatus) -> Result<Vec<Document>> {
-        let pipeline = [
-            doc! { "$match": { "userId": user.as_str(), "status": status,
-            "errorGroup": { "$type": "string" } } },
-            doc! { "$sort": { "updatedAt": -1 } },
-            doc! { "$group": {
-                "_id": "$errorGroup",
-                "template": { "$first": "$errorTemplate" },
-                "count": { "$sum": 1 },
-                "lastAt": { "$max": "$updatedAt" },
-                "exampleTaskId": { "$first": "$taskId" },
-            } },
-            doc! { "$sort": { "count": -1, "lastAt": -1 } },
-            doc! { "$limit": 50 },
-        ];
+        let pipeline = error_groups_pipeline(user, status);
         let tasks = self.tasks().await?;
         let aggregate = tasks.aggregate(pipeline);
         self.run(async { aggregate.await?.try_collect().await })
