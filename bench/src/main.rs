@@ -3,8 +3,12 @@
 //! `create`, `get`, `list` and `retry` driven by `wrk`, the same MongoDB operations issued
 //! directly with the driver (the floor), memory, binary size and MongoDB commands per action.
 //! `jobs-bench scale`: `list` and `retry` for a user with 100,000 tasks against their floor,
-//! and the list query's shape (see `scale.rs`). Prints a Markdown report.
+//! and the list query's shape (see `scale.rs`). `jobs-bench bulk`: retry at scale, `retryMany`
+//! of 10,000 failed tasks by error group against its floor and against single `retry` calls,
+//! and `groups` over 100,000 tasks against the bare aggregation (see `bulk.rs`). Prints a
+//! Markdown report.
 
+mod bulk;
 mod floor;
 mod qstash_sink;
 mod scale;
@@ -58,7 +62,10 @@ async fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("main") => main_benchmark(&settings, &sink).await,
         Some("scale") => scale::run(&settings, &sink).await,
-        Some(other) => anyhow::bail!("unknown benchmark {other:?}: expected `main` or `scale`"),
+        Some("bulk") => bulk::run(&settings, &sink).await,
+        Some(other) => {
+            anyhow::bail!("unknown benchmark {other:?}: expected `main`, `scale` or `bulk`")
+        }
     }
 }
 

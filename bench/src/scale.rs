@@ -22,25 +22,25 @@ use crate::qstash_sink::Sink;
 use crate::service::Jobs;
 use crate::stats::quantile;
 
-const BIG_USER: &str = "bulk";
+pub(crate) const BIG_USER: &str = "bulk";
 const SMALL_USER: &str = "small";
 const SMALL_TASKS: usize = 20;
 /// Size of each task's `payload` as stored (BSON bytes).
-const PAYLOAD_BYTES: usize = 500;
+pub(crate) const PAYLOAD_BYTES: usize = 500;
 /// One task in this many is `failed` (the retry pool), one in twenty `cancelled`, the rest
 /// `completed`.
 const FAILED_EVERY: usize = 5;
 /// Seconds between two consecutive tasks' `createdAt`.
-const SPREAD_SECONDS: i64 = 7;
-const INSERT_BATCH: usize = 1_000;
+pub(crate) const SPREAD_SECONDS: i64 = 7;
+pub(crate) const INSERT_BATCH: usize = 1_000;
 /// Unmeasured requests of each kind before the measured ones (connections, caches).
-const WARM_UP: usize = 3;
+pub(crate) const WARM_UP: usize = 3;
 /// The page size the Task Manager asks for.
 const PAGE: i64 = 20;
 /// The `appName` the service's MongoDB client sends (`Store::client_options`), and the
 /// floor's.
-const SERVICE_APP: &str = "jobs";
-const FLOOR_APP: &str = "jobs-bench-floor";
+pub(crate) const SERVICE_APP: &str = "jobs";
+pub(crate) const FLOOR_APP: &str = "jobs-bench-floor";
 
 struct ScaleSettings {
     tasks: usize,
@@ -61,7 +61,7 @@ fn scale_settings() -> ScaleSettings {
 }
 
 /// A payload of exactly `PAYLOAD_BYTES` as BSON, shaped like the `demo` processor's input.
-fn payload() -> Result<Document> {
+pub(crate) fn payload() -> Result<Document> {
     let mut payload = doc! { "steps": 1, "stepMs": 0, "note": "" };
     let mut bytes = Vec::new();
     payload.to_writer(&mut bytes)?;
@@ -81,7 +81,12 @@ fn payload() -> Result<Document> {
 
 /// A task as the service stores it (`Task::new`, as `create` inserts it), moved on to the
 /// state it would have after one run ending in `status`, created at `created`.
-fn task(user: &UserId, status: TaskStatus, created: DateTime, payload: &Document) -> Task {
+pub(crate) fn task(
+    user: &UserId,
+    status: TaskStatus,
+    created: DateTime,
+    payload: &Document,
+) -> Task {
     let mut task = Task::new(user.clone(), None, "demo".into(), payload.clone(), 3);
     let finished = DateTime::from_millis(created.timestamp_millis() + 1_500);
     task.created_at = created;
@@ -185,7 +190,7 @@ struct Samples {
 }
 
 /// `100000` as `100,000`.
-fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
@@ -197,11 +202,11 @@ fn thousands(n: usize) -> String {
     out
 }
 
-fn ms(started: Instant) -> f64 {
+pub(crate) fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-fn commands_of(response: &reqwest::Response) -> String {
+pub(crate) fn commands_of(response: &reqwest::Response) -> String {
     response
         .headers()
         .get("x-jobs-db-commands")
@@ -334,7 +339,7 @@ async fn measure(
 /// A command as the server's profiler recorded it, without what differs between two clients
 /// or two requests: session and routing fields are dropped, times become `<date>` and
 /// generated ids (task ids, hand-off ids) `<id>`.
-fn normalised(value: &Bson) -> Bson {
+pub(crate) fn normalised(value: &Bson) -> Bson {
     const SESSION: [&str; 6] = [
         "lsid",
         "$db",
@@ -489,23 +494,37 @@ fn stages(plan: &Document, into: &mut Vec<String>) {
 
 /// What the server says about `command` under `explain`: the winning plan's stages and the
 /// execution counters it reports, or its refusal, and the raw answer (shortened).
-async fn explain(db: &Database, command: Document) -> String {
+pub(crate) async fn explain(db: &Database, command: Document) -> String {
     let answer = db
         .run_command(doc! { "explain": command, "verbosity": "executionStats" })
         .await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(error) => return format!("refused: {error}"),
-    };
+    match answer {
+        Ok(answer) => describe(answer),
+        Err(error) => format!("refused: {error}"),
+    }
+}
+
+/// An `explain` answer in one line: the winning plan's stages, the execution counters, and
+/// the raw answer (shortened).
+fn describe(answer: Document) -> String {
+    // An aggregation's answer holds the query's plan in its first stage, `$cursor`.
+    let query = answer
+        .get_array("stages")
+        .ok()
+        .and_then(|stages| stages.first())
+        .and_then(Bson::as_document)
+        .and_then(|first| first.get_document("$cursor").ok())
+        .filter(|_| !answer.contains_key("queryPlanner"))
+        .unwrap_or(&answer);
     let mut plan = Vec::new();
-    if let Ok(winning) = answer
+    if let Ok(winning) = query
         .get_document("queryPlanner")
         .and_then(|q| q.get_document("winningPlan"))
     {
         stages(winning, &mut plan);
     }
     let mut counters = Vec::new();
-    if let Ok(stats) = answer.get_document("executionStats") {
+    if let Ok(stats) = query.get_document("executionStats") {
         for key in [
             "nReturned",
             "totalKeysExamined",
@@ -710,5 +729,22 @@ mod tests {
         assert_eq!(thousands(100_000), "100,000");
         assert_eq!(thousands(20), "20");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn explain_reads_a_find_and_an_aggregation() {
+        let plan = doc! { "stage": "FETCH", "inputStage": { "stage": "IXSCAN", "indexName": "i" } };
+        let find = doc! {
+            "queryPlanner": { "winningPlan": plan.clone() },
+            "executionStats": { "nReturned": 2 },
+        };
+        let aggregate = doc! { "stages": [ { "$cursor": find.clone() }, { "$group": {} } ] };
+        for answer in [find, aggregate] {
+            let line = describe(answer);
+            assert!(
+                line.starts_with("plan FETCH <- IXSCAN(i); nReturned 2;"),
+                "{line}"
+            );
+        }
     }
 }
