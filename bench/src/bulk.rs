@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use futures_util::TryStreamExt;
 use jobs_core::error_groups::Cause;
 use jobs_core::requests::{Cursor, MAX_BULK};
+use jobs_core::store::error_groups_pipeline;
 use jobs_core::task::{Event, EventKind, Handoff, Task, TaskId, TaskStatus, UserId};
 use jobs_core::transitions::{requeue_filter, requeue_update};
 use mongodb::bson::{self, Bson, DateTime, Document, doc};
@@ -489,22 +490,10 @@ async fn single_run(
     Ok(singles)
 }
 
-/// Exactly the pipeline of `Store::error_groups` for `user`'s failed tasks.
-fn groups_pipeline(user: &str) -> Vec<Document> {
-    vec![
-        doc! { "$match": { "userId": user, "status": TaskStatus::Failed,
-        "errorGroup": { "$type": "string" } } },
-        doc! { "$sort": { "updatedAt": -1 } },
-        doc! { "$group": {
-            "_id": "$errorGroup",
-            "template": { "$first": "$errorTemplate" },
-            "count": { "$sum": 1 },
-            "lastAt": { "$max": "$updatedAt" },
-            "exampleTaskId": { "$first": "$taskId" },
-        } },
-        doc! { "$sort": { "count": -1, "lastAt": -1 } },
-        doc! { "$limit": 50 },
-    ]
+/// Exactly the pipeline `Store::error_groups` sends for the big user's failed tasks.
+fn groups_pipeline() -> Vec<Document> {
+    let user = UserId::parse(BIG_USER).expect("a valid user id");
+    error_groups_pipeline(&user, TaskStatus::Failed).to_vec()
 }
 
 /// `groups` through the service: latency, the groups as `(errorGroup, count)`, commands.
@@ -539,7 +528,7 @@ async fn service_groups(jobs: &Jobs) -> Result<(f64, Vec<(String, i64)>, String)
 async fn floor_groups(tasks: &Collection<Task>) -> Result<(f64, Vec<(String, i64)>)> {
     let started = Instant::now();
     let found: Vec<Document> = tasks
-        .aggregate(groups_pipeline(BIG_USER))
+        .aggregate(groups_pipeline())
         .await?
         .try_collect()
         .await?;
@@ -834,7 +823,7 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
     let find_explain = explain(&db, page_find).await;
     let groups_explain = explain(
         &db,
-        doc! { "aggregate": "tasks", "pipeline": groups_pipeline(BIG_USER), "cursor": {} },
+        doc! { "aggregate": "tasks", "pipeline": groups_pipeline(), "cursor": {} },
     )
     .await;
     jobs.stop();

@@ -49,6 +49,20 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The status, headers and body (JSON, or the text as a JSON string) of a response.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        Self {
+            status,
+            body,
+            headers,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -155,17 +169,7 @@ impl Service {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.expect("request reaches jobs");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
-        Reply {
-            status,
-            body,
-            headers,
-        }
+        Reply::read(request.send().await.expect("request reaches jobs")).await
     }
 
     pub fn request(&self, method: reqwest::Method, query: &str) -> reqwest::RequestBuilder {

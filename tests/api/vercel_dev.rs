@@ -149,17 +149,7 @@ impl VercelDev {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.expect("request reaches vercel dev");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
-        Reply {
-            status,
-            body,
-            headers,
-        }
+        Reply::read(request.send().await.expect("request reaches vercel dev")).await
     }
 
     pub async fn post_to(&self, url: &str, body: Value) -> Reply {
