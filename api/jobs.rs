@@ -14,6 +14,7 @@ use vercel_runtime::{AppState, Error, Request, Response, ResponseBody, run, serv
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     jobs_core::telemetry::init();
+    jobs_core::failpoints::arm_from_env(); // test builds only
     let config = Config::from_env().context("invalid configuration")?;
     // Register an application's own processors here: `.register("resize", Resize)`.
     let app = Arc::new(
@@ -40,7 +41,7 @@ fn status_of(error: &JobsError) -> u16 {
         TaskNotFound(_) => 404,
         MethodNotAllowed { .. } => 405,
         NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile => 409,
-        NotDueYet(_) => 425,
+        NotDueYet(_) => jobs_core::actions::NOT_DUE_STATUS,
         PayloadTooLarge { .. } => 413,
         Misconfigured(_) | Internal(_) => 500,
         RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,

@@ -536,56 +536,79 @@ async fn automatic_retries_through_qstash_wait_in_the_queue() {
         2,
         "the first hand-off and the scheduled one"
     );
-    assert_eq!(published[1].not_before, Some((next / 1000) as u64));
+    // Whole seconds rounded up: never before the task is due.
+    let not_before = (next as u64).div_ceil(1000);
+    assert_eq!(published[1].not_before, Some(not_before));
     assert_eq!(
         published[1].headers["upstash-not-before"],
-        (next / 1000).to_string()
+        not_before.to_string()
     );
 }
 
-/// A delivery that comes before the task is due is refused (425), not claimed and not lost:
-/// QStash delivers it again, and it is claimed once due.
+/// QStash's clock 900 ms ahead of the function's, and no redelivery to fall back on: the
+/// delivery still comes after the task is due by the function's clock (Not-Before rounded up,
+/// then 1 s of skew allowed), so the automatic retry runs.
 #[tokio::test]
-async fn an_early_qstash_delivery_is_claimed_when_due() {
+async fn a_delivery_900_ms_early_still_runs_the_automatic_retry() {
     let qstash = QStash::start().await;
-    let jobs = Service::behind_qstash(&qstash, &[("JOBS_QSTASH_RETRIES", "5")]).await;
+    let jobs = Service::behind_qstash(&qstash, &[("JOBS_QSTASH_RETRIES", "0")]).await;
+    qstash.behave(|b| b.early_by = Duration::from_millis(900));
+    for _ in 0..3 {
+        let reply = jobs
+            .post(
+                "create",
+                json!({ "type": "demo", "userId": "alice",
+                        "payload": { "steps": 1, "stepMs": 0, "failAttempts": 1 },
+                        "autoRetry": { "attempts": 1, "delaySeconds": 1, "backoff": "fixed" } }),
+            )
+            .await;
+        let done = jobs.wait_for_status(&reply.task_id(), "completed").await;
+        assert_eq!(done.get_i32("attempts"), Ok(2));
+    }
+    let statuses: Vec<Option<u16>> = qstash.delivered().iter().map(|d| d.status).collect();
+    assert!(!statuses.contains(&Some(425)), "{statuses:?}");
+    assert!(qstash.callbacks().is_empty());
+}
+
+/// QStash giving up on early deliveries (every answer 425 NOT_DUE) is not a failure of the
+/// task: the callback leaves it scheduled and hands it off again under a new dedup id (QStash
+/// would swallow the old one), and it runs when due.
+#[tokio::test]
+async fn a_failure_callback_after_425_hands_the_task_off_again() {
+    let qstash = QStash::start().await;
+    let jobs = Service::behind_qstash(&qstash, &[("JOBS_QSTASH_RETRIES", "0")]).await;
     let reply = jobs
         .post(
             "create",
             json!({ "type": "demo", "userId": "alice",
                     "payload": { "steps": 1, "stepMs": 0, "failAttempts": 1 },
-                    "autoRetry": { "attempts": 1, "delaySeconds": 2, "backoff": "fixed" } }),
+                    "autoRetry": { "attempts": 1, "delaySeconds": 3, "backoff": "fixed" } }),
         )
         .await;
     let id = reply.task_id();
-    qstash.behave(|b| {
-        b.ignore_not_before = true;
-        b.retry_delay = Duration::from_millis(700);
-    });
+    qstash.behave(|b| b.ignore_not_before = true);
+    let scheduled = jobs.wait_for_status(&id, "scheduled").await;
+    let first = scheduled
+        .get_document("handoff")
+        .unwrap()
+        .get_str("dedupId")
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !qstash.callbacks().iter().any(|c| c.body["status"] == 425) {
+        assert!(std::time::Instant::now() < deadline, "no failure callback");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    qstash.behave(|b| b.ignore_not_before = false);
     let done = jobs.wait_for_status(&id, "completed").await;
     assert_eq!(done.get_i32("attempts"), Ok(2));
-    let statuses: Vec<Option<u16>> = qstash.delivered().iter().map(|d| d.status).collect();
-    assert!(statuses.contains(&Some(425)), "{statuses:?}");
-    assert_eq!(statuses.last(), Some(&Some(202)), "{statuses:?}");
-}
-
-/// Through QStash, a bulk retry of 60 tasks is ONE `POST /v2/batch`.
-#[tokio::test]
-async fn a_bulk_retry_through_qstash_is_one_batch() {
-    let qstash = QStash::start().await;
-    let jobs = Service::behind_qstash(&qstash, &[]).await;
-    let (ids, retryable, _) = mixed_hundred(&store_of(&jobs)).await;
-    let reply = jobs
-        .post("retryMany", json!({ "taskIds": ids, "userId": "alice" }))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.body["retried"].as_array().unwrap().len(), 60);
-    assert!(reply.db_commands() <= 4);
-    let batches = qstash.batches();
-    assert_eq!(batches.len(), 1);
-    assert_eq!(batches[0].messages.len(), 60);
-    assert!(qstash.published().iter().all(|p| p.batch.is_some()));
-    for id in &retryable {
-        jobs.wait_for_status(id, "completed").await;
-    }
+    let events = done.get_array("events").unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.as_document().unwrap().get_str("kind").unwrap())
+        .collect();
+    assert!(!kinds.contains(&"deliveryFailed"), "{kinds:?}");
+    assert!(kinds.contains(&"redispatched"), "{kinds:?}");
+    let last = qstash.published().last().unwrap().headers["upstash-deduplication-id"].clone();
+    assert_ne!(last, first, "handed off again under a new dedup id");
 }

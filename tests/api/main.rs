@@ -3,6 +3,7 @@
 mod at_scale;
 mod auth;
 mod bad_input;
+mod crash_points;
 mod hardening;
 mod load;
 mod platform;

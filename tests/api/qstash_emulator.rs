@@ -112,6 +112,9 @@ pub struct Behaviour {
     /// Deliver at once, whatever `Upstash-Not-Before` says: a delivery that comes early (clock
     /// skew, a re-published message), which the destination must not lose.
     pub ignore_not_before: bool,
+    /// Deliver this much before `Upstash-Not-Before`: the clock of QStash's deliverer ahead of
+    /// the function's.
+    pub early_by: Duration,
 }
 
 impl Default for Behaviour {
@@ -124,6 +127,7 @@ impl Default for Behaviour {
             copies: 1,
             signing_key: DEV_CURRENT_SIGNING_KEY.into(),
             ignore_not_before: false,
+            early_by: Duration::ZERO,
         }
     }
 }
@@ -540,6 +544,7 @@ impl Delivery {
     async fn run(self) {
         tokio::time::sleep(self.behaviour.delivery_delay).await;
         if let (Some(at), false) = (self.deliver_at, self.behaviour.ignore_not_before) {
+            let at = at - self.behaviour.early_by;
             // The wall clock, not a monotonic one: the time is a unix timestamp.
             while let Ok(wait) = at.duration_since(SystemTime::now()) {
                 if wait.is_zero() {

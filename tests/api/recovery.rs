@@ -74,7 +74,8 @@ async fn a_lost_worker_is_swept_and_its_task_retried() {
     let sweep = jobs.get("action=sweep").await;
     assert_eq!(
         sweep.body,
-        json!({ "timedOut": 1, "neverPickedUp": 0, "redispatched": 0 })
+        json!({ "timedOut": 1, "neverPickedUp": 0, "redispatched": 0,
+                "notSent": 0, "more": false })
     );
     let failed = jobs.task(id).await;
     assert_legal(&failed);
@@ -177,7 +178,8 @@ async fn a_task_never_picked_up_is_failed_and_can_be_retried() {
         .await;
     assert_eq!(
         sweep.body,
-        json!({ "timedOut": 0, "neverPickedUp": 1, "redispatched": 0 })
+        json!({ "timedOut": 0, "neverPickedUp": 1, "redispatched": 0,
+                "notSent": 0, "more": false })
     );
     let failed = jobs.task(id).await;
     assert_legal(&failed);

@@ -12,6 +12,7 @@ use crate::bulk;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, Result};
+use crate::failpoints::At;
 use crate::http::{Query, decode};
 use crate::processors::Processors;
 use crate::replies::{
@@ -26,6 +27,9 @@ use crate::store::Store;
 use crate::sweeper::{self, SweepReport};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, rfc3339};
 use crate::worker;
+
+/// The HTTP status of `NOT_DUE`: a delivery that came before the task's next attempt is due.
+pub const NOT_DUE_STATUS: u16 = 425;
 
 /// Largest payload accepted, as BSON (docs/spec.md §3).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -181,18 +185,34 @@ impl App {
             .handoff
             .clone()
             .expect("a new task records its hand-off");
-        self.store.insert(&task).await?;
+        if let Err(error) = self.store.insert(&task).await.at("create.inserted") {
+            // The insert may have applied without answering: a task stored but not handed
+            // off would wait for `sweep`. Look, and carry on if it is there.
+            if !error.may_have_applied()
+                || self
+                    .store
+                    .find(&task.task_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+            {
+                return Err(error);
+            }
+            tracing::warn!(task_id = %task.task_id, "insert answered an error but applied");
+        }
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
 
-        if self
-            .dispatcher
-            .dispatch(&task.task_id, &handoff)
-            .await
-            .is_err()
-        {
+        let sent = self.dispatcher.dispatch(&task.task_id, &handoff).await;
+        if sent.at("create.handed_off").is_err() {
             // Never leave a task queued with no message on its way: fail it, visibly, so
             // the user can retry it.
-            if self.store.fail_unqueued(&task, &handoff).await? {
+            if self
+                .store
+                .fail_unqueued(&task, &handoff)
+                .await
+                .at("create.failed_unqueued")?
+            {
                 return Err(JobsError::EnqueueFailed(task.task_id));
             }
             // The hand-off arrived after all (a 202 after the timeout): say what is true.
@@ -251,18 +271,35 @@ impl App {
 
         self.route()?;
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
-        let Some(before) = self
+        match self
             .store
             .requeue_for_retry(&task_id, &user, &handoff)
-            .await?
-        else {
-            return Err(self.why_not_retried(task_id, &user).await?);
-        };
-        if let Err(error) = self.dispatcher.dispatch(&task_id, &handoff).await {
+            .await
+            .at("retry.requeued")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(self.why_not_retried(task_id, &user).await?),
+            // The update may have applied without answering: if the task carries this
+            // hand-off, it did, and the retry goes on (it was counted).
+            Err(error) if error.may_have_applied() => {
+                let now = self.store.find(&task_id).await.ok().flatten();
+                if now
+                    .and_then(|t| t.handoff)
+                    .is_none_or(|h| h.dedup_id != handoff.dedup_id)
+                {
+                    return Err(error);
+                }
+                tracing::warn!(task_id = %task_id, "re-queue answered an error but applied");
+            }
+            Err(error) => return Err(error),
+        }
+        let sent = self.dispatcher.dispatch(&task_id, &handoff).await;
+        if let Err(error) = sent.at("retry.handed_off") {
             if self
                 .store
-                .restore_after_failed_requeue(&before, &handoff)
-                .await?
+                .restore_after_failed_requeue(&task_id, &user, &handoff)
+                .await
+                .at("retry.restored")?
             {
                 tracing::warn!(task_id = %task_id, %error, "retry not queued; task restored");
                 return Err(JobsError::RequeueFailed);
@@ -383,10 +420,29 @@ impl App {
         else {
             return Ok(DeliveryFailed { failed: false });
         };
+        // Its last answer was 425 NOT_DUE: QStash gave up on early deliveries (clock skew),
+        // not on the task. It stays scheduled, handed off again under a new dedup id; if that
+        // fails, `sweep` sends it once it is overdue.
+        if callback.status == Some(NOT_DUE_STATUS) {
+            tracing::warn!(task_id = %task_id, "QStash gave up on early deliveries; handed off again");
+            let current = task.handoff.filter(|h| h.dedup_id == handoff_id);
+            if let (TaskStatus::Scheduled, Some(current)) = (task.status, current) {
+                let fresh = Handoff::new(&task_id, current.at, current.retry);
+                if self
+                    .store
+                    .renew_handoff(&task_id, &handoff_id, &fresh)
+                    .await?
+                {
+                    let _ = self.dispatcher.dispatch(&task_id, &fresh).await;
+                }
+            }
+            return Ok(DeliveryFailed { failed: false });
+        }
         let failed = self
             .store
             .fail_undelivered(&task, &handoff_id, &callback.message())
-            .await?;
+            .await
+            .at("delivery_failed.failed")?;
         tracing::warn!(task_id = %task_id, failed, retried = callback.retried, status = callback.status, "QStash gave up delivering a hand-off");
         Ok(DeliveryFailed { failed })
     }

@@ -7,6 +7,7 @@ use mongodb::bson::DateTime;
 
 use crate::dispatch::Dispatcher;
 use crate::error::Result;
+use crate::failpoints::{At, hit};
 use crate::replies::{RetriedMany, Skipped};
 use crate::requests::{BulkSelection, Cursor, MAX_BULK};
 use crate::store::Store;
@@ -65,8 +66,33 @@ pub async fn retry_many(
         .iter()
         .map(|t| (t.task_id.clone(), Handoff::new(&t.task_id, now, true)))
         .collect();
-    store.requeue_many(user, &handoffs).await?;
-    let moved = store.requeued_with(&handoffs).await?;
+    let requeued = store
+        .requeue_many(user, &handoffs)
+        .await
+        .at("retry_many.requeued");
+    if let Err(error) = requeued {
+        // An error that may hide an applied update: the read-back below says what moved.
+        if !error.may_have_applied() {
+            return Err(error);
+        }
+    }
+    // A read is safe to repeat: once more before giving up on knowing what moved.
+    let mut moved = store
+        .requeued_with(&handoffs)
+        .await
+        .at("retry_many.read_back");
+    if moved.is_err() {
+        moved = store.requeued_with(&handoffs).await;
+    }
+    let moved = match moved {
+        Ok(moved) => moved,
+        Err(error) => {
+            // What moved is unknown: hand them all off rather than leave re-queued tasks with
+            // nothing sent (a hand-off of a task that did not move claims nothing).
+            dispatcher.dispatch_many(&handoffs).await;
+            return Err(error);
+        }
+    };
     let (ours, raced): (Vec<_>, Vec<_>) =
         handoffs.into_iter().partition(|(id, _)| moved.contains(id));
     // Another retry won the race for these: exactly as `retry` would answer.
@@ -77,22 +103,36 @@ pub async fn retry_many(
             code: "NOT_FAILED",
         }));
 
-    let sent = dispatcher.dispatch_many(&ours).await;
+    let mut sent = dispatcher.dispatch_many(&ours).await;
+    if hit("retry_many.handed_off").is_some() {
+        sent.fill(false); // sent, but the answers lost
+    }
     let mut undo = Vec::new();
-    for ((task_id, handoff), sent) in ours.iter().zip(sent) {
-        if sent {
-            reply.retried.push(task_id.clone());
-        } else {
-            let before = candidates.iter().find(|t| &t.task_id == task_id);
-            undo.extend(before.map(|before| (before, handoff)));
-            reply.skipped.push(Skipped {
-                task_id: task_id.clone(),
-                code: "REQUEUE_FAILED",
-            });
+    for ((task_id, handoff), sent) in ours.into_iter().zip(sent) {
+        match sent {
+            true => reply.retried.push(task_id),
+            false => undo.push((task_id, handoff)),
         }
     }
-    if !undo.is_empty() {
-        store.restore_many(&undo).await?;
+    let restored = match undo.is_empty() {
+        true => 0,
+        false => store.restore_many(user, &undo).await? as usize,
+    };
+    // A hand-off reported failed may have arrived after all: a task that was claimed (or
+    // cancelled) before its undo is answered as it is, as `retry` does (one more read, only
+    // then).
+    let moved_on = match restored < undo.len() {
+        true => store.moved_on_with(&undo).await?,
+        false => Vec::new(),
+    };
+    for (task_id, _) in undo {
+        match moved_on.contains(&task_id) {
+            true => reply.retried.push(task_id),
+            false => reply.skipped.push(Skipped {
+                task_id,
+                code: "REQUEUE_FAILED",
+            }),
+        }
     }
     tracing::info!(
         user = %user,

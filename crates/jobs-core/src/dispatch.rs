@@ -141,6 +141,12 @@ fn normalise_base(name: &str, value: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// `Upstash-Not-Before` for a hand-off due at `at`: whole unix seconds, rounded up, so QStash
+/// never delivers before it is due and the claim's skew allowance is left for clock skew.
+pub fn not_before_seconds(at: DateTime) -> u64 {
+    (at.timestamp_millis().max(0) as u64).div_ceil(1000)
+}
+
 /// Why a hand-off was not sent; the caller decides what that means for the task.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -153,6 +159,13 @@ pub enum DispatchError {
     /// QStash refused the publish, was unreachable, or did not answer in time.
     #[error("QStash publish failed: {0}")]
     Publish(String),
+}
+
+/// A crash point armed to fail a hand-off: sent, but its answer lost.
+impl From<crate::failpoints::Injected> for DispatchError {
+    fn from(injected: crate::failpoints::Injected) -> Self {
+        Self::Publish(format!("answer lost at crash point {}", injected.0))
+    }
 }
 
 /// Sends tasks along the route [`decide`] chose at start-up.
@@ -246,7 +259,7 @@ impl Dispatcher {
                 // When QStash gives up, it says so at once instead of leaving the task queued.
                 .failure_callback(route.url("deliveryFailed"));
         if handoff.at > DateTime::now() {
-            request = request.not_before((handoff.at.timestamp_millis() / 1000) as u64);
+            request = request.not_before(not_before_seconds(handoff.at));
         }
         if let Some(bypass) = &route.protection_bypass {
             // qstash-rs sends it as `Upstash-Forward-x-vercel-protection-bypass`.

@@ -140,6 +140,21 @@ impl JobsError {
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())
     }
+
+    /// A database error after which the write may have applied all the same (a timeout, a
+    /// connection lost after the command was sent): the caller reads back before it answers.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, Self::DbUnavailable)
+    }
+}
+
+/// A crash point armed to fail its step: as a database write that applied but whose answer was
+/// lost.
+impl From<crate::failpoints::Injected> for JobsError {
+    fn from(injected: crate::failpoints::Injected) -> Self {
+        tracing::warn!(failpoint = injected.0, "database answer lost (crash point)");
+        Self::DbUnavailable
+    }
 }
 
 /// Server error codes of a failover or a briefly unavailable node (MongoDB's retryable-read

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod error_groups;
+pub mod failpoints;
 pub mod http;
 pub mod processors;
 pub mod replies;

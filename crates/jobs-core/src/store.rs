@@ -359,11 +359,30 @@ impl Store {
     /// Which of `handoffs` are now the current hand-off of their task: the tasks a bulk
     /// re-queue moved (ONE `find`, ids only).
     pub async fn requeued_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
+        self.carrying(handoffs, doc! {}).await
+    }
+
+    /// Which of `handoffs` moved on from a bulk retry that was being undone: they carry it and
+    /// are no longer `failed` (claimed, cancelled: the hand-off arrived after all).
+    pub async fn moved_on_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
+        self.carrying(handoffs, doc! { "status": { "$ne": TaskStatus::Failed } })
+            .await
+    }
+
+    /// The tasks whose current hand-off is one of `handoffs` and that match `also`, in ONE
+    /// `find`, ids only.
+    async fn carrying(
+        &self,
+        handoffs: &[(TaskId, Handoff)],
+        also: Document,
+    ) -> Result<Vec<TaskId>> {
         let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
         let dedup: Vec<&str> = handoffs.iter().map(|(_, h)| h.dedup_id.as_str()).collect();
         let tasks = self.database().await?.collection::<Document>("tasks");
+        let mut filter = doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } };
+        filter.extend(also);
         let find = tasks
-            .find(doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } })
+            .find(filter)
             .projection(doc! { "taskId": 1, "_id": 0 });
         let found: Vec<Document> = self.run(async { find.await?.try_collect().await }).await?;
         Ok(found
@@ -385,9 +404,9 @@ impl Store {
     /// Runs ONE `update` command with many statements (each its own filter and update), with
     /// the client's write concern. The Rust driver sends one statement per command; bulk
     /// retry needs many in one round trip.
-    pub(crate) async fn update_many_statements(&self, statements: Vec<Document>) -> Result<()> {
+    pub(crate) async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
         if statements.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let database = self.database().await?;
         let mut command = doc! { "update": "tasks", "updates": statements, "ordered": false };
@@ -404,7 +423,12 @@ impl Store {
             tracing::warn!(?concern, "bulk update did not meet its write concern");
             return Err(JobsError::DbUnavailable);
         }
-        Ok(())
+        // `n`: how many statements matched.
+        let matched = reply
+            .get_i32("n")
+            .map(i64::from)
+            .or_else(|_| reply.get_i64("n"));
+        Ok(matched.unwrap_or(0).max(0) as u64)
     }
 
     async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {

@@ -3,16 +3,24 @@
 //! long, so their owners can retry them. It asks the store named questions and applies the
 //! sweeper's transitions; it builds no filter itself.
 
+use std::time::{Duration, Instant};
+
 use mongodb::bson::DateTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, SELF_INVOCATIONS_IN_FLIGHT};
 use crate::error::Result;
+use crate::failpoints::{At, hit};
 use crate::store::Store;
 
 /// Tasks handled per call and per kind; the next run takes the rest.
 const SWEEP_BATCH: i64 = 500;
+/// Hand-offs marked and sent together through QStash: one `POST /v2/batch`.
+const QSTASH_CHUNK: usize = 100;
+/// A sweep stops starting new work after this long, well within the function's
+/// `maxDuration` (300 s in `vercel.json`), and answers `more: true`.
+pub const SWEEP_BUDGET: Duration = Duration::from_secs(60);
 
 /// What one sweep did: the `sweep` reply.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -25,16 +33,21 @@ pub struct SweepReport {
     /// Hand-offs sent by this sweep: stale ones re-sent with the same deduplication id, and
     /// due automatic retries handed off.
     pub redispatched: u32,
+    /// Hand-offs this sweep marked but could not send; their marks are cleared, so the next
+    /// sweep sends them.
+    pub not_sent: u32,
+    /// The sweep stopped at its time budget or batch size with work left: call it again.
+    pub more: bool,
 }
 
-/// One sweep over the whole collection, at most 500 tasks per kind (the next run takes the
-/// rest).
+/// One sweep over the whole collection, at most 500 tasks per kind and [`SWEEP_BUDGET`] of
+/// time (the next run takes the rest).
 pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> Result<SweepReport> {
+    let started = Instant::now();
+    let out_of_time = || started.elapsed() >= SWEEP_BUDGET;
     let now = DateTime::now();
     let mut report = SweepReport::default();
-    let ago = |by: std::time::Duration| {
-        DateTime::from_millis(now.timestamp_millis() - by.as_millis() as i64)
-    };
+    let ago = |by: Duration| DateTime::from_millis(now.timestamp_millis() - by.as_millis() as i64);
 
     // Self-invocation cannot wait: due scheduled tasks are handed off now. Through QStash
     // they wait there, and are re-sent only when their delivery seems lost.
@@ -46,46 +59,104 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         .stale_handoffs(ago(config.redispatch_after), SWEEP_BATCH)
         .await?;
     let due = store.due_scheduled(due_before, SWEEP_BATCH).await?;
-    let mut resend = Vec::new();
-    for task in stale.into_iter().chain(due) {
-        let Some(handoff) = task.handoff else {
-            continue;
-        };
-        // Only the sweep that marks it re-sends it (claimed, cancelled or re-sent by another
-        // sweep meanwhile: skipped).
-        if store.mark_redispatched(&task.task_id, &handoff).await? {
-            resend.push((task.task_id, handoff));
+    report.more |= stale.len() as i64 == SWEEP_BATCH || due.len() as i64 == SWEEP_BATCH;
+    let pending: Vec<_> = stale
+        .into_iter()
+        .chain(due)
+        .filter_map(|task| Some((task.task_id, task.handoff?)))
+        .collect();
+    let chunk = match dispatcher.can_wait() {
+        true => QSTASH_CHUNK,
+        false => SELF_INVOCATIONS_IN_FLIGHT,
+    };
+    // Marked and sent a chunk at a time, so a sweep that dies mid-way leaves at most one chunk
+    // marked but unsent, and a chunk whose send fails is unmarked for the next sweep.
+    for chunk in pending.chunks(chunk) {
+        if out_of_time() {
+            report.more = true;
+            break;
+        }
+        let mut marked = Vec::new();
+        for (task_id, handoff) in chunk {
+            // Only the sweep that marks it re-sends it (claimed, cancelled or re-sent by
+            // another sweep meanwhile: skipped).
+            match store
+                .mark_redispatched(task_id, handoff)
+                .await
+                .at("sweep.marked")
+            {
+                Ok(true) => marked.push((task_id.clone(), handoff.clone())),
+                Ok(false) => {}
+                // The mark may have applied without answering: send it anyway (the same dedup
+                // id; a task claimed meanwhile claims nothing twice).
+                Err(error) if error.may_have_applied() => {
+                    marked.push((task_id.clone(), handoff.clone()))
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let mut sent = dispatcher.dispatch_many(&marked).await;
+        if hit("sweep.handed_off").is_some() {
+            sent.fill(false); // sent, but the answers lost
+        }
+        for ((task_id, handoff), sent) in marked.iter().zip(sent) {
+            if sent {
+                report.redispatched += 1;
+            } else {
+                report.not_sent += 1;
+                store.unmark_redispatched(task_id, handoff).await?;
+            }
         }
     }
-    report.redispatched = resend.len() as u32;
-    // All at once: one QStash batch, or at most 8 self-invocations in flight. A failed re-send
-    // is not fatal: the task waits, and the never-picked-up rule fails it.
-    dispatcher.dispatch_many(&resend).await;
 
-    for task in store.lost_workers(now, SWEEP_BATCH).await? {
+    let lost = match out_of_time() {
+        true => Vec::new(),
+        false => store.lost_workers(now, SWEEP_BATCH).await?,
+    };
+    report.more |= lost.len() as i64 == SWEEP_BATCH;
+    for task in lost {
+        if out_of_time() {
+            report.more = true;
+            break;
+        }
         let Some(lease) = &task.lease else { continue };
         let ran_for = seconds_between(task.started_at.unwrap_or(task.updated_at), now);
         let message = format!(
             "The worker was lost: the task was processing for {ran_for} s and stopped reporting progress (lease of {} s expired).",
             config.lease.as_secs()
         );
-        report.timed_out += u32::from(store.fail_lost_worker(&task, lease, &message).await?);
+        let failed = store.fail_lost_worker(&task, lease, &message).await;
+        report.timed_out += u32::from(failed.at("sweep.failed_lost")?);
     }
 
-    for task in store
-        .never_picked_up(ago(config.queue_timeout), SWEEP_BATCH)
-        .await?
-    {
+    let unclaimed = match out_of_time() {
+        true => Vec::new(),
+        false => {
+            store
+                .never_picked_up(ago(config.queue_timeout), SWEEP_BATCH)
+                .await?
+        }
+    };
+    report.more |= unclaimed.len() as i64 == SWEEP_BATCH;
+    for task in unclaimed {
+        if out_of_time() {
+            report.more = true;
+            break;
+        }
         let queued_at = task.handoff.as_ref().map_or(task.updated_at, |h| h.at);
         let waited = seconds_between(queued_at, now);
         let message =
             format!("The task was never picked up: it waited in the queue for {waited} s.");
-        report.never_picked_up += u32::from(store.fail_never_picked_up(&task, &message).await?);
+        let failed = store.fail_never_picked_up(&task, &message).await;
+        report.never_picked_up += u32::from(failed.at("sweep.failed_lost")?);
     }
     tracing::info!(
         timed_out = report.timed_out,
         never_picked_up = report.never_picked_up,
         redispatched = report.redispatched,
+        not_sent = report.not_sent,
+        more = report.more,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "sweep finished"
     );
     Ok(report)

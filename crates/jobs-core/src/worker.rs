@@ -11,7 +11,10 @@ use serde_json::Value;
 
 use mongodb::bson::DateTime;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::dispatch::Dispatcher;
+use crate::failpoints::{At, hit};
 use crate::processors::{Job, ProcessorError, Processors, ProgressSink};
 use crate::store::Store;
 use crate::task::{AutoRetry, Handoff, Lease, Task, TaskId, document_to_json};
@@ -98,7 +101,30 @@ pub struct Worker {
 }
 
 /// Runs `task`, which `claim` just returned (so it holds a lease), and records the outcome.
+/// The lease is renewed for the whole run, the final write's retries included; when it can no
+/// longer be renewed, the processor is told to stop (docs/spec.md §11).
 pub async fn run(worker: Worker, task: Task) {
+    let Some(lease) = task.lease.clone() else {
+        tracing::error!(task_id = %task.task_id, "claimed task has no lease");
+        return;
+    };
+    let stop = CancellationToken::new();
+    let done = CancellationToken::new();
+    let heartbeat = Heartbeat {
+        store: &worker.store,
+        task_id: &task.task_id,
+        lease: &lease,
+        lease_for: worker.lease_for,
+    };
+    let work = async {
+        attempt(&worker, task.clone(), &lease, &stop).await;
+        done.cancel();
+    };
+    tokio::join!(heartbeat.keep(&stop, &done), work);
+}
+
+/// One attempt of `task` under `lease`: the processor, then its outcome recorded.
+async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &CancellationToken) {
     let Worker {
         store,
         dispatcher,
@@ -106,10 +132,7 @@ pub async fn run(worker: Worker, task: Task) {
         lease_for,
         by,
     } = worker;
-    let Some(lease) = task.lease.clone() else {
-        tracing::error!(task_id = %task.task_id, "claimed task has no lease");
-        return;
-    };
+    let (lease_for, by) = (*lease_for, *by);
     let started = Instant::now();
     let task_id = task.task_id.clone();
     let attempt = task.attempts;
@@ -130,50 +153,78 @@ pub async fn run(worker: Worker, task: Task) {
             };
             let payload = document_to_json(task.payload);
             let id = task_id.to_string();
+            let cancel = stop.clone();
             let running = tokio::spawn(async move {
                 let job = Job {
                     task_id: &id,
                     attempt,
                     payload: &payload,
                     progress: &sink,
+                    cancel: &cancel,
                 };
                 processor.run(job).await
             });
-            supervise(&store, &task_id, &lease, lease_for, running).await
+            supervise(&task_id, lease_for, running, stop).await
         }
     };
+    if hit("worker.ran").is_some() {
+        return; // the outcome lost, as if the process died: the lease expires, `sweep` rescues
+    }
 
     let succeeded = outcome.is_ok();
     let recorded = match outcome {
         Ok(value) => {
             let result = result_document(value);
-            with_backoff(&task_id, || {
-                store.complete(&task_id, &lease, result.clone(), by)
+            with_backoff(&task_id, || async {
+                store
+                    .complete(&task_id, lease, result.clone(), by)
+                    .await
+                    .at("worker.recorded")
             })
             .await
         }
         Err(ProcessorError::Failed(message)) => match policy {
             Some(policy) => {
                 let retry = AutomaticRetry::after(&task_id, &policy, auto_retries + 1);
-                let scheduled = with_backoff(&task_id, || {
-                    store.schedule_retry(&task_id, &lease, attempt, &message, &retry.handoff, by)
+                let scheduled = with_backoff(&task_id, || async {
+                    store
+                        .schedule_retry(&task_id, lease, attempt, &message, &retry.handoff, by)
+                        .await
+                        .at("worker.recorded")
                 })
                 .await;
+                // A write retried after an error may find its own earlier write applied (the
+                // fence gone with it): the task then carries this hand-off.
+                let scheduled = match scheduled {
+                    Ok(false) => store
+                        .find(&task_id)
+                        .await
+                        .map(|t| t.and_then(|t| t.handoff) == Some(retry.handoff.clone())),
+                    other => other,
+                };
                 if let Ok(true) = scheduled {
-                    retry.hand_off(&dispatcher, &task_id).await;
+                    if hit("worker.scheduled").is_none() {
+                        retry.hand_off(dispatcher, &task_id).await;
+                    }
                 }
                 scheduled
             }
             None => {
-                with_backoff(&task_id, || {
-                    store.fail(&task_id, &lease, attempt, &message, false, by)
+                with_backoff(&task_id, || async {
+                    store
+                        .fail(&task_id, lease, attempt, &message, false, by)
+                        .await
+                        .at("worker.recorded")
                 })
                 .await
             }
         },
         Err(ProcessorError::Permanent(message)) => {
-            with_backoff(&task_id, || {
-                store.fail(&task_id, &lease, attempt, &message, true, by)
+            with_backoff(&task_id, || async {
+                store
+                    .fail(&task_id, lease, attempt, &message, true, by)
+                    .await
+                    .at("worker.recorded")
             })
             .await
         }
@@ -223,33 +274,80 @@ impl AutomaticRetry {
     }
 }
 
-/// Waits for the processor while renewing the lease every third of its length, whatever the
-/// processor reports: a step longer than the lease is not mistaken for a lost worker. When
-/// the lease was taken (cancelled, swept), the processor is stopped.
+/// The worker's lease, renewed every third of its length for as long as the attempt runs.
+struct Heartbeat<'a> {
+    store: &'a Store,
+    task_id: &'a TaskId,
+    lease: &'a Lease,
+    lease_for: Duration,
+}
+
+impl Heartbeat<'_> {
+    /// Renews the lease until `done`. Cancels `stop` when the lease was taken (cancelled,
+    /// swept) or when its last successful renewal is older than 2/3 of the lease: by then
+    /// `sweep` may soon fail the task as lost and a retry start another run, so this one must
+    /// have stopped first. A renewal is never awaited past that point.
+    async fn keep(&self, stop: &CancellationToken, done: &CancellationToken) {
+        let give_up_after = self.lease_for * 2 / 3;
+        let mut renewed = Instant::now(); // the claim just set the lease
+        let mut tick = tokio::time::interval(self.lease_for / 3);
+        tick.tick().await; // the first tick is immediate
+        loop {
+            let deadline = tokio::time::Instant::from_std(renewed + give_up_after);
+            tokio::select! {
+                () = done.cancelled() => return,
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick() => {}
+            }
+            let sent = Instant::now();
+            let renewal = self
+                .store
+                .renew_lease(self.task_id, self.lease, self.lease_for);
+            tokio::select! {
+                () = done.cancelled() => return,
+                answer = tokio::time::timeout_at(deadline, renewal) => match answer {
+                    Ok(Ok(true)) => renewed = sent,
+                    Ok(Ok(false)) => {
+                        tracing::info!(task_id = %self.task_id, "lease lost; stopping the processor");
+                        stop.cancel();
+                        return;
+                    }
+                    // A missed heartbeat is retried at the next tick, until the deadline.
+                    Ok(Err(error)) => tracing::warn!(task_id = %self.task_id, %error, "lease not renewed"),
+                    Err(_) => break,
+                },
+            }
+        }
+        tracing::warn!(
+            task_id = %self.task_id,
+            since_ms = renewed.elapsed().as_millis() as u64,
+            "lease not renewed for 2/3 of its length; stopping the processor"
+        );
+        stop.cancel();
+    }
+}
+
+/// Waits for the processor; once `stop` is cancelled, gives it a sixth of the lease to return
+/// (it sees [`Job::cancelled`]), then aborts it.
 async fn supervise(
-    store: &Store,
     task_id: &TaskId,
-    lease: &Lease,
     lease_for: Duration,
     mut running: tokio::task::JoinHandle<Result<Value, ProcessorError>>,
+    stop: &CancellationToken,
 ) -> Result<Value, ProcessorError> {
-    let mut heartbeat = tokio::time::interval(lease_for / 3);
-    heartbeat.tick().await; // the first tick is immediate; the claim just set the lease
-    loop {
-        tokio::select! {
-            finished = &mut running => {
-                return finished.unwrap_or_else(|e| Err(ProcessorError::Failed(panic_message(e))));
-            }
-            _ = heartbeat.tick() => match store.renew_lease(task_id, lease, lease_for).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(task_id = %task_id, "lease lost; stopping the processor");
-                    running.abort();
-                    return Err(ProcessorError::Stopped);
-                }
-                // A missed heartbeat is retried at the next tick; the lease outlasts two.
-                Err(error) => tracing::warn!(task_id = %task_id, %error, "lease not renewed"),
-            },
+    let joined = |finished: Result<_, tokio::task::JoinError>| {
+        finished.unwrap_or_else(|e| Err(ProcessorError::Failed(panic_message(e))))
+    };
+    tokio::select! {
+        finished = &mut running => return joined(finished),
+        () = stop.cancelled() => {}
+    }
+    match tokio::time::timeout(lease_for / 6, &mut running).await {
+        Ok(finished) => joined(finished),
+        Err(_) => {
+            tracing::warn!(task_id = %task_id, "processor did not stop when told; aborted");
+            running.abort();
+            Err(ProcessorError::Stopped)
         }
     }
 }

@@ -420,17 +420,17 @@ async fn apply(store: &Store, op: Op, seeded: &Task) -> Applied {
             meanwhile,
         } => {
             let sent = Handoff::new(id, DateTime::now(), true);
-            let before = if requeued {
+            if requeued {
                 store
                     .requeue_for_retry(id, &seeded.user_id, &sent)
                     .await
                     .unwrap()
-                    .expect("the retry re-queues the task")
-            } else {
-                seeded.clone()
-            };
+                    .expect("the retry re-queues the task");
+            }
             happen(store, seeded, meanwhile).await;
-            let ok = store.restore_after_failed_requeue(&before, &sent).await;
+            let ok = store
+                .restore_after_failed_requeue(id, &seeded.user_id, &sent)
+                .await;
             Applied {
                 sent: Some(sent),
                 ..Applied::matched(ok.unwrap())
@@ -1348,39 +1348,38 @@ async fn restore_after_failed_requeue() {
         requeued: true,
         meanwhile,
     };
+    // Failed again with the re-queue error and the retry given back (`$inc`); the rest as the
+    // retry left it: progress 0, a fresh automatic budget, the unsent hand-off.
     let restored = After {
         retry_count: 1,
         attempts: 2,
-        progress: 50,
         last_error: Some(REQUEUE_FAILED_MESSAGE),
+        handoff: HandoffAfter::Sent,
         history_len: 2,
         events: &[(E::Retried, "user:alice"), (E::RetryUndone, "user:alice")],
         ..after(Failed)
     };
     run(vec![
         row(
-            "the retry is given back; the task is as before, with the re-queue error",
+            "the retry is given back, with the re-queue error",
             failed(),
             restore(Meanwhile::Nothing),
             true,
             Now(restored.clone()),
         ),
         row(
-            "a task stored before hand-offs were recorded is restored without one",
+            "a task stored before hand-offs were recorded",
             failed().without_handoff(),
             restore(Meanwhile::Nothing),
             true,
             Now(restored.clone()),
         ),
         row(
-            "the automatic retries it had used are restored",
+            "the automatic budget stays fresh, as the retry made it",
             failed().auto_retry(policy(2), 2),
             restore(Meanwhile::Nothing),
             true,
-            Now(After {
-                auto_retries: 2,
-                ..restored.clone()
-            }),
+            Now(restored.clone()),
         ),
         row(
             "guard: claimed meanwhile, it is running",
@@ -2067,14 +2066,13 @@ async fn requeue_many_then_restore_many() {
                 .expect("claimed");
         }
     }
-    let restores: Vec<(&Task, &Handoff)> = candidates
+    let restores: Vec<(TaskId, Handoff)> = candidates
         .iter()
-        .zip(&seeded)
         .zip(&handoffs)
-        .filter(|((c, _), _)| c.moves)
-        .map(|((_, seed), (_, handoff))| (seed, handoff))
+        .filter(|(c, _)| c.moves)
+        .map(|(_, sent)| sent.clone())
         .collect();
-    let (restored, commands) = count_commands(store.restore_many(&restores)).await;
+    let (restored, commands) = count_commands(store.restore_many(&alice, &restores)).await;
     restored.unwrap();
     assert_eq!(commands, 1, "restore_many is ONE command");
     for ((candidate, seed), (_, handoff)) in candidates.iter().zip(&seeded).zip(&handoffs) {
@@ -2096,16 +2094,21 @@ async fn requeue_many_then_restore_many() {
                 &[(E::Retried, "bulk:alice"), (E::Claimed, "qstash")],
             );
         } else {
-            // Exactly as it was (progress, retryCount, result, finishedAt, hand-off,
-            // autoRetries and all the rest), with the re-queue error, a later updatedAt and
-            // the two events.
+            // Failed again with the re-queue error and its retry given back (`$inc`); the
+            // rest as the re-queue left it (progress 0, a fresh automatic budget, the unsent
+            // hand-off), a new finishedAt and updatedAt, and the two events.
             let expected = Task {
                 last_error: Some(REQUEUE_FAILED_MESSAGE.to_owned()),
+                progress: 0,
+                auto_retries: 0,
+                handoff: Some(handoff.clone()),
+                finished_at: stored.finished_at,
                 updated_at: stored.updated_at,
                 events: stored.events.clone(),
                 ..seed.clone()
             };
-            assert_eq!(stored, expected, "{name}: restored exactly");
+            assert_eq!(stored, expected, "{name}: restored");
+            assert!(stored.finished_at >= Some(now), "{name}: failed again now");
             assert!(stored.updated_at >= now, "{name}: updatedAt moves on");
             assert_events_appended(
                 name,
@@ -2304,5 +2307,43 @@ async fn error_groups() {
         groups(Scheduled).await,
         vec![group(ATTEMPT_CAUSE, 1, &scheduled)],
         "alice's scheduled tasks by cause"
+    );
+}
+
+/// A bulk retry reads its candidates before it re-queues them; a single retry, a run and a
+/// failure can happen in between. Undoing the bulk retry must give back ITS retry only
+/// (`$inc`), not write back the count it read (which would give back the other retry too).
+#[tokio::test]
+async fn restore_many_gives_back_one_retry_whatever_happened_since_the_read() {
+    let store = testing::fresh_store();
+    let alice = user("alice");
+    let seed = task().status(Failed).retry_count(1).insert(&store).await;
+    let id = &seed.task_id;
+    // Between the bulk retry's read and its update: a single retry, claimed, failed again.
+    let single = Handoff::new(id, DateTime::now(), true);
+    store
+        .requeue_for_retry(id, &alice, &single)
+        .await
+        .unwrap()
+        .unwrap();
+    let claimed = store.claim(id, LEASE, "self").await.unwrap().unwrap();
+    let lease = claimed.lease.unwrap();
+    assert!(
+        store
+            .fail(id, &lease, claimed.attempts, "boom", false, "self")
+            .await
+            .unwrap()
+    );
+    // The bulk retry re-queues it (retryCount 3), its hand-off fails, it is undone.
+    let bulk = vec![(id.clone(), Handoff::new(id, DateTime::now(), true))];
+    store.requeue_many(&alice, &bulk).await.unwrap();
+    assert_eq!(store.find(id).await.unwrap().unwrap().retry_count, 3);
+    store.restore_many(&alice, &bulk).await.unwrap();
+    let stored = store.find(id).await.unwrap().unwrap();
+    assert_legal(&stored);
+    assert_eq!(
+        (stored.status, stored.retry_count),
+        (Failed, 2),
+        "the single retry stays counted"
     );
 }

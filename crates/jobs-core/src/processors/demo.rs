@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Job, Processor, ProcessorFuture};
+use super::{Job, Processor, ProcessorError, ProcessorFuture};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -95,7 +95,10 @@ impl Processor for Demo {
             let fails_at = (attempt <= p.fail_attempts || attempt <= p.panic_attempts)
                 .then(|| p.steps.div_ceil(2));
             for step in 1..=p.steps {
-                tokio::time::sleep(Duration::from_millis(p.step_ms)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(p.step_ms)) => {}
+                    () = job.cancelled() => return Err(ProcessorError::Stopped),
+                }
                 if Some(step) == fails_at {
                     if attempt <= p.panic_attempts {
                         panic!("demo processor panicked on attempt {attempt}");

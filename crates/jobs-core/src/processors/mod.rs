@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 pub use demo::Demo;
 pub use webhook::Webhook;
@@ -79,12 +80,26 @@ pub struct Job<'a> {
     /// The payload given at `create`, already accepted by [`Processor::validate`].
     pub payload: &'a Value,
     pub(crate) progress: &'a dyn ProgressSink,
+    pub(crate) cancel: &'a CancellationToken,
 }
 
 impl Job<'_> {
     /// Records progress; an `Err(Stopped)` means the task was cancelled: return it with `?`.
     pub async fn progress(&self, percent: i32) -> Result<(), ProcessorError> {
         self.progress.report(percent).await
+    }
+
+    /// Resolves when this run must stop: the task was cancelled or swept, or the worker could
+    /// not renew its lease for 2/3 of it (docs/spec.md §11), so another run may soon start.
+    /// Race long awaits against it (`tokio::select!`) and return [`ProcessorError::Stopped`];
+    /// a run still going a moment later is aborted.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether [`Job::cancelled`] has resolved.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 }
 

@@ -391,10 +391,13 @@ impl Processor for Webhook {
             if let Some(body) = &target.body {
                 request = request.json(body);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("Webhook request failed: {e}"))?;
+            // A run that must stop drops its request: the host sees the connection close, and
+            // never a second call of the task while this one is in flight.
+            let response = tokio::select! {
+                response = request.send() => response,
+                () = job.cancelled() => return Err(ProcessorError::Stopped),
+            }
+            .map_err(|e| format!("Webhook request failed: {e}"))?;
             let status = response.status();
             if !status.is_success() {
                 let message = format!("Webhook answered HTTP {}", status.as_u16());

@@ -28,14 +28,18 @@ impl Store {
         Ok(())
     }
 
-    /// queued (just retried in bulk) -> failed, as each was before, for the retries whose
-    /// hand-off failed: ONE `update` command, each statement fenced on its own hand-off.
-    pub async fn restore_many(&self, restores: &[(&Task, &Handoff)]) -> Result<()> {
-        let statements = restores
+    /// queued (just retried in bulk) -> failed, as `restore_after_failed_requeue` does, for
+    /// the retries of `user` whose hand-off failed: ONE `update` command, each statement
+    /// fenced on its own hand-off. Returns how many were restored.
+    pub async fn restore_many(&self, user: &UserId, handoffs: &[(TaskId, Handoff)]) -> Result<u64> {
+        let by = format!("bulk:{user}");
+        let statements = handoffs
             .iter()
-            .map(|(before, handoff)| {
-                let update = restore_update(before, &format!("bulk:{}", before.user_id));
-                statement(handoff_fence(&before.task_id, &handoff.dedup_id), update)
+            .map(|(task_id, handoff)| {
+                statement(
+                    handoff_fence(task_id, &handoff.dedup_id),
+                    restore_update(&by),
+                )
             })
             .collect();
         self.update_many_statements(statements).await

@@ -11,6 +11,7 @@ use mongodb::options::ReturnDocument;
 
 use crate::error::Result;
 use crate::error_groups::Cause;
+use crate::failpoints::At;
 use crate::store::Store;
 use crate::task::{
     ERROR_HISTORY_LEN, EVENTS_LEN, Event, EventKind, Handoff, Lease, Task, TaskId, TaskStatus,
@@ -115,26 +116,18 @@ fn claimable(task_id: &TaskId, now: DateTime) -> Document {
     ] }
 }
 
-/// The update that puts a task back as it was before a retry whose hand-off failed (the
-/// hand-off and the automatic-retry budget included), saying so in `lastError`, with the
-/// `retryUndone` event by `by`.
-pub(crate) fn restore_update(before: &Task, by: &str) -> Document {
-    let mut set = doc! {
-        "status": TaskStatus::Failed,
-        "progress": before.progress,
-        "retryCount": before.retry_count,
-        "lastError": REQUEUE_FAILED_MESSAGE,
-        "result": before.result.clone().map_or(Bson::Null, Bson::Document),
-        "finishedAt": before.finished_at.map_or(Bson::Null, Bson::DateTime),
-        "updatedAt": DateTime::now(),
+/// The update that undoes a retry whose hand-off failed: `failed` again, saying so in
+/// `lastError`, with the `retryUndone` event by `by`. The retry is given back with `$inc`,
+/// never a `$set` of a count read earlier (a concurrent retry could have made it stale); the
+/// rest stays as the retry left it (progress 0, a fresh automatic budget, the hand-off that was
+/// not sent, which nothing acts on once the task is `failed`).
+pub(crate) fn restore_update(by: &str) -> Document {
+    let now = DateTime::now();
+    let mut update = doc! {
+        "$set": { "status": TaskStatus::Failed, "lastError": REQUEUE_FAILED_MESSAGE,
+                  "updatedAt": now, "finishedAt": now },
+        "$inc": { "retryCount": -1 },
     };
-    let mut update = doc! {};
-    match &before.handoff {
-        Some(earlier) => _ = set.insert("handoff", earlier.to_bson()),
-        None => _ = update.insert("$unset", doc! { "handoff": "" }),
-    }
-    set.insert("autoRetries", before.auto_retries);
-    update.insert("$set", set);
     push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
     update
 }

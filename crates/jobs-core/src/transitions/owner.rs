@@ -5,7 +5,7 @@ use super::*;
 
 impl Store {
     /// failed -> queued, for the owner, within the retry budget, recording `handoff`. Returns
-    /// the task as it was before, so a failed re-queue can put it back exactly. `None` means
+    /// the task as it was before. `None` means
     /// the guard did not hold; the caller reads the task to say why.
     pub async fn requeue_for_retry(
         &self,
@@ -27,21 +27,22 @@ impl Store {
         Ok(before)
     }
 
-    /// queued (just retried) -> failed, as it was before the retry: a retry that never
-    /// reached the queue does not use up a retry. Fenced on the retry's hand-off, so a task
-    /// claimed (or retried again) meanwhile is left alone (`false`).
+    /// queued (just retried) -> failed: a retry that never reached the queue does not use up
+    /// a retry (see [`restore_update`]). Fenced on the retry's hand-off, so a task claimed (or
+    /// retried again) meanwhile is left alone (`false`).
     pub async fn restore_after_failed_requeue(
         &self,
-        before: &Task,
+        task_id: &TaskId,
+        user_id: &UserId,
         handoff: &Handoff,
     ) -> Result<bool> {
-        let update = restore_update(before, &format!("user:{}", before.user_id));
+        let update = restore_update(&format!("user:{user_id}"));
         let restored = self
-            .update_one(handoff_fence(&before.task_id, &handoff.dedup_id), update)
+            .update_one(handoff_fence(task_id, &handoff.dedup_id), update)
             .await?;
         if restored {
             log(
-                &before.task_id,
+                task_id,
                 "queued",
                 TaskStatus::Failed,
                 "restore_after_failed_requeue",

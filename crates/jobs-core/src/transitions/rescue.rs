@@ -46,6 +46,51 @@ impl Store {
         Ok(marked)
     }
 
+    /// scheduled -> scheduled with `fresh` as its hand-off (same due time, new dedup id), when
+    /// QStash gave up on hand-off `dedup_id` because every delivery came early (425): QStash
+    /// keeps a dedup id it has seen, so the next publish needs a new one. Fenced on the old
+    /// hand-off.
+    pub async fn renew_handoff(
+        &self,
+        task_id: &TaskId,
+        dedup_id: &str,
+        fresh: &Handoff,
+    ) -> Result<bool> {
+        let filter = doc! {
+            "taskId": task_id.as_str(),
+            "status": TaskStatus::Scheduled,
+            "handoff.dedupId": dedup_id,
+        };
+        let mut update = doc! { "$set": { "handoff": fresh.to_bson() } };
+        push_events(
+            &mut update,
+            &[Event::new(EventKind::Redispatched, "qstash")],
+        );
+        let renewed = self.update_one(filter, update).await?;
+        if renewed {
+            tracing::info!(task_id = %task_id, transition = "renew_handoff", "early deliveries: hand-off published again");
+        }
+        Ok(renewed)
+    }
+
+    /// queued (or scheduled) -> unchanged: takes back the mark of a re-send that failed, so
+    /// the next sweep sends it again. Fenced on the hand-off, so a task that moved on since is
+    /// left alone.
+    pub async fn unmark_redispatched(&self, task_id: &TaskId, handoff: &Handoff) -> Result<bool> {
+        let filter = doc! {
+            "taskId": task_id.as_str(),
+            "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
+            "handoff.dedupId": handoff.dedup_id.as_str(),
+        };
+        let cleared = self
+            .update_one(filter, doc! { "$unset": { "handoff.redispatched": "" } })
+            .await?;
+        if cleared {
+            tracing::info!(task_id = %task_id, transition = "unmark_redispatched", "re-send failed; left for the next sweep");
+        }
+        Ok(cleared)
+    }
+
     /// queued, re-sent and still unclaimed -> failed: the rescuer's half for tasks nobody
     /// picked up. A retry that never ran since it was queued is given back in the same
     /// update. Fenced on the hand-off (or, for a task queued before hand-offs were recorded,
@@ -111,7 +156,13 @@ impl Store {
             "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
             "handoff.dedupId": dedup_id,
         };
-        self.fail_where(filter, update, &task.task_id, "queued", "fail_undelivered")
-            .await
+        self.fail_where(
+            filter,
+            update,
+            &task.task_id,
+            task.status.as_str(),
+            "fail_undelivered",
+        )
+        .await
     }
 }

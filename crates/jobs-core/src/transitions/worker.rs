@@ -15,7 +15,8 @@ impl Store {
         by: &str,
     ) -> Result<Option<Task>> {
         let now = DateTime::now();
-        let lease = doc! { "id": uuid::Uuid::new_v4().to_string(), "expiresAt": later(lease_for) };
+        let lease_id = uuid::Uuid::new_v4().to_string();
+        let lease = doc! { "id": &lease_id, "expiresAt": later(lease_for) };
         // The attempt number is only known after `$inc`: the event names the claim, the
         // reply's `attempts` says which one it was.
         let mut update = doc! {
@@ -24,9 +25,22 @@ impl Store {
             "$inc": { "attempts": 1 },
         };
         push_events(&mut update, &[Event::new(EventKind::Claimed, by)]);
-        let claimed = self
+        let claimed = match self
             .find_one_and_update(claimable(task_id, now), update, ReturnDocument::After)
-            .await?;
+            .await
+            .at("process.claimed")
+        {
+            // The claim may have applied without answering: it did if the task holds our
+            // lease (else the redelivery that follows the error finds the task running).
+            Err(error) if error.may_have_applied() => {
+                let now = self.find(task_id).await?;
+                match now.filter(|t| t.lease.as_ref().is_some_and(|l| l.id == lease_id)) {
+                    Some(task) => Some(task),
+                    None => return Err(error),
+                }
+            }
+            other => other?,
+        };
         if claimed.is_some() {
             log(task_id, "queued|scheduled", TaskStatus::Processing, "claim");
         }
