@@ -212,8 +212,15 @@ async fn run_row(point: &'static str, mode: Mode) -> Outcome {
     if mode == Mode::Kill {
         // The worker's points come after the 202: wait for the process to die there.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while try_send(&a, reqwest::Method::GET, "health", None).await.is_some() {
-            assert!(Instant::now() < deadline, "{point}: never reached\n{}", a.logs());
+        while try_send(&a, reqwest::Method::GET, "health", None)
+            .await
+            .is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{point}: never reached\n{}",
+                a.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         a.kill();
