@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use jobs_core::idempotency::KeySource;
 use jobs_core::{Action, App, Config, Credentials, Delivery, JobsError, Processors, Query};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -40,7 +41,8 @@ fn status_of(error: &JobsError) -> u16 {
         NotOwner | UserMismatch => 403,
         TaskNotFound(_) => 404,
         MethodNotAllowed { .. } => 405,
-        NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile => 409,
+        NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile
+        | IdempotencyKeyReused => 409,
         NotDueYet(_) => jobs_core::actions::NOT_DUE_STATUS,
         PayloadTooLarge { .. } => 413,
         Misconfigured(_) | Internal(_) => 500,
@@ -136,7 +138,14 @@ async fn run_action(
         Default::default()
     };
     let outcome = match action {
-        Action::Create => encode(201, app.create(&credentials, &body).await),
+        Action::Create => match idempotency_key(&parts.headers) {
+            Ok(key) => match app.create(&credentials, &body, key).await {
+                // A replay created nothing: 200, the first answer was the 201.
+                Ok(created) => encode(if created.replayed { 200 } else { 201 }, Ok(created)),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        },
         Action::Get => encode(200, app.get(&credentials, &query).await),
         Action::List => encode(200, app.list(&credentials, &query).await),
         Action::Retry => encode(200, app.retry(&credentials, &body).await),
@@ -165,6 +174,20 @@ async fn run_action(
         },
     };
     (Some(action), outcome)
+}
+
+/// The `Idempotency-Key` header of a create, as text; a value that is not (one header of)
+/// visible ASCII is a 400.
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<&str>, JobsError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    match (values.next(), values.next()) {
+        (_, Some(_)) => Err(JobsError::InvalidBody(
+            "send at most one Idempotency-Key header".into(),
+        )),
+        (first, None) => first
+            .map(|v| v.to_str().map_err(|_| KeySource::Header.invalid()))
+            .transpose(),
+    }
 }
 
 /// A success reply with its status, as JSON.
@@ -233,6 +256,7 @@ mod tests {
             (JobsError::NotFailed, 409),
             (JobsError::CancelledMeanwhile, 409),
             (JobsError::NotDueYet(3), 425),
+            (JobsError::IdempotencyKeyReused, 409),
             (JobsError::MaxRetries(3), 409),
             (JobsError::NotCancellable(TaskStatus::Completed), 409),
             (JobsError::PayloadTooLarge { limit: 1 }, 413),

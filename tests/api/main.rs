@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod crash_points;
 mod hardening;
+mod idempotency;
 mod lease_loss;
 mod load;
 mod platform;

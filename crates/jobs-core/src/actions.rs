@@ -14,6 +14,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, Result};
 use crate::failpoints::At;
 use crate::http::{Query, decode};
+use crate::idempotency::{IdempotencyKey, request_hash};
 use crate::processors::Processors;
 use crate::replies::{
     Created, DeliveryFailed, Done, Group, Groups, Health, Processed, RetriedMany, TaskList,
@@ -23,7 +24,7 @@ use crate::requests::{
     CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, Source,
     TaskRequest, task_id, user_id,
 };
-use crate::store::Store;
+use crate::store::{Admission, Store};
 use crate::sweeper::{self, SweepReport};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, rfc3339};
 use crate::worker;
@@ -149,9 +150,16 @@ impl App {
 
     /// `create`: validates the request, stores the task `queued` with its hand-off recorded,
     /// and hands it off. Refused with `MISCONFIGURED` before anything is written when
-    /// dispatch is not configured.
-    pub async fn create(&self, credentials: &Credentials, body: &[u8]) -> Result<Created> {
+    /// dispatch is not configured. With an idempotency key (the `Idempotency-Key` header or
+    /// `idempotencyKey`), a key already used answers its first task instead.
+    pub async fn create(
+        &self,
+        credentials: &Credentials,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Created> {
         let mut request: CreateRequest = decode(body)?;
+        let key = IdempotencyKey::of_request(idempotency_key, request.idempotency_key.as_deref())?;
         let user = self.auth.user(
             credentials,
             user_id(request.user_id.as_deref(), Source::Body)?,
@@ -177,29 +185,41 @@ impl App {
             .auto_retry()?
             .or_else(|| processor.default_auto_retry());
         self.route()?;
-        let task = Task {
+        let mut task = Task {
             auto_retry,
             ..Task::new(user, brand_id, request.kind, stored, max_retries)
         };
+        if let Some(key) = &key {
+            let request_hash = request_hash(&task, &payload);
+            match self.store.admit(key, &request_hash, task).await? {
+                Admission::Create(admitted) => task = admitted,
+                Admission::Replay(first) => return Ok(Created::replayed(&first)),
+            }
+        }
         let handoff = task
             .handoff
             .clone()
             .expect("a new task records its hand-off");
-        if let Err(error) = self.store.insert(&task).await.at("create.inserted") {
-            // The insert may have applied without answering: a task stored but not handed
-            // off would wait for `sweep`. Look, and carry on if it is there.
-            if !error.may_have_applied()
-                || self
-                    .store
-                    .find(&task.task_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none()
-            {
-                return Err(error);
+        match self
+            .store
+            .insert_unless_stored(&task)
+            .await
+            .at("create.inserted")
+        {
+            Ok(Some(first)) => return Ok(Created::replayed(&first)),
+            Ok(None) => {}
+            // The insert may have applied without answering: a task stored but not handed off
+            // would wait for `sweep`. Carry on if the task is there with this very hand-off.
+            Err(error) => {
+                let stored = match error.may_have_applied() {
+                    true => self.store.find(&task.task_id).await.ok().flatten(),
+                    false => None,
+                };
+                if stored.and_then(|t| t.handoff) != Some(handoff.clone()) {
+                    return Err(error);
+                }
+                tracing::warn!(task_id = %task.task_id, "insert answered an error but applied");
             }
-            tracing::warn!(task_id = %task.task_id, "insert answered an error but applied");
         }
         tracing::info!(task_id = %task.task_id, task_type = %task.kind, "task created");
 

@@ -67,6 +67,12 @@ pub enum JobsError {
     /// `cancel` of a task that has already finished (its status carried). 409.
     #[error("Only queued, scheduled or processing tasks can be cancelled; this task is {0}.")]
     NotCancellable(TaskStatus),
+    /// `create` with an idempotency key its user already sent, within 24 h, with another request
+    /// (a different type, payload, `brandId`, `maxRetries` or `autoRetry`). 409.
+    #[error(
+        "This Idempotency-Key was already used with a different request body; use a new key for a new task."
+    )]
+    IdempotencyKeyReused,
     /// `retry` reset the task but its hand-off failed; the task is back to `failed` and the retry
     /// is not spent. 503.
     #[error("{}", crate::transitions::REQUEUE_FAILED_MESSAGE)]
@@ -113,6 +119,7 @@ impl JobsError {
             Self::NotDueYet(_) => "NOT_DUE",
             Self::MaxRetries(_) => "MAX_RETRIES",
             Self::NotCancellable(_) => "NOT_CANCELLABLE",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::RequeueFailed => "REQUEUE_FAILED",
             Self::EnqueueFailed(_) => "ENQUEUE_FAILED",
             Self::Unauthenticated(_) => "UNAUTHENTICATED",

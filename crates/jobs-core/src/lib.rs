@@ -12,6 +12,7 @@ pub mod error;
 pub mod error_groups;
 pub mod failpoints;
 pub mod http;
+pub mod idempotency;
 pub mod processors;
 pub mod replies;
 pub mod requests;

@@ -9,7 +9,8 @@ use crate::task::{
     document_to_json, rfc3339,
 };
 
-/// `create`: 201 `{success, taskId, status}`.
+/// `create`: 201 `{success, taskId, status}`; 200 `{success, taskId, status, replayed: true}`
+/// when an idempotency key answers the task it created before.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Created {
@@ -18,8 +19,13 @@ pub struct Created {
     /// `taskId`: the new task's id, to `get`, `retry` or `cancel` it.
     pub task_id: TaskId,
     /// `status`: `queued` once the task is stored and its hand-off sent, or the real status
-    /// when a hand-off reported as failed had arrived after all.
+    /// when a hand-off reported as failed had arrived after all; when replayed, the task's
+    /// status now.
     pub status: TaskStatus,
+    /// `replayed`: `true` when this create created nothing and answers the task its
+    /// idempotency key created before (then the status is 200, not 201); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl Created {
@@ -29,6 +35,15 @@ impl Created {
             success: true,
             task_id,
             status,
+            replayed: false,
+        }
+    }
+
+    /// The 200 reply of a create whose idempotency key already created `task`.
+    pub fn replayed(task: &Task) -> Self {
+        Self {
+            replayed: true,
+            ..Self::new(task.task_id.clone(), task.status)
         }
     }
 }

@@ -19,7 +19,8 @@ pub const DEFAULT_LIST_LIMIT: i64 = 20;
 /// Largest `?limit=` `list` accepts.
 pub const MAX_LIST_LIMIT: i64 = 100;
 
-/// `create`'s body: `{type, payload?, brandId?, maxRetries?, userId?}`.
+/// `create`'s body: `{type, payload?, brandId?, maxRetries?, autoRetry?, idempotencyKey?,
+/// userId?}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateRequest {
@@ -44,6 +45,10 @@ pub struct CreateRequest {
     /// [`CreateRequest::auto_retry`], which checks its ranges.
     #[serde(default)]
     pub auto_retry: Option<AutoRetryRequest>,
+    /// `idempotencyKey`: the `Idempotency-Key` header's alternative for clients that cannot
+    /// set headers (`crate::idempotency`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// `autoRetry` as a client sends it (docs/spec.md §12).

@@ -1,6 +1,9 @@
 //! The MongoDB store: one client per process, reused across requests (serverless practice),
 //! the `tasks` collection, its indexes, and every read, each named after the question it
-//! answers. Status changes live in `transitions`; no other module builds a filter.
+//! answers. Status changes live in `transitions`; idempotency keys in `idempotency`; no other
+//! module builds a filter.
+
+mod idempotency;
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -17,6 +20,8 @@ use crate::config::Config;
 use crate::error::{JobsError, Result};
 use crate::requests::{BulkFilter, Cursor, ListQuery};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+
+pub use idempotency::{Admission, IDEMPOTENCY_KEYS, idempotency_key_indexes};
 
 /// The aggregation of `groups` (docs/spec.md §14): a user's tasks in `status` grouped by
 /// `errorGroup`, newest first within a group, largest groups first, at most 50.
@@ -108,6 +113,7 @@ pub struct Store {
     operation_timeout: Duration,
     database: OnceCell<Database>,
     indexes: OnceCell<()>,
+    key_indexes: OnceCell<()>,
 }
 
 impl Store {
@@ -121,6 +127,7 @@ impl Store {
             operation_timeout: config.db_operation_timeout,
             database: OnceCell::new(),
             indexes: OnceCell::new(),
+            key_indexes: OnceCell::new(),
         }
     }
 
