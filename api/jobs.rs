@@ -16,7 +16,8 @@ use vercel_runtime::{AppState, Error, Request, Response, ResponseBody, run, serv
 async fn main() -> anyhow::Result<()> {
     jobs_core::telemetry::init();
     jobs_core::failpoints::arm_from_env(); // test builds only
-    let config = Config::from_env().context("invalid configuration")?;
+    // An invalid value does not stop the process: it serves, and says what is wrong (health).
+    let config = Config::from_env();
     // Register an application's own processors here: `.register("resize", Resize)`.
     let app = Arc::new(
         App::new(config, Processors::builtin)
@@ -46,7 +47,7 @@ fn status_of(error: &JobsError) -> u16 {
         NotDueYet(_) => jobs_core::actions::NOT_DUE_STATUS,
         PayloadTooLarge { .. } => 413,
         Misconfigured(_) | Internal(_) => 500,
-        RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
+        InvalidSettings(_) | RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
     }
 }
 
@@ -121,7 +122,7 @@ async fn run_action(
         Ok(action) => action,
         Err(error) => return (None, Err(error)),
     };
-    if let (false, Err(error)) = (action == Action::Health, app.database_configured()) {
+    if let (false, Err(error)) = (action == Action::Health, app.configured()) {
         return (Some(action), Err(error));
     }
     let credentials = Credentials::from_headers(&parts.headers);
@@ -154,7 +155,14 @@ async fn run_action(
         Action::DeliveryFailed => encode(200, app.delivery_failed(&credentials, &body).await),
         Action::RetryMany => encode(200, app.retry_many(&credentials, &body).await),
         Action::Groups => encode(200, app.groups(&credentials, &query).await),
-        Action::Health => match app.health().await {
+        Action::Health => match app
+            .health(
+                !parts
+                    .headers
+                    .contains_key(jobs_core::actions::HEALTH_PROBE_HEADER),
+            )
+            .await
+        {
             Ok(up) => encode(200, Ok(up)),
             Err(down) => encode(503, Ok(down)),
         },
@@ -261,6 +269,7 @@ mod tests {
             (JobsError::NotCancellable(TaskStatus::Completed), 409),
             (JobsError::PayloadTooLarge { limit: 1 }, 413),
             (JobsError::missing_setting("JOBS_AUTH_SECRET"), 500),
+            (JobsError::InvalidSettings("x".into()), 503),
             (JobsError::Internal("detail".into()), 500),
             (JobsError::RequeueFailed, 503),
             (JobsError::EnqueueFailed(id()), 503),

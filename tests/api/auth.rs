@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Service, user_token};
+use crate::support::{AUDIENCE, Service, user_token};
 
 const SECRET: &str = "a-long-random-auth-secret";
 
@@ -217,13 +217,15 @@ async fn a_valid_token_reaches_only_its_own_tasks() {
 }
 
 /// Deployed means production or preview: a preview is on the internet and may share the
-/// production database, so neither trusts client-supplied ids or leaves anything open.
+/// production database, so neither trusts client-supplied ids or leaves anything open. On
+/// Vercel (`VERCEL=1`, or the runtime's `VERCEL_IPC_PATH`) without `VERCEL_ENV` is production.
 #[tokio::test]
 async fn deployed_without_secrets_refuses_users_and_unsigned_calls() {
     for environment in [
         ("VERCEL_ENV", "production"),
         ("VERCEL_ENV", "preview"),
         ("NODE_ENV", "production"),
+        ("VERCEL", "1"),
     ] {
         let jobs = Service::start_with(&[environment]).await;
         for (method, query, body) in [
@@ -262,7 +264,12 @@ async fn deployed_without_secrets_refuses_users_and_unsigned_calls() {
         assert_eq!(health.body["code"], "MISCONFIGURED");
         assert_eq!(
             health.body["missing"],
-            json!(["JOBS_AUTH_SECRET", "CRON_SECRET", "JOBS_INTERNAL_SECRET"])
+            json!([
+                "JOBS_AUTH_SECRET",
+                "CRON_SECRET",
+                "JOBS_AUTH_AUDIENCE",
+                "JOBS_INTERNAL_SECRET"
+            ])
         );
         assert!(
             health.header("x-jobs-db-commands").is_none(),
@@ -270,6 +277,48 @@ async fn deployed_without_secrets_refuses_users_and_unsigned_calls() {
         );
         assert!(jobs.snapshot().await.is_empty());
     }
+}
+
+/// Deployed, a token is good only with the audience pinned: without `JOBS_AUTH_AUDIENCE`, a
+/// valid token is refused naming it (a token minted for another service sharing the secret
+/// would do otherwise); with it, a token without that `aud` is 401.
+#[tokio::test]
+async fn deployed_user_tokens_must_carry_the_configured_audience() {
+    let deployed = [("VERCEL_ENV", "preview"), ("JOBS_AUTH_SECRET", SECRET)];
+    let token = user_token(SECRET, "alice", 300);
+    let jobs = Service::start_with(&deployed).await;
+    let reply = as_user(&jobs, Some(&token), Method::GET, "action=list", None).await;
+    assert_eq!(
+        (reply.status, &reply.body),
+        (
+            500,
+            &json!({ "error": "The service is misconfigured: JOBS_AUTH_AUDIENCE is not set", "code": "MISCONFIGURED" })
+        )
+    );
+    let health = jobs.get("action=health").await;
+    assert_eq!(health.status, 503);
+    assert!(
+        health.body["missing"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("JOBS_AUTH_AUDIENCE")),
+        "{}",
+        health.body
+    );
+
+    let jobs = jobs
+        .start_sharing_db(&[deployed[0], deployed[1], ("JOBS_AUTH_AUDIENCE", AUDIENCE)])
+        .await;
+    let reply = as_user(&jobs, Some(&token), Method::GET, "action=list", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let elsewhere = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": "alice", "exp": 4_102_444_800u64, "aud": "billing" }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let reply = as_user(&jobs, Some(&elsewhere), Method::GET, "action=list", None).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
 }
 
 #[tokio::test]

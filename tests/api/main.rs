@@ -7,6 +7,7 @@ mod crash_points;
 mod hardening;
 mod idempotency;
 mod lease_loss;
+mod lifecycle;
 mod load;
 mod platform;
 mod qstash;

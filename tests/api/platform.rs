@@ -7,8 +7,8 @@ use serde_json::json;
 use crate::qstash_emulator::{
     DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN, QStash, sign,
 };
-use crate::stubs::Recorder;
-use crate::support::{Service, free_port, user_token};
+use crate::stubs::{OnProcess, Protection, Proxy, Recorder, Redirect};
+use crate::support::{AUDIENCE, Service, free_port, user_token};
 
 const SECRET: &str = "platform-auth-secret";
 
@@ -18,6 +18,7 @@ fn complete_preview(qstash_url: &str) -> Vec<(&'static str, String)> {
         ("VERCEL_ENV", "preview"),
         ("VERCEL_URL", "app-git-x.vercel.app"),
         ("JOBS_AUTH_SECRET", SECRET),
+        ("JOBS_AUTH_AUDIENCE", AUDIENCE),
         ("CRON_SECRET", "cron"),
         ("QSTASH_TOKEN", DEV_TOKEN),
         ("QSTASH_CURRENT_SIGNING_KEY", DEV_CURRENT_SIGNING_KEY),
@@ -38,10 +39,11 @@ fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 #[tokio::test]
 async fn health_names_each_missing_deployed_setting() {
     let qstash = QStash::start().await;
-    let rows: [Option<&'static str>; 6] = [
+    let rows: [Option<&'static str>; 7] = [
         None,
         Some("JOBS_AUTH_SECRET"),
         Some("CRON_SECRET"),
+        Some("JOBS_AUTH_AUDIENCE"),
         Some("QSTASH_CURRENT_SIGNING_KEY"),
         Some("QSTASH_NEXT_SIGNING_KEY"),
         Some("MONGODB_URI"),
@@ -255,4 +257,185 @@ async fn sweep_accepts_a_signed_qstash_schedule() {
         )
         .await;
     assert_eq!(cron.status, 200, "Vercel Cron's bearer still works");
+}
+
+/// An invalid value no longer stops the process before it serves: it starts, every action
+/// answers 503 `MISCONFIGURED` before reading or writing anything, and `health` names each
+/// variable with the rule it broke.
+#[tokio::test]
+async fn an_invalid_setting_starts_and_refuses_every_action() {
+    let qstash = QStash::start().await;
+    let mut env = complete_preview(&qstash.url);
+    env.push(("JOBS_LEASE_SECONDS", "10".into()));
+    env.push(("JOBS_PUBLIC_URL", "notaurl".into()));
+    let jobs = Service::start_with(&refs(&env)).await;
+
+    let health = jobs.get("action=health").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.body["ok"], false);
+    assert_eq!(health.body["code"], "MISCONFIGURED");
+    assert_eq!(
+        health.body["invalid"],
+        json!([
+            {
+                "variable": "JOBS_PUBLIC_URL",
+                "problem": "expected an http(s) base URL (relative URL without a base), got \"notaurl\""
+            },
+            {
+                "variable": "JOBS_LEASE_SECONDS",
+                "problem": "expected a whole number in 30..=86400, got \"10\""
+            },
+        ])
+    );
+    let error = "The service is misconfigured: JOBS_PUBLIC_URL: expected an http(s) base URL \
+                 (relative URL without a base), got \"notaurl\"; JOBS_LEASE_SECONDS: expected a \
+                 whole number in 30..=86400, got \"10\"";
+    assert_eq!(health.body["error"], error);
+
+    let token = user_token(SECRET, "alice", 300);
+    let user_body = json!({ "type": "demo", "taskId": "t-1" });
+    let calls = [
+        (
+            reqwest::Method::POST,
+            "action=create",
+            json!({ "type": "demo" }),
+        ),
+        (reqwest::Method::GET, "action=get&taskId=t-1", json!(null)),
+        (reqwest::Method::GET, "action=list", json!(null)),
+        (reqwest::Method::GET, "action=groups", json!(null)),
+        (
+            reqwest::Method::POST,
+            "action=retry",
+            json!({ "taskId": "t-1" }),
+        ),
+        (
+            reqwest::Method::POST,
+            "action=retryMany",
+            json!({ "taskIds": ["t-1"] }),
+        ),
+        (
+            reqwest::Method::POST,
+            "action=cancel",
+            json!({ "taskId": "t-1" }),
+        ),
+        (
+            reqwest::Method::POST,
+            "action=process",
+            json!({ "taskId": "t-1" }),
+        ),
+        (reqwest::Method::POST, "action=deliveryFailed", user_body),
+        (reqwest::Method::GET, "action=sweep", json!(null)),
+    ];
+    for (method, query, body) in calls {
+        let mut request = jobs.request(method.clone(), query).bearer_auth(&token);
+        if method == reqwest::Method::POST {
+            request = request.json(&body);
+        }
+        let reply = jobs.send(request).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (503, &json!({ "error": error, "code": "MISCONFIGURED" })),
+            "{query}"
+        );
+    }
+    assert!(jobs.snapshot().await.is_empty(), "nothing was written");
+    for variable in ["JOBS_LEASE_SECONDS", "JOBS_PUBLIC_URL"] {
+        assert!(
+            jobs.logs().contains(&format!("variable=\"{variable}\"")),
+            "one error line names {variable}:\n{}",
+            jobs.logs()
+        );
+    }
+}
+
+/// The production domain redirecting (apex to www): hand-offs do not follow redirects, so
+/// every one would fail. Deployed, `health` probes the destination once per process and
+/// answers 503 `MISCONFIGURED` naming `JOBS_PUBLIC_URL` and where it redirects.
+#[tokio::test]
+async fn a_redirecting_destination_is_misconfigured() {
+    let www = Redirect::start(308, "https://www.example.com").await;
+    let qstash = QStash::start().await;
+    let mut env = complete_preview(&qstash.url);
+    env.push(("JOBS_PUBLIC_URL", www.url.clone()));
+    env.push(("VERCEL_AUTOMATION_BYPASS_SECRET", "bypass-9".into()));
+    let jobs = Service::start_with(&refs(&env)).await;
+    let health = jobs.get("action=health").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.body["code"], "MISCONFIGURED");
+    let error = health.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("JOBS_PUBLIC_URL")
+            && error.contains("HTTP 308")
+            && error.contains("https://www.example.com/api/jobs?action=health"),
+        "{error}"
+    );
+    assert_eq!(
+        health.body["probe"],
+        json!({
+            "url": format!("{}/api/jobs?action=health", www.url),
+            "status": 308,
+            "location": "https://www.example.com/api/jobs?action=health"
+        })
+    );
+    let again = jobs.get("action=health").await;
+    assert_eq!((again.status, &again.body), (503, &health.body));
+    let probes = *www.hits.lock().unwrap();
+    assert_eq!(
+        probes, 1,
+        "probed once per process (the start-up wait asked health too)"
+    );
+
+    // The destination answering: health is ok, the probe's answer shown.
+    let own = free_port();
+    let mut env = complete_preview(&qstash.url);
+    env.push(("JOBS_PUBLIC_URL", format!("http://127.0.0.1:{own}")));
+    let jobs = Service::start_on(own, jobs.db_name.clone(), &refs(&env)).await;
+    let health = jobs.get("action=health").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.body["probe"]["status"], 200);
+}
+
+/// Deployment Protection refuses whatever does not carry the bypass, QStash's failure callback
+/// included: the publish asks QStash to forward the bypass to the callback too, so a task whose
+/// deliveries all fail is failed at once on a protected deployment as well.
+#[tokio::test]
+async fn the_failure_callback_carries_the_protection_bypass() {
+    let qstash = QStash::start().await;
+    let port = free_port();
+    let refuse = Proxy::start(&format!("http://127.0.0.1:{port}"), OnProcess::Refuse).await;
+    let protection = Protection::start(&refuse.url, "bypass-123").await;
+    let mut env = qstash.env(&protection.url);
+    env.push(("VERCEL_AUTOMATION_BYPASS_SECRET", "bypass-123".into()));
+    env.push(("JOBS_QSTASH_RETRIES", "0".into()));
+    let jobs = Service::start_on(
+        port,
+        format!("test_{}", uuid::Uuid::new_v4().simple()),
+        &refs(&env),
+    )
+    .await;
+    let id = jobs
+        .create_demo("alice", json!({ "steps": 1, "stepMs": 0 }))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while qstash.callbacks().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let callbacks = qstash.callbacks();
+    assert_eq!(callbacks.len(), 1, "QStash gave up and called back");
+    assert_eq!(
+        callbacks[0].status,
+        Some(200),
+        "the callback passed Deployment Protection: {:?}",
+        protection.seen.lock().unwrap()
+    );
+    let task = jobs.wait_for_status(&id, "failed").await;
+    assert_eq!(
+        task.get_str("lastError").unwrap(),
+        "Delivery failed after 1 attempts (HTTP 500)."
+    );
+    assert_eq!(
+        qstash.published()[0].headers["upstash-failure-callback-forward-x-vercel-protection-bypass"],
+        "bypass-123"
+    );
+    assert!(!jobs.logs().contains("bypass-123"));
 }

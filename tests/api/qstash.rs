@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::qstash_emulator::{DEV_TOKEN, QStash};
-use crate::support::{Service, user_token};
+use crate::support::{AUDIENCE, Service, user_token};
 
 const SECRET: &str = "test-auth-secret";
 
@@ -124,6 +124,7 @@ async fn decision_table_through_the_binary() {
                 ("VERCEL_URL", "app-abc123.vercel.app"),
                 ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
                 ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
             ]),
             transport: "qstash",
             destination: Ok(format!("https://app.example.com{process}")),
@@ -136,6 +137,7 @@ async fn decision_table_through_the_binary() {
                 ("VERCEL_URL", "app-git-x.vercel.app"),
                 ("VERCEL_PROJECT_PRODUCTION_URL", "app.example.com"),
                 ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
             ]),
             transport: "qstash",
             destination: Ok(format!("https://app-git-x.vercel.app{process}")),
@@ -143,7 +145,11 @@ async fn decision_table_through_the_binary() {
         },
         Row {
             name: "production, QStash without any URL",
-            env: q(&[("NODE_ENV", "production"), ("JOBS_AUTH_SECRET", SECRET)]),
+            env: q(&[
+                ("NODE_ENV", "production"),
+                ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
+            ]),
             transport: "unconfigured",
             destination: Err("QStash needs a public URL for this deployment: set JOBS_PUBLIC_URL."),
             warns: false,
@@ -154,6 +160,7 @@ async fn decision_table_through_the_binary() {
                 ("VERCEL_ENV", "production"),
                 ("VERCEL_URL", "app.vercel.app"),
                 ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
             ]),
             transport: "qstash",
             destination: Ok(format!("https://app.vercel.app{process}")),
@@ -165,6 +172,7 @@ async fn decision_table_through_the_binary() {
                 ("NODE_ENV", "production"),
                 ("VERCEL_URL", "app.vercel.app"),
                 ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
             ]),
             transport: "qstash",
             destination: Ok(format!("https://app.vercel.app{process}")),
@@ -177,6 +185,7 @@ async fn decision_table_through_the_binary() {
                 ("VERCEL_URL", "app.vercel.app"),
                 ("JOBS_PUBLIC_URL", "https://app.example.com"),
                 ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
             ]),
             transport: "qstash",
             destination: Ok(format!("https://app.example.com{process}")),
@@ -188,6 +197,7 @@ async fn decision_table_through_the_binary() {
                 ("VERCEL_ENV", "production"),
                 ("VERCEL_URL", "app.vercel.app"),
                 ("JOBS_AUTH_SECRET", SECRET),
+                ("JOBS_AUTH_AUDIENCE", AUDIENCE),
             ]),
             transport: "self",
             destination: Ok(format!("https://app.vercel.app{process}")),

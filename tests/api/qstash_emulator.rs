@@ -3,7 +3,8 @@
 //! deduplication window, delivery of the body byte-for-byte with `Upstash-Message-Id`,
 //! `Upstash-Retried` and a real HS256 `Upstash-Signature`, redelivery on non-2xx, and, when
 //! the retries are exhausted, the signed `Upstash-Failure-Callback` with QStash's documented
-//! callback body.
+//! callback body, carrying each `Upstash-Failure-Callback-Forward-<name>` header of the publish
+//! as `<name>` (as `Upstash-Forward-<name>` is carried to the destination).
 //!
 //! Also `POST /v2/batch` (a JSON array of `{destination, headers, body, queue?}`, `body` a
 //! plain string, `headers` the same `Upstash-*` headers a publish takes; answered with an
@@ -625,13 +626,19 @@ impl Delivery {
             "createdAt": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
         });
         let bytes = body.to_string();
-        let answered = http
+        let mut request = http
             .post(url)
             .header("content-type", "application/json")
             .header(
                 "upstash-signature",
                 sign(&self.behaviour.signing_key, url, bytes.as_bytes()),
-            )
+            );
+        for (name, value) in &self.headers {
+            if let Some(forwarded) = name.strip_prefix("upstash-failure-callback-forward-") {
+                request = request.header(forwarded, value);
+            }
+        }
+        let answered = request
             .body(bytes)
             .send()
             .await

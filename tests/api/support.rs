@@ -28,7 +28,11 @@ pub fn closed_port() -> u16 {
     free_port()
 }
 
-/// A user token as a host application would mint it: HS256, `sub` = user id, `exp`.
+/// The audience of [`user_token`]s: deployed test services set `JOBS_AUTH_AUDIENCE` to it.
+pub const AUDIENCE: &str = "jobs";
+
+/// A user token as a host application would mint it: HS256, `sub` = user id, `exp`, and `aud`
+/// [`AUDIENCE`] (not looked at unless `JOBS_AUTH_AUDIENCE` is set).
 pub fn user_token(secret: &str, user: &str, valid_for: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -36,7 +40,7 @@ pub fn user_token(secret: &str, user: &str, valid_for: i64) -> String {
         .as_secs() as i64;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "sub": user, "exp": now + valid_for, "iat": now }),
+        &json!({ "sub": user, "exp": now + valid_for, "iat": now, "aud": AUDIENCE }),
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()

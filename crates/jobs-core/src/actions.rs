@@ -17,8 +17,8 @@ use crate::http::{Query, decode};
 use crate::idempotency::{IdempotencyKey, request_hash};
 use crate::processors::Processors;
 use crate::replies::{
-    Created, DeliveryFailed, Done, Group, Groups, Health, Processed, RetriedMany, TaskList,
-    TaskReply, TaskView,
+    Created, DeliveryFailed, DestinationProbe, Done, Group, Groups, Health, InvalidSetting,
+    Processed, RetriedMany, TaskList, TaskReply, TaskView,
 };
 use crate::requests::{
     CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, Source,
@@ -34,6 +34,10 @@ pub const NOT_DUE_STATUS: u16 = 425;
 
 /// Largest payload accepted, as BSON (docs/spec.md §3).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Header of `health`'s probe of the hand-off destination: a `health` carrying it does not
+/// probe in turn (the destination is often this very deployment).
+pub const HEALTH_PROBE_HEADER: &str = "x-jobs-health-probe";
+const HEALTH_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The process-wide state of the function, built once at start-up and shared by every
 /// request: configuration, store, dispatcher, processors and auth.
@@ -45,6 +49,10 @@ pub struct App {
     auth: Auth,
     /// Deployed settings that are missing (docs/spec.md §6); `health` reports them.
     missing: Vec<&'static str>,
+    /// The destination's answer to `health`'s probe, once it answered (docs/spec.md §5).
+    probe: std::sync::OnceLock<DestinationProbe>,
+    /// The shared client, for `health`'s probe.
+    http: reqwest::Client,
 }
 
 /// Why the function could not start (the database is not contacted at start-up, so a
@@ -94,6 +102,9 @@ impl App {
         // webhook cannot be bounced off the allow-list.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A suspended instance's pooled connections are dead when it thaws; like
+            // MongoDB's `maxIdleTimeMS`, do not keep them long enough to be reused then.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()?;
         let store = Store::new(&config);
         let dispatcher = Dispatcher::new(&config, http.clone())?;
@@ -101,6 +112,13 @@ impl App {
             tracing::error!(
                 message,
                 "dispatch is not configured; every create and retry will be refused"
+            );
+        }
+        for setting in &config.invalid {
+            tracing::error!(
+                variable = setting.name,
+                problem = %setting.problem,
+                "a setting cannot be used; every action answers 503 until it is fixed"
             );
         }
         let missing = config.missing_for_deployment();
@@ -114,7 +132,9 @@ impl App {
         Ok(Self {
             missing,
             auth: Auth::new(&config),
-            processors: processors(&config, http),
+            processors: processors(&config, http.clone()),
+            probe: std::sync::OnceLock::new(),
+            http,
             store: Arc::new(store),
             dispatcher: Arc::new(dispatcher),
             config,
@@ -124,6 +144,16 @@ impl App {
     /// Production or preview.
     pub fn is_deployed(&self) -> bool {
         self.config.is_deployed()
+    }
+
+    /// Refuses every action but `health` while a setting cannot be used (503, before anything
+    /// is read or written), or when a deployed function has no `MONGODB_URI`.
+    pub fn configured(&self) -> Result<()> {
+        if !self.config.invalid.is_empty() {
+            let each: Vec<String> = self.config.invalid.iter().map(|e| e.to_string()).collect();
+            return Err(JobsError::InvalidSettings(each.join("; ")));
+        }
+        self.database_configured()
     }
 
     /// Refuses every action that needs the database when a deployed function has no
@@ -517,9 +547,11 @@ impl App {
         sweeper::sweep(&self.store, &self.dispatcher, &self.config).await
     }
 
-    /// Liveness with the database and the dispatch route. `Err` (503) when a deployed setting
-    /// is missing, dispatch is not configured, or MongoDB is unreachable.
-    pub async fn health(&self) -> std::result::Result<Health, Health> {
+    /// Liveness with the settings, the dispatch route, the hand-off destination and the
+    /// database. `Err` (503) when a setting is invalid or (deployed) missing, dispatch is not
+    /// configured, the destination redirects, or MongoDB is unreachable. `probe` is false for
+    /// the probe itself ([`HEALTH_PROBE_HEADER`]).
+    pub async fn health(&self, probe: bool) -> std::result::Result<Health, Health> {
         let route = self.dispatcher.route();
         let mut health = Health {
             ok: true,
@@ -534,16 +566,31 @@ impl App {
             destination: route.ok().map(|r| r.process_url()),
             dispatch_error: route.err().map(str::to_owned),
             missing: self.missing.clone(),
+            invalid: self
+                .config
+                .invalid
+                .iter()
+                .map(|e| InvalidSetting {
+                    variable: e.name,
+                    problem: e.problem.clone(),
+                })
+                .collect(),
+            probe: None,
             error: None,
             code: None,
         };
-        let problem = if !self.missing.is_empty() {
+        // Invalid settings first, and nothing else is tried: no probe, no database.
+        let problem = if !self.config.invalid.is_empty() {
+            self.configured().err()
+        } else if !self.missing.is_empty() {
             Some(JobsError::Misconfigured(format!(
                 "The deployment is misconfigured: set {}.",
                 self.missing.join(", ")
             )))
         } else if let Err(message) = route {
             Some(JobsError::Misconfigured(message.to_owned()))
+        } else if let Some(redirect) = self.probe_destination(route, probe, &mut health).await {
+            Some(redirect)
         } else if self.store.ping().await.is_err() {
             Some(JobsError::DbUnavailable)
         } else {
@@ -556,5 +603,77 @@ impl App {
         health.error = Some(problem.to_string());
         health.code = Some(problem.code());
         Err(health)
+    }
+
+    /// Deployed, asks the hand-off destination for its `health` once per process (an answer
+    /// is kept; an unreachable destination is reported and asked again next time). A 3xx is
+    /// `MISCONFIGURED`: neither QStash nor self-invocation follows redirects, so every
+    /// hand-off would fail. In development the destination is this process or a tunnel.
+    async fn probe_destination(
+        &self,
+        route: std::result::Result<&crate::dispatch::Route, &str>,
+        probe: bool,
+        health: &mut Health,
+    ) -> Option<JobsError> {
+        let (Ok(route), true, true) = (route, probe, self.is_deployed()) else {
+            return None;
+        };
+        let answer = match self.probe.get() {
+            Some(answer) => answer.clone(),
+            None => {
+                let url = route.url("health");
+                let mut request = self
+                    .http
+                    .get(&url)
+                    .header(HEALTH_PROBE_HEADER, "1")
+                    .timeout(HEALTH_PROBE_TIMEOUT);
+                if let Some(bypass) = &route.protection_bypass {
+                    request =
+                        request.header(crate::dispatch::PROTECTION_BYPASS_HEADER, bypass.expose());
+                }
+                match request.send().await {
+                    Ok(response) => {
+                        let answer = DestinationProbe {
+                            url,
+                            status: Some(response.status().as_u16()),
+                            location: response
+                                .headers()
+                                .get(reqwest::header::LOCATION)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                            error: None,
+                        };
+                        self.probe.get_or_init(|| answer).clone()
+                    }
+                    Err(error) => {
+                        let error = error.without_url().to_string();
+                        tracing::warn!(
+                            error,
+                            url,
+                            "the hand-off destination did not answer health's probe"
+                        );
+                        DestinationProbe {
+                            url,
+                            status: None,
+                            location: None,
+                            error: Some(error),
+                        }
+                    }
+                }
+            }
+        };
+        let redirect = answer
+            .status
+            .filter(|status| (300..400).contains(status))
+            .map(|status| {
+                JobsError::Misconfigured(format!(
+                    "The hand-off destination {} redirects (HTTP {status}) to {}: hand-offs do \
+                     not follow redirects. Set JOBS_PUBLIC_URL to the URL it redirects to.",
+                    answer.url,
+                    answer.location.as_deref().unwrap_or("(no Location)")
+                ))
+            });
+        health.probe = Some(answer);
+        redirect
     }
 }

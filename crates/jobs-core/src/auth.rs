@@ -24,9 +24,10 @@ enum UserAuth {
     /// The key and the rules (HS256 only, `exp` and `sub` required, `nbf` checked when present,
     /// `iss` and `aud` required and pinned when configured), built once.
     Jwt(Box<(DecodingKey, Validation)>),
-    /// Deployed (production or preview) without `JOBS_AUTH_SECRET`: refuse rather than trust
-    /// anyone.
-    Misconfigured,
+    /// Deployed (production or preview) without `JOBS_AUTH_SECRET`, or without
+    /// `JOBS_AUTH_AUDIENCE` (a token minted for another service sharing the secret would do):
+    /// refuse rather than trust anyone. Carries the variable.
+    Misconfigured(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -83,11 +84,14 @@ impl Auth {
     /// `userId`s are trusted.
     pub fn new(config: &Config) -> Self {
         let users = match (&config.auth_secret, config.is_deployed()) {
+            (Some(_), true) if config.auth_audience.is_none() => {
+                UserAuth::Misconfigured("JOBS_AUTH_AUDIENCE")
+            }
             (Some(secret), _) => {
                 let key = DecodingKey::from_secret(secret.expose().as_bytes());
                 UserAuth::Jwt(Box::new((key, token_rules(config))))
             }
-            (None, true) => UserAuth::Misconfigured,
+            (None, true) => UserAuth::Misconfigured("JOBS_AUTH_SECRET"),
             (None, false) => {
                 tracing::warn!(
                     "JOBS_AUTH_SECRET is not set: trusting the userId clients send (development only)"
@@ -117,7 +121,7 @@ impl Auth {
     pub fn user(&self, credentials: &Credentials, claimed: Option<UserId>) -> Result<UserId> {
         match &self.users {
             UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
-            UserAuth::Misconfigured => Err(JobsError::missing_setting("JOBS_AUTH_SECRET")),
+            UserAuth::Misconfigured(name) => Err(JobsError::missing_setting(name)),
             UserAuth::Jwt(jwt) => {
                 let (key, validation) = &**jwt;
                 let token = credentials
@@ -285,8 +289,7 @@ mod tests {
                 .chain(vars)
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
-        })
-        .unwrap();
+        });
         Auth::new(&config)
     }
 
@@ -373,6 +376,28 @@ mod tests {
                 "{claims}"
             );
         }
+    }
+
+    /// Deployed, a token is only good with the audience pinned: without `JOBS_AUTH_AUDIENCE`
+    /// every user action is refused, naming it, whatever the token carries.
+    #[test]
+    fn deployed_user_tokens_need_the_audience_configured() {
+        let claims = serde_json::json!({ "sub": "a", "exp": now() + 300, "aud": "jobs" });
+        let refused = auth(&[("VERCEL_ENV", "preview")])
+            .user(&bearer(claims.clone()), None)
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "The service is misconfigured: JOBS_AUTH_AUDIENCE is not set"
+        );
+        let deployed = auth(&[("VERCEL_ENV", "preview"), ("JOBS_AUTH_AUDIENCE", "jobs")]);
+        assert!(deployed.user(&bearer(claims), None).is_ok());
+        let without_aud = serde_json::json!({ "sub": "a", "exp": now() + 300 });
+        assert!(deployed.user(&bearer(without_aud.clone()), None).is_err());
+        assert!(
+            auth(&[]).user(&bearer(without_aud), None).is_ok(),
+            "development"
+        );
     }
 
     #[test]

@@ -41,12 +41,14 @@ pub enum Environment {
 
 impl Environment {
     /// `VERCEL_ENV` decides when Vercel sets it (a preview keeps `NODE_ENV=production` from its
-    /// build, and must not be mistaken for production); `NODE_ENV` covers other hosts.
-    fn detect(vercel_env: Option<&str>, node_env: Option<&str>) -> Self {
+    /// build, and must not be mistaken for production); `NODE_ENV` covers other hosts. Running
+    /// on Vercel without `VERCEL_ENV` fails closed: production, never development.
+    fn detect(vercel_env: Option<&str>, node_env: Option<&str>, on_vercel: bool) -> Self {
         match (vercel_env, node_env) {
             (Some("production"), _) => Self::Production,
             (Some("preview"), _) => Self::Preview,
             (Some(_), _) => Self::Development,
+            (None, _) if on_vercel => Self::Production,
             (None, Some("production")) => Self::Production,
             (None, _) => Self::Development,
         }
@@ -151,10 +153,14 @@ pub struct Config {
     /// `JOBS_STATIC_DIR`, development only: serve the Task Manager page from this folder next to
     /// the API (`scripts/dev` sets it).
     pub static_dir: Option<String>,
+    /// The variables whose values could not be used, in reading order (their defaults stand
+    /// in). Not empty: every action answers 503 `MISCONFIGURED` and nothing is written.
+    pub invalid: Vec<ConfigError>,
 }
 
-/// A variable whose value cannot be used; start-up stops on it. `Display` is `NAME: problem`.
-#[derive(Debug, thiserror::Error)]
+/// A variable whose value cannot be used. The service still starts, refuses every action with
+/// 503 `MISCONFIGURED` and names it in `health` (docs/spec.md §6). `Display` is `NAME: problem`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct ConfigError {
     /// The variable, e.g. `JOBS_LEASE_SECONDS`.
@@ -166,75 +172,116 @@ pub struct ConfigError {
 /// The database development uses without `MONGODB_URI`: a local server on MongoDB's default port.
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017";
 
+/// Why `value` cannot be a base URL (http or https, a host, no query or fragment), or the
+/// parsed URL. Shared by start-up validation and [`crate::dispatch::decide`].
+pub fn parse_base_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected http:// or https:// and a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a base URL has no query or fragment".into());
+    }
+    Ok(url)
+}
+
 impl Config {
     /// Reads the process environment; called once per process, at start-up.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Self {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Builds the configuration from any variable lookup; empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Builds the configuration from any variable lookup; empty values count as unset. A value
+    /// that cannot be used is recorded in [`Config::invalid`] and its default stands in, so the
+    /// process can start and say what is wrong instead of exiting before it serves.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let invalid = std::cell::RefCell::new(Vec::new());
         let var = |name: &str| {
             lookup(name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
         let secret = |name: &str| var(name).map(Secret);
-        let url = |name: &str| var(name).map(|v| v.trim_end_matches('/').to_owned());
+        // An invalid base is kept, so `dispatch::decide` names it too; an invalid `QSTASH_URL`
+        // is dropped, or the QStash client could not even be built.
+        let url = |name: &'static str, keep_invalid: bool| {
+            let value = var(name)?;
+            if let Err(why) = parse_base_url(&value) {
+                invalid.borrow_mut().push(ConfigError {
+                    name,
+                    problem: format!("expected an http(s) base URL ({why}), got {value:?}"),
+                });
+                if !keep_invalid {
+                    return None;
+                }
+            }
+            Some(value.trim_end_matches('/').to_owned())
+        };
         let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
             let Some(raw) = var(name) else {
-                return Ok(default);
+                return default;
             };
             match raw.parse::<u64>() {
-                Ok(n) if range.contains(&n) => Ok(n),
-                _ => Err(ConfigError {
-                    name,
-                    problem: format!(
-                        "expected a whole number in {}..={}, got {raw:?}",
-                        range.start(),
-                        range.end()
-                    ),
-                }),
+                Ok(n) if range.contains(&n) => n,
+                _ => {
+                    invalid.borrow_mut().push(ConfigError {
+                        name,
+                        problem: format!(
+                            "expected a whole number in {}..={}, got {raw:?}",
+                            range.start(),
+                            range.end()
+                        ),
+                    });
+                    default
+                }
             }
         };
 
-        let environment =
-            Environment::detect(var("VERCEL_ENV").as_deref(), var("NODE_ENV").as_deref());
+        // The Vercel runtime sets `VERCEL_IPC_PATH`, Vercel sets `VERCEL=1` (so does `vercel
+        // dev`, whose Rust builder adds `VERCEL_DEV=1`).
+        let vercel_dev = var("VERCEL_DEV").as_deref() == Some("1");
+        let on_vercel = var("VERCEL_IPC_PATH").is_some()
+            || (var("VERCEL").as_deref() == Some("1") && !vercel_dev);
+        let environment = Environment::detect(
+            var("VERCEL_ENV").as_deref(),
+            var("NODE_ENV").as_deref(),
+            on_vercel,
+        );
         // Deployed, a lease shorter than 30 s would be renewed more often than every 10 s by
         // every running task; development allows short ones so tests need not wait.
         let lease_floor = if environment.is_deployed() { 30 } else { 1 };
-        let seconds = |name, default, range| number(name, default, range).map(Duration::from_secs);
+        let seconds = |name, default, range| Duration::from_secs(number(name, default, range));
 
-        Ok(Self {
+        let config = Self {
             mongodb_uri: secret("MONGODB_URI"),
             mongodb_db: var("MONGODB_DB").unwrap_or_else(|| "jobs".into()),
             environment,
-            vercel_dev: var("VERCEL_DEV").as_deref() == Some("1"),
+            vercel_dev,
             vercel_url: var("VERCEL_URL"),
             vercel_project_production_url: var("VERCEL_PROJECT_PRODUCTION_URL"),
             automation_bypass_secret: secret("VERCEL_AUTOMATION_BYPASS_SECRET"),
-            port: number("PORT", 3000, 1..=65535)? as u16,
-            public_url: url("JOBS_PUBLIC_URL"),
+            port: number("PORT", 3000, 1..=65535) as u16,
+            public_url: url("JOBS_PUBLIC_URL", true),
             qstash_token: secret("QSTASH_TOKEN"),
-            qstash_url: url("QSTASH_URL"),
+            qstash_url: url("QSTASH_URL", false),
             qstash_current_signing_key: secret("QSTASH_CURRENT_SIGNING_KEY"),
             qstash_next_signing_key: secret("QSTASH_NEXT_SIGNING_KEY"),
             use_qstash_in_dev: var("USE_QSTASH_IN_DEV").as_deref() == Some("true"),
-            qstash_base_url: url("QSTASH_BASE_URL"),
-            qstash_retries: number("JOBS_QSTASH_RETRIES", 3, 0..=5)? as u32,
+            qstash_base_url: url("QSTASH_BASE_URL", true),
+            qstash_retries: number("JOBS_QSTASH_RETRIES", 3, 0..=5) as u32,
             auth_secret: secret("JOBS_AUTH_SECRET"),
             internal_secret: secret("JOBS_INTERNAL_SECRET"),
             cron_secret: secret("CRON_SECRET"),
-            lease: seconds("JOBS_LEASE_SECONDS", 300, lease_floor..=86_400)?,
-            queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800)?,
-            redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400)?,
+            lease: seconds("JOBS_LEASE_SECONDS", 300, lease_floor..=86_400),
+            queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800),
+            redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400),
             db_operation_timeout: Duration::from_millis(number(
                 "JOBS_DB_TIMEOUT_MS",
                 10_000,
                 100..=120_000,
-            )?),
-            db_max_pool_size: number("JOBS_DB_MAX_POOL_SIZE", 5, 1..=100)? as u32,
-            work_budget: seconds("JOBS_WORK_BUDGET_SECONDS", 240, 1..=900)?,
+            )),
+            db_max_pool_size: number("JOBS_DB_MAX_POOL_SIZE", 5, 1..=100) as u32,
+            work_budget: seconds("JOBS_WORK_BUDGET_SECONDS", 240, 1..=900),
             webhook_allow_private_networks: var("JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS").as_deref()
                 == Some("true"),
             auth_issuer: var("JOBS_AUTH_ISSUER"),
@@ -249,7 +296,12 @@ impl Config {
                 })
                 .unwrap_or_default(),
             static_dir: var("JOBS_STATIC_DIR"),
-        })
+            invalid: Vec::new(),
+        };
+        Self {
+            invalid: invalid.into_inner(),
+            ..config
+        }
     }
 
     /// Production only: a preview is deployed but not production (see [`Config::is_deployed`]).
@@ -273,6 +325,8 @@ impl Config {
             ("MONGODB_URI", self.mongodb_uri.is_none()),
             ("JOBS_AUTH_SECRET", self.auth_secret.is_none()),
             ("CRON_SECRET", self.cron_secret.is_none()),
+            // Without it, a token minted for another service sharing the secret would do.
+            ("JOBS_AUTH_AUDIENCE", self.auth_audience.is_none()),
             (
                 "QSTASH_CURRENT_SIGNING_KEY",
                 qstash && self.qstash_current_signing_key.is_none(),
@@ -305,7 +359,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn config(vars: &[(&str, &str)]) -> Config {
         Config::from_lookup(|name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
@@ -315,7 +369,8 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let c = config(&[]).unwrap();
+        let c = config(&[]);
+        assert!(c.invalid.is_empty());
         assert_eq!(c.mongodb_uri(), DEFAULT_MONGODB_URI);
         assert_eq!(c.mongodb_db, "jobs");
         assert_eq!(c.port, 3000);
@@ -328,7 +383,7 @@ mod tests {
     #[test]
     fn environment_table() {
         use Environment::*;
-        let rows: [(&[(&str, &str)], Environment); 7] = [
+        let rows: [(&[(&str, &str)], Environment); 14] = [
             (&[], Development),
             (&[("VERCEL_ENV", "development")], Development),
             (&[("VERCEL_ENV", "production")], Production),
@@ -342,9 +397,24 @@ mod tests {
                 &[("VERCEL_ENV", "development"), ("NODE_ENV", "production")],
                 Development,
             ),
+            // On Vercel without VERCEL_ENV: production, never development.
+            (&[("VERCEL", "1")], Production),
+            (&[("VERCEL_IPC_PATH", "/tmp/ipc.sock")], Production),
+            (
+                &[("VERCEL_IPC_PATH", "/tmp/ipc.sock"), ("VERCEL_DEV", "1")],
+                Production,
+            ),
+            (&[("VERCEL", "1"), ("NODE_ENV", "development")], Production),
+            (&[("VERCEL", "1"), ("VERCEL_ENV", "preview")], Preview),
+            // `vercel dev`: its Rust builder sets VERCEL_DEV=1, and VERCEL_ENV when linked.
+            (&[("VERCEL", "1"), ("VERCEL_DEV", "1")], Development),
+            (
+                &[("VERCEL", "1"), ("VERCEL_ENV", "development")],
+                Development,
+            ),
         ];
         for (vars, expected) in rows {
-            let c = config(vars).unwrap();
+            let c = config(vars);
             assert_eq!(c.environment, expected, "{vars:?}");
             assert_eq!(c.is_deployed(), expected != Development, "{vars:?}");
         }
@@ -352,10 +422,11 @@ mod tests {
 
     #[test]
     fn deployed_settings_table() {
-        const COMPLETE: [(&str, &str); 6] = [
+        const COMPLETE: [(&str, &str); 7] = [
             ("VERCEL_ENV", "preview"),
             ("MONGODB_URI", "mongodb+srv://cluster.example.net"),
             ("JOBS_AUTH_SECRET", "a"),
+            ("JOBS_AUTH_AUDIENCE", "jobs"),
             ("CRON_SECRET", "c"),
             ("QSTASH_TOKEN", "t"),
             ("QSTASH_CURRENT_SIGNING_KEY", "k1"),
@@ -374,6 +445,7 @@ mod tests {
             (without("MONGODB_URI"), vec!["MONGODB_URI"]),
             (without("JOBS_AUTH_SECRET"), vec!["JOBS_AUTH_SECRET"]),
             (without("CRON_SECRET"), vec!["CRON_SECRET"]),
+            (without("JOBS_AUTH_AUDIENCE"), vec!["JOBS_AUTH_AUDIENCE"]),
             (
                 without("QSTASH_CURRENT_SIGNING_KEY"),
                 vec!["QSTASH_CURRENT_SIGNING_KEY"],
@@ -393,17 +465,14 @@ mod tests {
                     "MONGODB_URI",
                     "JOBS_AUTH_SECRET",
                     "CRON_SECRET",
+                    "JOBS_AUTH_AUDIENCE",
                     "JOBS_INTERNAL_SECRET",
                 ],
             ),
             (vec![], vec![]),
         ];
         for (vars, missing) in rows {
-            assert_eq!(
-                config(&vars).unwrap().missing_for_deployment(),
-                missing,
-                "{vars:?}"
-            );
+            assert_eq!(config(&vars).missing_for_deployment(), missing, "{vars:?}");
         }
     }
 
@@ -441,21 +510,105 @@ mod tests {
         }
     }
 
+    /// A value that cannot be used is recorded with its variable and the rule it broke (the
+    /// default stands in); the process still starts.
     #[test]
-    fn bad_numbers_name_the_variable() {
-        let deployed_short_lease =
-            config(&[("VERCEL_ENV", "preview"), ("JOBS_LEASE_SECONDS", "29")]);
-        assert_eq!(deployed_short_lease.unwrap_err().name, "JOBS_LEASE_SECONDS");
-        assert!(config(&[("VERCEL_ENV", "preview"), ("JOBS_LEASE_SECONDS", "30")]).is_ok());
-        assert!(config(&[("JOBS_LEASE_SECONDS", "0")]).is_err());
-        let err = config(&[("JOBS_LEASE_SECONDS", "soon")]).unwrap_err();
-        assert_eq!(err.name, "JOBS_LEASE_SECONDS");
-        assert!(config(&[("PORT", "70000")]).is_err());
+    fn invalid_values_table() {
+        let deployed = ("VERCEL_ENV", "preview");
+        /// (variables set, the `(name, problem)`s recorded)
+        type Row<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
+        let rows: Vec<Row> = vec![
+            (
+                vec![deployed, ("JOBS_LEASE_SECONDS", "29")],
+                vec![(
+                    "JOBS_LEASE_SECONDS",
+                    "expected a whole number in 30..=86400, got \"29\"",
+                )],
+            ),
+            (vec![deployed, ("JOBS_LEASE_SECONDS", "30")], vec![]),
+            (vec![("JOBS_LEASE_SECONDS", "1")], vec![]),
+            (
+                vec![("JOBS_LEASE_SECONDS", "0")],
+                vec![(
+                    "JOBS_LEASE_SECONDS",
+                    "expected a whole number in 1..=86400, got \"0\"",
+                )],
+            ),
+            (
+                vec![("JOBS_LEASE_SECONDS", "soon")],
+                vec![(
+                    "JOBS_LEASE_SECONDS",
+                    "expected a whole number in 1..=86400, got \"soon\"",
+                )],
+            ),
+            (
+                vec![("PORT", "70000")],
+                vec![(
+                    "PORT",
+                    "expected a whole number in 1..=65535, got \"70000\"",
+                )],
+            ),
+            (
+                vec![("JOBS_PUBLIC_URL", "notaurl")],
+                vec![(
+                    "JOBS_PUBLIC_URL",
+                    "expected an http(s) base URL (relative URL without a base), got \"notaurl\"",
+                )],
+            ),
+            (
+                vec![
+                    ("QSTASH_URL", "ftp://qstash.example"),
+                    ("QSTASH_BASE_URL", "https://x.ngrok.app/?a=1"),
+                    ("JOBS_QSTASH_RETRIES", "9"),
+                ],
+                vec![
+                    (
+                        "QSTASH_URL",
+                        "expected an http(s) base URL (expected http:// or https:// and a host), \
+                         got \"ftp://qstash.example\"",
+                    ),
+                    (
+                        "QSTASH_BASE_URL",
+                        "expected an http(s) base URL (a base URL has no query or fragment), \
+                         got \"https://x.ngrok.app/?a=1\"",
+                    ),
+                    (
+                        "JOBS_QSTASH_RETRIES",
+                        "expected a whole number in 0..=5, got \"9\"",
+                    ),
+                ],
+            ),
+            (
+                vec![("JOBS_PUBLIC_URL", "https://jobs.example.com/")],
+                vec![],
+            ),
+        ];
+        for (vars, expected) in rows {
+            let c = config(&vars);
+            let invalid: Vec<(&str, &str)> = c
+                .invalid
+                .iter()
+                .map(|e| (e.name, e.problem.as_str()))
+                .collect();
+            assert_eq!(invalid, expected, "{vars:?}");
+        }
+        let c = config(&[
+            ("JOBS_LEASE_SECONDS", "soon"),
+            ("JOBS_PUBLIC_URL", "notaurl"),
+        ]);
+        assert_eq!(c.lease, Duration::from_secs(300), "the default stands in");
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("notaurl"),
+            "kept for dispatch to name"
+        );
+        let c = config(&[("QSTASH_URL", "notaurl")]);
+        assert_eq!(c.qstash_url, None, "the QStash client can still be built");
     }
 
     #[test]
     fn secrets_are_masked_in_debug_output() {
-        let c = config(&[("QSTASH_TOKEN", "tok-123"), ("JOBS_AUTH_SECRET", "s3cret")]).unwrap();
+        let c = config(&[("QSTASH_TOKEN", "tok-123"), ("JOBS_AUTH_SECRET", "s3cret")]);
         let printed = format!("{c:?}");
         assert!(!printed.contains("tok-123") && !printed.contains("s3cret"));
     }

@@ -130,14 +130,8 @@ pub fn decide(config: &Config) -> Decision {
 /// `scheme://host[:port][/path]` as the `url` crate prints it (lower-case host, default port
 /// dropped), without a trailing slash; only http(s) without query or fragment.
 fn normalise_base(name: &str, value: &str) -> Result<String, String> {
-    let invalid = |why: &str| format!("{name} is not a valid base URL ({why}): {value:?}");
-    let url = url::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(invalid("expected http:// or https:// and a host"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("a base URL has no query or fragment"));
-    }
+    let url = crate::config::parse_base_url(value)
+        .map_err(|why| format!("{name} is not a valid base URL ({why}): {value:?}"))?;
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
@@ -262,9 +256,16 @@ impl Dispatcher {
             request = request.not_before(not_before_seconds(handoff.at));
         }
         if let Some(bypass) = &route.protection_bypass {
-            // qstash-rs sends it as `Upstash-Forward-x-vercel-protection-bypass`.
+            // qstash-rs sends the first as `Upstash-Forward-x-vercel-protection-bypass`, and
+            // passes `Upstash-*` names through as they are: QStash sends the second's suffix
+            // with the failure callback, which a protected deployment refuses without it.
             request = request
                 .header(PROTECTION_BYPASS_HEADER, bypass.expose())
+                .map_err(|e| failed(&e))?
+                .header(
+                    &format!("Upstash-Failure-Callback-Forward-{PROTECTION_BYPASS_HEADER}"),
+                    bypass.expose(),
+                )
                 .map_err(|e| failed(&e))?;
         }
         Ok(request.build())
@@ -414,7 +415,6 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         })
-        .unwrap()
     }
 
     fn route(transport: Transport, base: &str) -> Result<Route, String> {

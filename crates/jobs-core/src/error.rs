@@ -92,6 +92,11 @@ pub enum JobsError {
     /// action; `health` reports it with 503.
     #[error("{0}")]
     Misconfigured(String),
+    /// A setting's value cannot be used (a malformed number or URL, out of range); the message
+    /// names each variable and the rule it broke. Every action answers it, before anything is
+    /// read or written, until the deployment is fixed. Code `MISCONFIGURED`, 503.
+    #[error("The service is misconfigured: {0}")]
+    InvalidSettings(String),
     /// MongoDB cannot be reached (server selection, I/O, a cleared pool). 503.
     #[error("Database unavailable")]
     DbUnavailable,
@@ -124,7 +129,7 @@ impl JobsError {
             Self::EnqueueFailed(_) => "ENQUEUE_FAILED",
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::UserMismatch => "USER_MISMATCH",
-            Self::Misconfigured(_) => "MISCONFIGURED",
+            Self::Misconfigured(_) | Self::InvalidSettings(_) => "MISCONFIGURED",
             Self::DbUnavailable => "DB_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

@@ -152,12 +152,47 @@ pub struct Health {
     /// `missing`: deployed settings that are missing, by variable name; absent when none are.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<&'static str>,
+    /// `invalid`: settings whose value cannot be used, each `{variable, problem}`; absent when
+    /// none are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid: Vec<InvalidSetting>,
+    /// `probe`: what the hand-off destination answered to `GET <base>/api/jobs?action=health`
+    /// (deployed only, once per process); absent when it was not probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<DestinationProbe>,
     /// `error`: the public message of the first problem found; absent when `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `code`: its machine code, `MISCONFIGURED` or `DB_UNAVAILABLE`; absent when `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
+}
+
+/// One setting `health` names as unusable.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvalidSetting {
+    /// `variable`: its name, e.g. `JOBS_LEASE_SECONDS`.
+    pub variable: &'static str,
+    /// `problem`: the rule its value broke, e.g. `expected a whole number in 30..=86400, got "10"`.
+    pub problem: String,
+}
+
+/// What the hand-off destination answered to `health`'s probe: `{status, location?}` once it
+/// answered (kept for the process), or `{error}` when it could not be reached (probed again
+/// by the next `health`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationProbe {
+    /// `url`: what was probed, `<base>/api/jobs?action=health`.
+    pub url: String,
+    /// `status`: the HTTP status it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `location`: where a 3xx answer redirected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// `error`: why it could not be reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A task as a client sees it: camelCase fields, RFC 3339 times, the payload and result as
