@@ -202,10 +202,10 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                         .map(|t| t.and_then(|t| t.handoff) == Some(retry.handoff.clone())),
                     other => other,
                 };
-                if let Ok(true) = scheduled {
-                    if hit("worker.scheduled").is_none() {
-                        retry.hand_off(dispatcher, &task_id).await;
-                    }
+                if let Ok(true) = scheduled
+                    && hit("worker.scheduled").is_none()
+                {
+                    retry.hand_off(dispatcher, &task_id).await;
                 }
                 scheduled
             }
