@@ -151,15 +151,11 @@ mod tests {
                 }
             }
         }
+        // One point may sit on each branch of a step (the worker's final writes).
         used.sort();
+        used.dedup();
         let mut listed: Vec<String> = ALL.iter().map(|(n, _)| n.to_string()).collect();
         listed.sort();
-        let mut distinct = used.clone();
-        distinct.dedup();
-        assert_eq!(
-            distinct, listed,
-            "crash points in the code vs failpoints::ALL"
-        );
-        assert_eq!(used, distinct, "a crash point is named twice in the code");
+        assert_eq!(used, listed, "crash points in the code vs failpoints::ALL");
     }
 }
