@@ -123,7 +123,7 @@ pub struct Config {
     pub cron_secret: Option<Secret>,
     /// `JOBS_LEASE_SECONDS` (default 300; at least 30 when deployed, at least 1 in development
     /// for tests): how long a claim holds a task without a heartbeat before `sweep` fails it as
-    /// a lost worker. The worker renews it every third of its length.
+    /// a lost worker. The worker renews it every sixth of its length.
     pub lease: Duration,
     /// `JOBS_QUEUE_TIMEOUT_SECONDS` (default 900, 1..=604800): how long after `sweep` re-sent
     /// its hand-off a task still `queued` (or `scheduled`) is failed as never picked up.

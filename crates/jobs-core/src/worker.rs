@@ -274,7 +274,7 @@ impl AutomaticRetry {
     }
 }
 
-/// The worker's lease, renewed every third of its length for as long as the attempt runs.
+/// The worker's lease, renewed every sixth of its length for as long as the attempt runs.
 struct Heartbeat<'a> {
     store: &'a Store,
     task_id: &'a TaskId,
@@ -290,7 +290,8 @@ impl Heartbeat<'_> {
     async fn keep(&self, stop: &CancellationToken, done: &CancellationToken) {
         let give_up_after = self.lease_for * 2 / 3;
         let mut renewed = Instant::now(); // the claim just set the lease
-        let mut tick = tokio::time::interval(self.lease_for / 3);
+        // Every sixth: a renewal that fails is tried twice more before 2/3 of the lease.
+        let mut tick = tokio::time::interval(self.lease_for / 6);
         tick.tick().await; // the first tick is immediate
         loop {
             let deadline = tokio::time::Instant::from_std(renewed + give_up_after);
