@@ -209,14 +209,19 @@ fn encode<T: Serialize>(
         .map_err(JobsError::internal)
 }
 
-/// Development only (`JOBS_STATIC_DIR`): the Task Manager page next to the API. On Vercel,
-/// `public/` is served by the platform and never reaches the function.
+/// Development only (`JOBS_STATIC_DIR`): the Task Manager page next to the API, with the
+/// security headers Vercel adds from `vercel.json`. On Vercel, `public/` is served by the
+/// platform and never reaches the function.
 async fn static_page(app: &App, path: &str) -> Response<ResponseBody> {
     let file = match app.static_dir() {
         Some(dir) => jobs_core::http::static_file(dir, path).await,
         None => None,
     };
-    let builder = Response::builder();
+    let builder = jobs_core::http::PAGE_HEADERS
+        .into_iter()
+        .fold(Response::builder(), |b, (name, value)| {
+            b.header(name, value)
+        });
     match file {
         Some((content_type, bytes)) => builder
             .status(200)

@@ -4,7 +4,7 @@
 // runs the same binary under `vercel dev` instead, as e2e/vercel-dev.mjs reproduces it.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -171,7 +171,8 @@ const AXE_SOURCE = join(ROOT, 'e2e', 'node_modules', 'axe-core', 'axe.min.js');
  */
 export async function axe(page, { include } = {}) {
   if (!existsSync(AXE_SOURCE)) throw new Error(`${AXE_SOURCE} is missing: run npm ci in e2e/ (axe-core is pinned in e2e/package.json)`);
-  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.addScriptTag({ path: AXE_SOURCE });
+  // Evaluated, not added as a <script>: the page's Content-Security-Policy refuses inline scripts.
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(readFileSync(AXE_SOURCE, 'utf8'));
   const violations = await page.evaluate(async (selector) => {
     const result = await window.axe.run(selector ? { include: [selector] } : document, {
       runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] },
@@ -184,11 +185,56 @@ export async function axe(page, { include } = {}) {
   return { violations, blocking: violations.filter((v) => v.impact === 'serious' || v.impact === 'critical') };
 }
 
-/** An HS256 JWT as a host application's backend would mint it for `sub`, valid for 10 minutes. */
-export function mintToken(secret, sub) {
+/**
+ * An HS256 JWT as a host application's backend would mint it for `sub`, valid for 10 minutes
+ * (`expiresIn` seconds; negative: expired that long ago).
+ */
+export function mintToken(secret, sub, { expiresIn = 600 } = {}) {
   const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const body = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ sub, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  const body = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ sub, exp: Math.floor(Date.now() / 1000) + expiresIn })}`;
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/** The security headers vercel.json gives the page (its `headers` entry), `[[name, value]]`. */
+export const PAGE_HEADERS = JSON.parse(readFileSync(join(ROOT, 'vercel.json'), 'utf8'))
+  .headers.flatMap((entry) => entry.headers.map(({ key, value }) => [key, value]));
+
+/** The page's policy must keep these directives, whatever else it says. */
+const CSP_ESSENTIALS = ["default-src 'self'", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+  "form-action 'self'", "frame-ancestors 'none'"];
+
+/**
+ * What is wrong with a page response's security headers (a `Headers`): each of PAGE_HEADERS with
+ * its value, a policy with its essentials and nothing unsafe, no referrer, no sniffing. [] when right.
+ */
+export function securityHeaderProblems(headers) {
+  const problems = PAGE_HEADERS
+    .filter(([name, value]) => headers.get(name) !== value)
+    .map(([name, value]) => `${name} is ${JSON.stringify(headers.get(name))}, not ${JSON.stringify(value)}`);
+  const policy = (headers.get('content-security-policy') ?? '').split(';').map((d) => d.trim());
+  for (const directive of CSP_ESSENTIALS) if (!policy.includes(directive)) problems.push(`the policy lacks ${directive}`);
+  if (policy.some((d) => /unsafe-inline|unsafe-eval/.test(d))) problems.push('the policy allows unsafe-inline or unsafe-eval');
+  if (headers.get('referrer-policy') !== 'no-referrer') problems.push('Referrer-Policy is not no-referrer');
+  if (headers.get('x-content-type-options') !== 'nosniff') problems.push('X-Content-Type-Options is not nosniff');
+  return problems;
+}
+
+/**
+ * Collects Content-Security-Policy violations on every page of `context`: the
+ * `securitypolicyviolation` events the page sees, and Chromium's console reports of them.
+ */
+export async function watchCsp(context) {
+  const violations = [];
+  await context.exposeFunction('__reportCspViolation', (v) => violations.push(v));
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__reportCspViolation(`${e.violatedDirective} refused ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`);
+    });
+  });
+  context.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) violations.push(message.text());
+  });
+  return violations;
 }
 
 /**

@@ -150,6 +150,33 @@ test('a task with automatic retries, created from the form, shows scheduled with
   await page.context().close();
 });
 
+test('a confirmation closed and opened again at once still answers for the second opening', async () => {
+  const user = 'scale-reopen';
+  const [a] = await createMany(user, 1, FAILS_ONCE);
+  await setup.jobs.waitForStatus(user, a, 'failed');
+  const page = await open(user);
+  await row(page, a).getByRole('checkbox').check();
+  const bodies = [];
+  page.on('request', (r) => { if (isAction('retryMany')(r)) bodies.push(JSON.parse(r.postData())); });
+  await page.getByRole('button', { name: 'Retry selected (1)' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Retry 1 failed task?' });
+  await dialog.waitFor();
+  // Closed, then opened again before the browser dispatched the first `close` event (it is
+  // queued): that event belongs to the first opening, not to the second.
+  await page.evaluate(() => {
+    document.querySelector('#confirm').close();
+    document.querySelector('#retry-selected').click();
+  });
+  await dialog.waitFor();
+  await page.waitForTimeout(100); // the first `close` event is dispatched meanwhile
+  assert.equal(await dialog.isVisible(), true);
+  const answered = page.waitForResponse(isAction('retryMany'));
+  await page.locator('#confirm-ok').click();
+  assert.deepEqual((await (await answered).json()).retried, [a]);
+  assert.deepEqual(bodies, [{ taskIds: [a], userId: user }], 'one retry, for the second opening only');
+  await page.context().close();
+});
+
 test('Retry selected (2): two checked failed rows, a confirmation that says 2, then the toast Retried 2', async (t) => {
   const user = 'scale-selected';
   const [a, b, c] = await createMany(user, 3, FAILS_ONCE);

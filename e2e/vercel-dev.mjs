@@ -19,10 +19,15 @@
 // - vercel.json: `functions` (*.rs entrypoints, reached as /api/jobs and /api/jobs.rs) and
 //   `rewrites` with literal sources. Like `vercel dev` (and Vercel), a rewritten request reaches
 //   the function with its original path, `/api/index.js?...`, plus the destination's query.
+// - vercel.json `headers`: each `source` compiled as Vercel's routing-utils compiles it
+//   (path-to-regexp 6.1.0, strict, case-sensitive; the CLI bundles its copy, so this takes the
+//   one its @vercel/node builder ships) and matched against the request's original path; a
+//   match sets its headers on the response, whatever answers it (a file, a 404, the function).
 // - Everything else is a static file from public/ (`/` is public/index.html), or 404.
 //
 // Not reproduced: login, project linking and the Development env pulled from Vercel (put it in
-// the env file), `.env.build`, patterns in rewrite sources, routes/redirects/headers/cleanUrls,
+// the env file), `.env.build`, patterns in rewrite sources, `has`/`missing` and `:name`
+// substitution in headers, routes/redirects/cleanUrls,
 // middleware, crons (call action=sweep yourself), maxDuration, HTTPS, the build-and-invoke
 // fallback when the binary does not start (this answers 502), file watching (the env file is
 // re-read per request instead), and vercel dev's leak of a function whose client hung up
@@ -51,10 +56,12 @@ const note = (line) => out(`[vercel-dev] ${line}\n`);
 // The builder of the installed CLI: e2e/node_modules/vercel/node_modules/@vercel/rust, or hoisted.
 const fromCli = createRequire(join(ROOT, 'e2e', 'node_modules', 'vercel', 'package.json'));
 let startDevServer;
+let pathToRegexp;
 try {
   ({ startDevServer } = fromCli('@vercel/rust'));
+  ({ pathToRegexp } = createRequire(fromCli.resolve('@vercel/node/package.json'))('path-to-regexp'));
 } catch {
-  console.error('vercel-dev.mjs: @vercel/rust is missing: run `npm ci` in e2e/ (the vercel CLI brings it)');
+  console.error('vercel-dev.mjs: @vercel/rust or @vercel/node is missing: run `npm ci` in e2e/ (the vercel CLI brings them)');
   process.exit(1);
 }
 
@@ -64,6 +71,13 @@ const rewrites = config.rewrites ?? [];
 for (const { source } of rewrites) {
   if (/[:(*]/.test(source)) note(`warning: rewrite source ${source} is a pattern; only literal sources are applied`);
 }
+
+// `headers`: routing-utils' convertHeaders, `{src: sourceToRegex(source), headers, continue: true}`.
+const headerRoutes = (config.headers ?? []).map(({ source, headers, has, missing }) => {
+  if (has || missing) note(`warning: headers for ${source} have has/missing conditions; they are applied unconditionally`);
+  const src = pathToRegexp(source, [], { strict: true, sensitive: true, delimiter: '/' });
+  return { src, headers: headers.map(({ key, value }) => [key, value]) };
+});
 
 let host; // localhost:<port>, once listening
 
@@ -160,6 +174,9 @@ function serveStatic(pathname, req, res) {
 const server = createServer(async (req, res) => {
   try {
     const url = new URL(req.url, 'http://localhost');
+    for (const route of headerRoutes) {
+      if (route.src.test(url.pathname)) for (const [key, value] of route.headers) res.setHeader(key, value);
+    }
     let target = url.pathname;
     let path = req.url;
     const rewrite = rewrites.find((r) => r.source === url.pathname);

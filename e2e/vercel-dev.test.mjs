@@ -5,7 +5,9 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, openPage, row, shot, slowDown, startService } from './harness.mjs';
+import {
+  axe, launchBrowser, openPage, row, securityHeaderProblems, shot, slowDown, startService, watchCsp,
+} from './harness.mjs';
 
 let browser;
 let dev;
@@ -32,6 +34,37 @@ test('the page comes from public/ through the dev server', async () => {
   assert.match(response.headers.get('content-type'), /^text\/html/);
   const css = await fetch(`${dev.base}/app.css`);
   assert.match(css.headers.get('content-type'), /^text\/css/);
+});
+
+test('every page response carries vercel.json\'s security headers, and the page runs under its policy', async () => {
+  for (const path of ['/', '/app.css', '/js/app.js', '/js/view.js', '/no-such-file.js']) {
+    assert.deepEqual(securityHeaderProblems((await fetch(`${dev.base}${path}`)).headers), [], path);
+  }
+  const user = 'vercel-dev-csp';
+  const taskId = await dev.createDemo(user, { steps: 2, stepMs: 0, failAttempts: 1 });
+  await dev.waitForStatus(user, taskId, 'failed', 60000);
+  const context = await browser.newContext();
+  const csp = await watchCsp(context);
+  await context.addInitScript((id) => localStorage.setItem('jobs.userId', id), user);
+  const page = await context.newPage();
+  const responses = [];
+  page.on('response', (r) => {
+    if (['document', 'script', 'stylesheet'].includes(r.request().resourceType())) responses.push(r);
+  });
+  await page.goto(`${dev.base}/`);
+  await row(page, taskId).getByRole('button', { name: /^Retry task/ }).waitFor({ timeout: 30000 });
+  const bar = row(page, taskId).locator('[role="progressbar"]');
+  assert.equal(await bar.locator('span').evaluate((e) => e.style.width), `${await bar.getAttribute('aria-valuenow')}%`);
+  await row(page, taskId).getByRole('button', { name: /^Details of task/ }).click();
+  await page.locator('#detail').getByText('Timeline').waitFor({ timeout: 30000 });
+  await page.keyboard.press('Escape');
+  assert.deepEqual((await axe(page)).violations, []);
+  assert.deepEqual(csp, [], 'no Content-Security-Policy violation');
+  assert.equal(responses.length, 5, responses.map((r) => r.url()).join());
+  for (const response of responses) {
+    assert.deepEqual(securityHeaderProblems(new Headers(await response.allHeaders())), [], response.url());
+  }
+  await context.close();
 });
 
 test('a failed task shows Retry; clicking it shows Retrying..., re-queues the row and it completes', async () => {

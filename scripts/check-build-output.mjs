@@ -3,7 +3,8 @@
 // public/: every function of vercel.json is a Rust executable with its settings (and that
 // executable is not left out by .vercelignore, as `vercel deploy --prebuilt` would), every rewrite is
 // a route to something that exists, every cron is valid on every plan (at most once a day, the
-// Hobby rule), and every file of public/ is served as it is.
+// Hobby rule), every `headers` entry is a route that sets those headers on every file of public/
+// and leaves the functions alone, and every file of public/ is served as it is.
 //
 //   node scripts/check-build-output.mjs [OUTPUT_DIR] [--project DIR]
 //        OUTPUT_DIR defaults to DIR/.vercel/output; DIR (vercel.json, public/, .vercelignore)
@@ -264,8 +265,33 @@ function checks({ project, output }) {
     });
   }
 
-  // Static files: public/ as it is.
+  // Headers: each `headers` entry became a route {src, headers, continue: true} (routing-utils'
+  // convertHeaders); it covers `/` and every file of public/, and no function path, whose
+  // responses are the function's own (docs/spec.md §5).
   const publicDir = join(project, 'public');
+  const pagePaths = ['/', ...(existsSync(publicDir) ? filesUnder(publicDir).map((f) => `/${f}`) : [])];
+  const functionPaths = Object.keys(vercelJson.functions ?? {}).map((src) => `/${src.slice(0, -extname(src).length)}`);
+  for (const { source, headers } of vercelJson.headers ?? []) {
+    const wanted = Object.fromEntries(headers.map(({ key, value }) => [key, value]));
+    const route = () => routes.find((r) => r.src && r.continue === true && r.headers
+      && Object.entries(wanted).every(([key, value]) => r.headers[key] === value));
+    check(`headers of ${source} are a route in config.json`, () => (route() ? null : {
+      expected: `a route {src, headers: ${JSON.stringify(wanted)}, continue: true}`,
+      found: JSON.stringify(routes.filter((r) => r.headers).map(({ src, headers: h }) => ({ src, headers: h }))),
+    }));
+    check(`headers of ${source} reach every file of public/ and no function`, () => {
+      const src = route()?.src;
+      if (!src) return { expected: 'the route above', found: 'none' };
+      const re = new RegExp(src);
+      const missed = pagePaths.filter((p) => !re.test(p));
+      const hit = functionPaths.filter((p) => re.test(p));
+      return missed.length || hit.length
+        ? { expected: `src ${src} matching ${pagePaths.join(', ')} and not ${functionPaths.join(', ')}`, found: `missed ${missed.join(', ') || 'none'}; matched ${hit.join(', ') || 'none'}` }
+        : null;
+    });
+  }
+
+  // Static files: public/ as it is.
   const staticDir = join(output, 'static');
   for (const file of existsSync(publicDir) ? filesUnder(publicDir) : []) {
     check(`static/${file} is public/${file}`, () => {

@@ -1,9 +1,13 @@
 // The Task Manager page: the user's tasks, one-click retry, cancel, bulk retry (selected rows, or
 // every failed task of a cause), failures by cause, a task's detail with its timeline, a demo
 // task form with optional automatic retries, and live refresh while anything is queued,
-// processing or scheduled (paused while the tab is hidden).
+// processing or scheduled (paused while the tab is hidden). A sign-in link that cannot be used
+// (malformed or expired token, or one the API answers 401) is a message saying what to do, and
+// nothing polls until the user acts.
 
-import { api, hasIdentity, identity, rememberUser } from './api.js';
+import {
+  api, hasIdentity, identity, newIdempotencyKey, onUnauthenticated, rememberUser, tokenProblem,
+} from './api.js';
 import {
   detailHtml, detailTitle, isActive, isFailed, renderGroups, renderTasks, retrySummary, tickCountdowns,
 } from './view.js';
@@ -31,9 +35,40 @@ const state = {
   timer: null,
   // Responses to list requests sent before this moment are stale (see `retry`).
   freshSince: 0,
+  // Set when the sign-in cannot be used: the page shows why and calls the API no more.
+  signedOut: false,
 };
 
+const AGAIN = 'Open the Task Manager again from the application that sent you here; it signs you in with a new link.';
+const SIGN_IN_MESSAGES = {
+  malformed: `This sign-in link is invalid: its token is not a well-formed JWT. ${AGAIN}`,
+  expired: `This sign-in link has expired. ${AGAIN}`,
+};
+
+/**
+ * Stops every refresh and shows why the page cannot act for anyone. It stays so until the user
+ * acts: opens a new sign-in link, or (without a token) enters a user id.
+ */
+function signOut(message) {
+  state.signedOut = true;
+  clearTimeout(state.timer);
+  if ($('#detail').open) $('#detail').close();
+  $('#signin-text').textContent = message;
+  $('#signin').hidden = false;
+  for (const panel of ['#create-panel', '#groups', '#tasks-panel']) $(panel).hidden = true;
+  if (identity().token) $('#signed-in').textContent = 'Not signed in';
+}
+
+function signBackIn() {
+  if (!state.signedOut) return;
+  state.signedOut = false;
+  $('#signin').hidden = true;
+  $('#create-panel').hidden = false;
+  $('#tasks-panel').hidden = false;
+}
+
 function toast(message, kind = 'error') {
+  if (state.signedOut) return; // the sign-in message says it already
   const item = document.createElement('div');
   item.className = `toast ${kind}`;
   item.textContent = message;
@@ -81,6 +116,7 @@ function renderGroupsPanel() {
 }
 
 function render() {
+  if (state.signedOut) return;
   renderTasks($('#tasks tbody'), state.tasks, state.retrying, state.selected);
   $('#tasks').hidden = state.tasks.length === 0;
   $('#more').hidden = !state.nextCursor;
@@ -123,6 +159,7 @@ async function refreshDetail() {
 }
 
 async function load({ append = false } = {}) {
+  if (state.signedOut) return;
   if (!hasIdentity()) {
     state.tasks = [];
     state.groups = [];
@@ -156,6 +193,7 @@ async function load({ append = false } = {}) {
     if (append) state.nextCursor = page.nextCursor;
     render();
   } catch (error) {
+    if (state.signedOut) return;
     showState(error.code === 'DB_UNAVAILABLE'
       ? 'The task database is unavailable. Retrying automatically…'
       : `Could not load tasks: ${error.message}`, true);
@@ -164,7 +202,7 @@ async function load({ append = false } = {}) {
 
 function schedule() {
   clearTimeout(state.timer);
-  if (document.hidden) return;
+  if (document.hidden || state.signedOut) return;
   const busy = state.tasks.some(isActive) || state.retrying.size > 0 || Boolean(state.bulk)
     || Boolean(state.detail?.task && isActive(state.detail.task));
   state.timer = setTimeout(async () => {
@@ -234,6 +272,13 @@ async function copyId(taskId, button) {
 }
 
 /**
+ * The confirmation's openings not yet answered, oldest first. The browser dispatches `close`
+ * after the dialog closed, possibly once it was opened again, so each `close` answers the oldest
+ * opening, with the choice recorded when it was made (the form's submit; Escape records nothing).
+ */
+const confirmations = [];
+
+/**
  * Asks before a bulk retry; resolves true only when the user confirms (Escape cancels). Focus
  * goes back to `opener` (a selector: its row may have been redrawn meanwhile).
  */
@@ -246,12 +291,14 @@ function confirmRetry(count, cause, opener) {
     : 'The selected tasks are queued again.';
   $('#confirm-note').textContent = 'Each retry counts against that task\'s own retry limit; a task at its limit, or no longer failed, is skipped.';
   $('#confirm-ok').textContent = `Retry ${count}`;
-  dialog.returnValue = '';
   return new Promise((resolve) => {
-    dialog.addEventListener('close', () => {
-      keepFocus(opener);
-      resolve(dialog.returnValue === 'confirm');
-    }, { once: true });
+    confirmations.push({
+      confirmed: false,
+      answer(confirmed) {
+        keepFocus(opener);
+        resolve(confirmed);
+      },
+    });
     dialog.showModal();
     $('#confirm-ok').focus();
   });
@@ -409,6 +456,15 @@ function wire() {
     }
   });
 
+  $('#confirm form').addEventListener('submit', (event) => {
+    const opening = confirmations.at(-1);
+    if (opening) opening.confirmed = event.submitter?.value === 'confirm';
+  });
+  $('#confirm').addEventListener('close', () => {
+    const opening = confirmations.shift();
+    opening?.answer(opening.confirmed);
+  });
+
   $('#detail-close').addEventListener('click', () => $('#detail').close());
   $('#detail').addEventListener('close', () => {
     const opener = state.detail?.opener;
@@ -424,6 +480,7 @@ function wire() {
     const userId = $('#user-id').value.trim();
     if (!userId) return;
     rememberUser(userId);
+    signBackIn();
     state.tasks = [];
     state.selected.clear();
     state.groups = [];
@@ -449,7 +506,7 @@ function wire() {
     const button = event.target.querySelector('button[type="submit"]');
     button.disabled = true;
     try {
-      await api.create(body);
+      await api.create(body, newIdempotencyKey());
     } catch (error) {
       toast(error.message);
     } finally {
@@ -478,7 +535,11 @@ function wire() {
   $('#more').addEventListener('click', () => load({ append: true }));
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) clearTimeout(state.timer);
-    else load().then(schedule);
+    else if (!state.signedOut) load().then(schedule);
+  });
+  // A new sign-in link opened in this tab changes only the fragment: start again with it.
+  window.addEventListener('hashchange', () => {
+    if (/(?:^#|&)token=/.test(location.hash)) location.reload();
   });
   // Countdowns move every second, whatever the refresh interval.
   setInterval(() => { if (!document.hidden) tickCountdowns(document); }, 1000);
@@ -494,7 +555,19 @@ function start() {
   } else {
     $('#user-id').value = userId;
   }
+  // A 401 means the sign-in is refused (bad signature, expired, wrong issuer or audience, or no
+  // token where the service wants one): polling again would only be refused again.
+  onUnauthenticated((error, { token: sent }) => {
+    signOut(sent
+      ? `The jobs API refused this sign-in link (${error.message}). ${AGAIN}`
+      : `The jobs API needs a sign-in link (${error.message}). ${AGAIN}`);
+  });
   wire();
+  const problem = token ? tokenProblem(token) : null;
+  if (problem) {
+    signOut(SIGN_IN_MESSAGES[problem]);
+    return;
+  }
   load().then(schedule);
 }
 

@@ -171,6 +171,20 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| JobsError::InvalidBody(e.to_string()))
 }
 
+/// The security headers of every Task Manager page response, in development from the function
+/// (`JOBS_STATIC_DIR`) and on Vercel from `vercel.json` `headers`: one set, compared by a test.
+/// The page has no inline script, event handler or style attribute, and calls only `/api/jobs`
+/// on its own origin; `frame-ancestors 'none'` keeps it out of other sites' frames.
+pub const PAGE_HEADERS: [(&str, &str); 3] = [
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+];
+
 /// Development only: a file of the Task Manager page under `dir`, by URL path.
 pub async fn static_file(dir: &str, path: &str) -> Option<(&'static str, Vec<u8>)> {
     let relative = match path.trim_start_matches('/') {
@@ -227,6 +241,26 @@ mod tests {
             let got = Action::route(name, &method).map_err(|e| e.code());
             assert_eq!(got, expected, "{name:?} {method}");
         }
+    }
+
+    /// The development server and Vercel send the same page headers: `PAGE_HEADERS` is the one
+    /// `headers` entry of vercel.json, which covers every path outside `/api/`.
+    #[test]
+    fn page_headers_are_the_headers_of_vercel_json() {
+        let config: serde_json::Value =
+            serde_json::from_str(include_str!("../../../vercel.json")).expect("vercel.json");
+        let entries = config["headers"]
+            .as_array()
+            .expect("vercel.json has `headers`");
+        assert_eq!(entries.len(), 1, "one `headers` entry, the page's");
+        assert_eq!(entries[0]["source"], "/((?!api/).*)");
+        let in_vercel_json: Vec<(&str, &str)> = entries[0]["headers"]
+            .as_array()
+            .expect("a list of {key, value}")
+            .iter()
+            .map(|h| (h["key"].as_str().unwrap(), h["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(in_vercel_json, PAGE_HEADERS);
     }
 
     #[test]
