@@ -29,6 +29,9 @@ enum Mode {
 enum Step {
     /// `create` on A; `handoff_fails`: A's hand-offs go to a closed port.
     Create { handoff_fails: bool },
+    /// `create` with an `Idempotency-Key` on A; the client sends it again to B when no 2xx
+    /// came back, as a client of an idempotent API does.
+    CreateWithKey,
     /// `retry` of a failed task on A.
     Retry { handoff_fails: bool },
     /// `retryMany` of three failed tasks on A.
@@ -46,6 +49,7 @@ enum Step {
 
 fn step_of(point: &str) -> Step {
     match point {
+        "create.key_admitted" => Step::CreateWithKey,
         "create.inserted" | "create.handed_off" => Step::Create {
             handoff_fails: false,
         },
@@ -129,6 +133,20 @@ async fn run_row(point: &'static str, mode: Mode) -> Outcome {
             let body = json!({ "type": "demo", "userId": "alice",
                                "payload": { "steps": 2, "stepMs": 50 } });
             try_post(&a, "create", body).await
+        }
+        Step::CreateWithKey => {
+            let body = json!({ "type": "demo", "userId": "alice", "idempotencyKey": "click-1",
+                               "payload": { "steps": 2, "stepMs": 50 } });
+            let reply = try_post(&a, "create", body.clone()).await;
+            if reply.as_ref().is_none_or(|r| r.status >= 300) {
+                let again = rescuer.post("create", body).await;
+                assert!(
+                    [200, 201].contains(&again.status),
+                    "{point}: the same key again: {}",
+                    again.body
+                );
+            }
+            reply
         }
         Step::Retry { .. } => {
             let seed = failed().insert(&store).await;
@@ -323,6 +341,9 @@ fn assert_one_run_at_a_time(row: &str, task: &Task) {
 
 fn check(outcome: &Outcome) {
     let row = format!("{} ({:?})", outcome.point, outcome.mode);
+    if outcome.point == "create.key_admitted" {
+        assert_eq!(outcome.tasks.len(), 1, "{row}: one task for one key");
+    }
     for task in &outcome.tasks {
         testing::assert_legal(task);
         assert_one_run_at_a_time(&row, task);

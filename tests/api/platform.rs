@@ -385,6 +385,23 @@ async fn a_redirecting_destination_is_misconfigured() {
         "probed once per process (the start-up wait asked health too)"
     );
 
+    // A protected destination without the bypass, and a URL that is not this service.
+    let protected = Protection::start("http://127.0.0.1:9", "bypass-9").await;
+    let nothing_here = Redirect::start(404, "").await;
+    for (destination, names) in [
+        (&protected.url, "VERCEL_AUTOMATION_BYPASS_SECRET"),
+        (&nothing_here.url, "JOBS_PUBLIC_URL"),
+    ] {
+        let mut env = complete_preview(&qstash.url);
+        env.push(("JOBS_PUBLIC_URL", destination.clone()));
+        let jobs = Service::start_with(&refs(&env)).await;
+        let health = jobs.get("action=health").await;
+        assert_eq!(health.status, 503, "{}", health.body);
+        assert_eq!(health.body["code"], "MISCONFIGURED");
+        let error = health.body["error"].as_str().unwrap();
+        assert!(error.contains(names), "{error}");
+    }
+
     // The destination answering: health is ok, the probe's answer shown.
     let own = free_port();
     let mut env = complete_preview(&qstash.url);

@@ -359,3 +359,51 @@ async fn a_step_longer_than_the_lease_completes_once_without_being_swept() {
     }
     assert_eq!(jobs.state(&id).await, ("completed".into(), 0, 1));
 }
+
+/// The destination stays down: every sweep's re-send fails. The task is sent again by each
+/// sweep, yet the never-picked-up clock runs from the first re-send, so it ends `failed` (not
+/// queued for ever), with one `redispatched` event, not one per sweep.
+#[tokio::test]
+async fn a_long_outage_still_ends_in_never_picked_up() {
+    let down = format!("http://127.0.0.1:{}", crate::support::closed_port());
+    let jobs = Service::start_with(&[
+        ("JOBS_PUBLIC_URL", down.as_str()),
+        ("JOBS_REDISPATCH_SECONDS", "1"),
+        ("JOBS_QUEUE_TIMEOUT_SECONDS", "2"),
+    ])
+    .await;
+    let store = jobs_core::testing::store_on(&crate::support::db_uri(), &jobs.db_name);
+    let seeded = jobs_core::testing::task()
+        .updated_secs_ago(5)
+        .insert(&store)
+        .await;
+    let id = seeded.task_id.to_string();
+    let mut not_sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while jobs.state(&id).await.0 != "failed" {
+        assert!(
+            Instant::now() < deadline,
+            "never failed: {}",
+            jobs.task(&id).await
+        );
+        let sweep = jobs.get("action=sweep").await;
+        not_sent += sweep.body["notSent"].as_u64().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(not_sent >= 2, "re-sent by more than one sweep: {not_sent}");
+    let task = jobs.task(&id).await;
+    jobs_core::testing::assert_legal_document(&task);
+    assert!(
+        task.get_str("lastError")
+            .unwrap()
+            .starts_with("The task was never picked up"),
+        "{task}"
+    );
+    let redispatched = task
+        .get_array("events")
+        .unwrap()
+        .iter()
+        .filter(|e| e.as_document().unwrap().get_str("kind") == Ok("redispatched"))
+        .count();
+    assert_eq!(redispatched, 1, "{task}");
+}

@@ -221,7 +221,14 @@ impl App {
         };
         if let Some(key) = &key {
             let request_hash = request_hash(&task, &payload);
-            match self.store.admit(key, &request_hash, task).await? {
+            // A key stored whose answer was lost: the client's retry with the same key finds
+            // it, and creates the task under its id.
+            match self
+                .store
+                .admit(key, &request_hash, task)
+                .await
+                .at("create.key_admitted")?
+            {
                 Admission::Create(admitted) => task = admitted,
                 Admission::Replay(first) => return Ok(Created::replayed(&first)),
             }
@@ -632,6 +639,28 @@ impl App {
                         request.header(crate::dispatch::PROTECTION_BYPASS_HEADER, bypass.expose());
                 }
                 match request.send().await {
+                    // A 5xx gateway error or a 429 may pass: asked again next time. The
+                    // function's own answer (200, or 503 for its database) and the answers that
+                    // say the route is wrong are kept.
+                    Ok(response)
+                        if !matches!(
+                            response.status().as_u16(),
+                            200 | 503 | 300..=399 | 401 | 403 | 404
+                        ) =>
+                    {
+                        let status = response.status().as_u16();
+                        tracing::warn!(
+                            status,
+                            url,
+                            "the hand-off destination answered health's probe with an error"
+                        );
+                        DestinationProbe {
+                            url,
+                            status: Some(status),
+                            location: None,
+                            error: None,
+                        }
+                    }
                     Ok(response) => {
                         let answer = DestinationProbe {
                             url,
@@ -662,18 +691,26 @@ impl App {
                 }
             }
         };
-        let redirect = answer
-            .status
-            .filter(|status| (300..400).contains(status))
-            .map(|status| {
-                JobsError::Misconfigured(format!(
-                    "The hand-off destination {} redirects (HTTP {status}) to {}: hand-offs do \
-                     not follow redirects. Set JOBS_PUBLIC_URL to the URL it redirects to.",
-                    answer.url,
-                    answer.location.as_deref().unwrap_or("(no Location)")
-                ))
-            });
+        let url = &answer.url;
+        let wrong_route = match answer.status {
+            Some(status @ 300..=399) => Some(format!(
+                "The hand-off destination {url} redirects (HTTP {status}) to {}: hand-offs do \
+                 not follow redirects. Set JOBS_PUBLIC_URL to the URL it redirects to.",
+                answer.location.as_deref().unwrap_or("(no Location)")
+            )),
+            Some(status @ (401 | 403)) => Some(format!(
+                "The hand-off destination {url} refused the probe (HTTP {status}), as Deployment \
+                 Protection does: every hand-off would be refused. Set \
+                 VERCEL_AUTOMATION_BYPASS_SECRET (Protection Bypass for Automation), or \
+                 JOBS_PUBLIC_URL to an unprotected domain."
+            )),
+            Some(404) => Some(format!(
+                "The hand-off destination {url} answered 404: it is not this service. Check \
+                 JOBS_PUBLIC_URL."
+            )),
+            _ => None,
+        };
         health.probe = Some(answer);
-        redirect
+        wrong_route.map(JobsError::Misconfigured)
     }
 }

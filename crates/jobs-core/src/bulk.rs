@@ -12,6 +12,7 @@ use crate::replies::{RetriedMany, Skipped};
 use crate::requests::{BulkSelection, Cursor, MAX_BULK};
 use crate::store::Store;
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+use crate::transitions::REQUEUE_FAILED_MESSAGE;
 
 /// Retries the selected tasks of `user`; see the module documentation for the cost.
 pub async fn retry_many(
@@ -114,24 +115,39 @@ pub async fn retry_many(
             false => undo.push((task_id, handoff)),
         }
     }
+    // Undo the retries whose hand-off failed. A hand-off reported failed may have arrived
+    // after all, and an undo may fail: what was not undone is read back (one more command,
+    // only then) and answered as it stands, as `retry` does.
     let restored = match undo.is_empty() {
-        true => 0,
-        false => store.restore_many(user, &undo).await? as usize,
+        true => Ok(0),
+        false => store.restore_many(user, &undo).await,
     };
-    // A hand-off reported failed may have arrived after all: a task that was claimed (or
-    // cancelled) before its undo is answered as it is, as `retry` does (one more read, only
-    // then).
-    let moved_on = match restored < undo.len() {
-        true => store.moved_on_with(&undo).await?,
-        false => Vec::new(),
+    let standing = match restored {
+        Ok(n) if n as usize == undo.len() => Vec::new(),
+        _ => store.carrying_tasks(&undo).await?,
     };
     for (task_id, _) in undo {
-        match moved_on.contains(&task_id) {
-            true => reply.retried.push(task_id),
-            false => reply.skipped.push(Skipped {
+        let now = standing.iter().find(|t| t.task_id == task_id);
+        // Undone: failed with the re-queue error. Gone from `standing` (a newer hand-off):
+        // it ran since, so the retry took effect.
+        let undone = match now {
+            None => standing.is_empty(),
+            Some(t) => {
+                t.status == TaskStatus::Failed
+                    && t.last_error.as_deref() == Some(REQUEUE_FAILED_MESSAGE)
+            }
+        };
+        match now.map(|t| t.status) {
+            _ if undone => reply.skipped.push(Skipped {
                 task_id,
                 code: "REQUEUE_FAILED",
             }),
+            Some(TaskStatus::Cancelled) => reply.skipped.push(Skipped {
+                task_id,
+                code: "TASK_CANCELLED",
+            }),
+            // Still queued (the undo did not apply: `sweep` re-sends it), or claimed since.
+            _ => reply.retried.push(task_id),
         }
     }
     tracing::info!(

@@ -11,7 +11,11 @@
 
 /// Every crash point of the build, with the side effect it follows. A unit test checks that
 /// the code names no other and leaves none of these unused; the table test has a row for each.
-pub const ALL: [(&str, &str); 17] = [
+pub const ALL: [(&str, &str); 18] = [
+    (
+        "create.key_admitted",
+        "create: its Idempotency-Key stored, before the task",
+    ),
     (
         "create.inserted",
         "create: the task inserted, queued with its hand-off recorded",

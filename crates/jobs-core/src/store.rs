@@ -50,6 +50,14 @@ fn after_cursor(after: &Cursor) -> Vec<Document> {
     ]
 }
 
+/// A hand-off `sweep` has not re-sent yet, or whose re-send could not be sent.
+fn not_resent() -> Vec<Document> {
+    vec![
+        doc! { "handoff.redispatched": { "$exists": false } },
+        doc! { "handoff.resend": true },
+    ]
+}
+
 /// A page of `list`: its tasks and, when more follow, where the next page starts.
 pub struct Page {
     /// At most the requested number of tasks, newest first, payloads left out.
@@ -292,7 +300,7 @@ impl Store {
     pub async fn stale_handoffs(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
         self.scan(
             doc! { "status": TaskStatus::Queued, "handoff.at": { "$lt": before },
-            "handoff.redispatched": { "$exists": false } },
+            "$or": not_resent() },
             limit,
         )
         .await
@@ -304,7 +312,7 @@ impl Store {
     pub async fn due_scheduled(&self, before: DateTime, limit: i64) -> Result<Vec<Task>> {
         self.scan(
             doc! { "status": TaskStatus::Scheduled, "handoff.at": { "$lt": before },
-            "handoff.redispatched": { "$exists": false } },
+            "$or": not_resent() },
             limit,
         )
         .await
@@ -366,30 +374,11 @@ impl Store {
     /// Which of `handoffs` are now the current hand-off of their task: the tasks a bulk
     /// re-queue moved (ONE `find`, ids only).
     pub async fn requeued_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
-        self.carrying(handoffs, doc! {}).await
-    }
-
-    /// Which of `handoffs` moved on from a bulk retry that was being undone: they carry it and
-    /// are no longer `failed` (claimed, cancelled: the hand-off arrived after all).
-    pub async fn moved_on_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
-        self.carrying(handoffs, doc! { "status": { "$ne": TaskStatus::Failed } })
-            .await
-    }
-
-    /// The tasks whose current hand-off is one of `handoffs` and that match `also`, in ONE
-    /// `find`, ids only.
-    async fn carrying(
-        &self,
-        handoffs: &[(TaskId, Handoff)],
-        also: Document,
-    ) -> Result<Vec<TaskId>> {
         let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
         let dedup: Vec<&str> = handoffs.iter().map(|(_, h)| h.dedup_id.as_str()).collect();
         let tasks = self.database().await?.collection::<Document>("tasks");
-        let mut filter = doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } };
-        filter.extend(also);
         let find = tasks
-            .find(filter)
+            .find(doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } })
             .projection(doc! { "taskId": 1, "_id": 0 });
         let found: Vec<Document> = self.run(async { find.await?.try_collect().await }).await?;
         Ok(found
@@ -397,6 +386,18 @@ impl Store {
             .filter_map(|d| d.get_str("taskId").ok())
             .filter_map(|id| TaskId::parse(id).ok())
             .collect())
+    }
+
+    /// The tasks that still carry one of `handoffs`, without payloads and timelines, in ONE
+    /// `find`: how a bulk retry's undo left them.
+    pub async fn carrying_tasks(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<Task>> {
+        let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
+        let dedup: Vec<&str> = handoffs.iter().map(|(_, h)| h.dedup_id.as_str()).collect();
+        let tasks = self.tasks().await?;
+        let find = tasks
+            .find(doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } })
+            .projection(doc! { "payload": 0, "events": 0 });
+        self.run(async { find.await?.try_collect().await }).await
     }
 
     /// A user's failures grouped by cause, largest first, at most 50, in ONE aggregation.

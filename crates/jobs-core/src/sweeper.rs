@@ -77,6 +77,7 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
             break;
         }
         let mut marked = Vec::new();
+        let mut failed = false;
         for (task_id, handoff) in chunk {
             // Only the sweep that marks it re-sends it (claimed, cancelled or re-sent by
             // another sweep meanwhile: skipped).
@@ -92,7 +93,12 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
                 Err(error) if error.may_have_applied() => {
                     marked.push((task_id.clone(), handoff.clone()))
                 }
-                Err(error) => return Err(error),
+                // What was marked is still sent; the rest waits for the next sweep.
+                Err(error) => {
+                    tracing::warn!(task_id = %task_id, %error, "hand-off not marked; left for the next sweep");
+                    failed = true;
+                    break;
+                }
             }
         }
         let mut sent = dispatcher.dispatch_many(&marked).await;
@@ -102,10 +108,17 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         for ((task_id, handoff), sent) in marked.iter().zip(sent) {
             if sent {
                 report.redispatched += 1;
-            } else {
-                report.not_sent += 1;
-                store.unmark_redispatched(task_id, handoff).await?;
+                continue;
             }
+            report.not_sent += 1;
+            // Left marked, it is failed as never picked up after JOBS_QUEUE_TIMEOUT_SECONDS.
+            if let Err(error) = store.unmark_redispatched(task_id, handoff).await {
+                tracing::warn!(task_id = %task_id, %error, "failed re-send not flagged");
+            }
+        }
+        if failed {
+            report.more = true;
+            break;
         }
     }
 

@@ -153,9 +153,14 @@ pub struct Handoff {
     /// retry is given back.
     #[serde(default)]
     pub retry: bool,
-    /// When `sweep` re-sent it; a hand-off is re-sent at most once.
+    /// When `sweep` first re-sent it; the never-picked-up clock runs from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redispatched: Option<DateTime>,
+    /// `sweep`'s re-send could not be sent (the queue or the destination was down): the next
+    /// sweep sends it again, `redispatched` kept, so a long outage still ends in the
+    /// never-picked-up failure rather than a task queued for ever.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 impl Handoff {
@@ -166,6 +171,7 @@ impl Handoff {
             dedup_id: format!("{task_id}-{}", uuid::Uuid::now_v7().simple()),
             retry,
             redispatched: None,
+            resend: false,
         }
     }
 

@@ -28,17 +28,28 @@ impl Store {
         .await
     }
 
-    /// queued (or scheduled) -> unchanged: marks a hand-off as re-sent by `sweep`, once.
-    /// `true` means this caller won and must send it again (with the same deduplication id).
+    /// queued (or scheduled) -> unchanged: marks a hand-off as re-sent by `sweep`, once (or,
+    /// for a re-send that could not be sent, takes back its `resend` flag, keeping the time of
+    /// the first). `true` means this caller won and must send it again (with the same
+    /// deduplication id).
     pub async fn mark_redispatched(&self, task_id: &TaskId, handoff: &Handoff) -> Result<bool> {
-        let filter = doc! {
+        let mut filter = doc! {
             "taskId": task_id.as_str(),
             "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
             "handoff.dedupId": handoff.dedup_id.as_str(),
-            "handoff.redispatched": { "$exists": false },
         };
-        let mut update = doc! { "$set": { "handoff.redispatched": DateTime::now() } };
-        push_events(&mut update, &[Event::new(EventKind::Redispatched, "sweep")]);
+        let update = match handoff.resend {
+            true => {
+                filter.insert("handoff.resend", true);
+                doc! { "$unset": { "handoff.resend": "" } }
+            }
+            false => {
+                filter.insert("handoff.redispatched", doc! { "$exists": false });
+                let mut update = doc! { "$set": { "handoff.redispatched": DateTime::now() } };
+                push_events(&mut update, &[Event::new(EventKind::Redispatched, "sweep")]);
+                update
+            }
+        };
         let marked = self.update_one(filter, update).await?;
         if marked {
             tracing::info!(task_id = %task_id, transition = "mark_redispatched", "hand-off re-sent by sweep");
@@ -73,17 +84,19 @@ impl Store {
         Ok(renewed)
     }
 
-    /// queued (or scheduled) -> unchanged: takes back the mark of a re-send that failed, so
-    /// the next sweep sends it again. Fenced on the hand-off, so a task that moved on since is
-    /// left alone.
+    /// queued (or scheduled) -> unchanged: a re-send that could not be sent is flagged
+    /// `resend`, so the next sweep sends it again; the time of the first re-send is kept, so
+    /// the never-picked-up rule still ends a long outage. Fenced on the hand-off, so a task that
+    /// moved on since is left alone.
     pub async fn unmark_redispatched(&self, task_id: &TaskId, handoff: &Handoff) -> Result<bool> {
         let filter = doc! {
             "taskId": task_id.as_str(),
             "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
             "handoff.dedupId": handoff.dedup_id.as_str(),
+            "handoff.redispatched": { "$exists": true },
         };
         let cleared = self
-            .update_one(filter, doc! { "$unset": { "handoff.redispatched": "" } })
+            .update_one(filter, doc! { "$set": { "handoff.resend": true } })
             .await?;
         if cleared {
             tracing::info!(task_id = %task_id, transition = "unmark_redispatched", "re-send failed; left for the next sweep");

@@ -33,8 +33,17 @@ impl Store {
             // The claim may have applied without answering: it did if the task holds our
             // lease (else the redelivery that follows the error finds the task running).
             Err(error) if error.may_have_applied() => {
-                let now = self.find(task_id).await?;
-                match now.filter(|t| t.lease.as_ref().is_some_and(|l| l.id == lease_id)) {
+                // A read is safe to repeat: a claim left unknown strands the task until its
+                // lease expires (then it is failed as a lost worker).
+                let mut read = self.find(task_id).await;
+                for pause in [250, 1000] {
+                    if read.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    read = self.find(task_id).await;
+                }
+                match read?.filter(|t| t.lease.as_ref().is_some_and(|l| l.id == lease_id)) {
                     Some(task) => Some(task),
                     None => return Err(error),
                 }
