@@ -2347,3 +2347,46 @@ async fn restore_many_gives_back_one_retry_whatever_happened_since_the_read() {
         "the single retry stays counted"
     );
 }
+
+/// A re-send that could not be sent: flagged `resend`, found again by the next sweep's
+/// question, marked again without a new time or event; the never-picked-up clock runs from the
+/// first re-send.
+#[tokio::test]
+async fn a_failed_resend_is_sent_again_and_keeps_its_first_time() {
+    let store = testing::fresh_store();
+    let seed = task().updated_secs_ago(60).insert(&store).await;
+    let id = &seed.task_id;
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.task_id).collect::<Vec<_>>();
+    let stale = || store.stale_handoffs(DateTime::now(), 10);
+    let handoff = seed.handoff.clone().unwrap();
+    assert!(store.mark_redispatched(id, &handoff).await.unwrap());
+    let first = store.find(id).await.unwrap().unwrap();
+    let marked_at = first.handoff.as_ref().unwrap().redispatched;
+    assert!(ids(stale().await.unwrap()).is_empty(), "marked: not stale");
+
+    assert!(store.unmark_redispatched(id, &handoff).await.unwrap());
+    let flagged = stale().await.unwrap();
+    assert_eq!(
+        ids(flagged.clone()),
+        vec![id.clone()],
+        "flagged: found again"
+    );
+    let read = flagged[0].handoff.clone().unwrap();
+    assert!(read.resend);
+    assert!(store.mark_redispatched(id, &read).await.unwrap());
+    assert!(
+        !store.mark_redispatched(id, &read).await.unwrap(),
+        "once per failure"
+    );
+    let again = store.find(id).await.unwrap().unwrap();
+    assert_legal(&again);
+    let now = again.handoff.as_ref().unwrap();
+    assert_eq!((now.redispatched, now.resend), (marked_at, false));
+    assert_eq!(again.events, first.events, "no second redispatched event");
+    // The never-picked-up clock: from the first re-send.
+    let after_first = DateTime::from_millis(marked_at.unwrap().timestamp_millis() + 1);
+    assert_eq!(
+        ids(store.never_picked_up(after_first, 10).await.unwrap()),
+        vec![id.clone()]
+    );
+}
