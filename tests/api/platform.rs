@@ -381,8 +381,9 @@ async fn a_redirecting_destination_is_misconfigured() {
     assert_eq!((again.status, &again.body), (503, &health.body));
     let probes = *www.hits.lock().unwrap();
     assert_eq!(
-        probes, 1,
-        "probed once per process (the start-up wait asked health too)"
+        probes, 3,
+        "a redirect may be fixed without a redeploy: asked again by each health (the start-up \
+         wait's included)"
     );
 
     // A protected destination without the bypass, and a URL that is not this service.

@@ -407,3 +407,39 @@ async fn a_long_outage_still_ends_in_never_picked_up() {
         .count();
     assert_eq!(redispatched, 1, "{task}");
 }
+
+/// A re-send flagged for another try but already past the queue timeout is failed by the
+/// sweep, not sent once more first (which would deliver a message to a task it then fails).
+#[tokio::test]
+async fn a_resend_past_the_queue_timeout_is_failed_not_sent() {
+    let jobs = Service::start_with(&[
+        ("JOBS_REDISPATCH_SECONDS", "1"),
+        ("JOBS_QUEUE_TIMEOUT_SECONDS", "2"),
+    ])
+    .await;
+    let store = jobs_core::testing::store_on(&crate::support::db_uri(), &jobs.db_name);
+    let seeded = jobs_core::testing::task()
+        .updated_secs_ago(20)
+        .redispatched_secs_ago(10)
+        .insert(&store)
+        .await;
+    let id = seeded.task_id.to_string();
+    jobs.tasks
+        .update_one(
+            doc! { "taskId": &id },
+            doc! { "$set": { "handoff.resend": true } },
+        )
+        .await
+        .unwrap();
+    let sweep = jobs.get("action=sweep").await;
+    assert_eq!(
+        (
+            sweep.body["redispatched"].as_u64(),
+            sweep.body["neverPickedUp"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{}",
+        sweep.body
+    );
+    assert_eq!(jobs.state(&id).await.0, "failed");
+}

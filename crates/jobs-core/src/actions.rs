@@ -612,8 +612,8 @@ impl App {
         Err(health)
     }
 
-    /// Deployed, asks the hand-off destination for its `health` once per process (an answer
-    /// is kept; an unreachable destination is reported and asked again next time). A 3xx is
+    /// Deployed, asks the hand-off destination for its `health` once per process (the
+    /// function's own answer is kept; anything else is reported and asked again next time). A 3xx is
     /// `MISCONFIGURED`: neither QStash nor self-invocation follows redirects, so every
     /// hand-off would fail. In development the destination is this process or a tunnel.
     async fn probe_destination(
@@ -639,15 +639,10 @@ impl App {
                         request.header(crate::dispatch::PROTECTION_BYPASS_HEADER, bypass.expose());
                 }
                 match request.send().await {
-                    // A 5xx gateway error or a 429 may pass: asked again next time. The
-                    // function's own answer (200, or 503 for its database) and the answers that
-                    // say the route is wrong are kept.
-                    Ok(response)
-                        if !matches!(
-                            response.status().as_u16(),
-                            200 | 503 | 300..=399 | 401 | 403 | 404
-                        ) =>
-                    {
+                    // Only the function's own answer (200, or 503 for its database) is kept:
+                    // anything else (a redirect, Protection, a 404, a gateway error) may be
+                    // fixed without a redeploy, so it is asked again next time.
+                    Ok(response) if !matches!(response.status().as_u16(), 200 | 503) => {
                         let status = response.status().as_u16();
                         tracing::warn!(
                             status,
@@ -657,7 +652,11 @@ impl App {
                         DestinationProbe {
                             url,
                             status: Some(status),
-                            location: None,
+                            location: response
+                                .headers()
+                                .get(reqwest::header::LOCATION)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
                             error: None,
                         }
                     }

@@ -122,16 +122,20 @@ pub async fn retry_many(
         true => Ok(0),
         false => store.restore_many(user, &undo).await,
     };
-    let standing = match restored {
-        Ok(n) if n as usize == undo.len() => Vec::new(),
-        _ => store.carrying_tasks(&undo).await?,
+    let all_undone = matches!(restored, Ok(n) if n as usize == undo.len());
+    let standing = match all_undone {
+        true => Vec::new(),
+        false => match store.carrying_tasks(&undo).await {
+            Ok(tasks) => tasks,
+            Err(_) => store.carrying_tasks(&undo).await?, // a read: once more
+        },
     };
     for (task_id, _) in undo {
         let now = standing.iter().find(|t| t.task_id == task_id);
         // Undone: failed with the re-queue error. Gone from `standing` (a newer hand-off):
         // it ran since, so the retry took effect.
         let undone = match now {
-            None => standing.is_empty(),
+            None => all_undone,
             Some(t) => {
                 t.status == TaskStatus::Failed
                     && t.last_error.as_deref() == Some(REQUEUE_FAILED_MESSAGE)

@@ -16,6 +16,9 @@ use crate::store::Store;
 
 /// Tasks handled per call and per kind; the next run takes the rest.
 const SWEEP_BATCH: i64 = 500;
+/// Database errors while marking or flagging hand-offs after which a sweep stops re-sending
+/// (the database is likely down; every further write would wait for its timeout).
+const MAX_MARK_ERRORS: u32 = 3;
 /// Hand-offs marked and sent together through QStash: one `POST /v2/batch`.
 const QSTASH_CHUNK: usize = 100;
 /// A sweep stops starting new work after this long, well within the function's
@@ -33,8 +36,8 @@ pub struct SweepReport {
     /// Hand-offs sent by this sweep: stale ones re-sent with the same deduplication id, and
     /// due automatic retries handed off.
     pub redispatched: u32,
-    /// Hand-offs this sweep marked but could not send; their marks are cleared, so the next
-    /// sweep sends them.
+    /// Hand-offs this sweep marked but could not send; they are flagged `resend`, so the next
+    /// sweep sends them again.
     pub not_sent: u32,
     /// The sweep stopped at its time budget or batch size with work left: call it again.
     pub more: bool,
@@ -60,25 +63,33 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         .await?;
     let due = store.due_scheduled(due_before, SWEEP_BATCH).await?;
     report.more |= stale.len() as i64 == SWEEP_BATCH || due.len() as i64 == SWEEP_BATCH;
+    // A re-send that kept failing past the queue timeout is failed by this call below, not
+    // sent once more first.
+    let given_up = ago(config.queue_timeout);
     let pending: Vec<_> = stale
         .into_iter()
         .chain(due)
         .filter_map(|task| Some((task.task_id, task.handoff?)))
+        .filter(|(_, h)| !(h.resend && h.redispatched.is_some_and(|at| at < given_up)))
         .collect();
     let chunk = match dispatcher.can_wait() {
         true => QSTASH_CHUNK,
         false => SELF_INVOCATIONS_IN_FLIGHT,
     };
     // Marked and sent a chunk at a time, so a sweep that dies mid-way leaves at most one chunk
-    // marked but unsent, and a chunk whose send fails is unmarked for the next sweep.
+    // marked but unsent, and a chunk's hand-offs that could not be sent are flagged for the next sweep.
+    let mut errors = 0;
     for chunk in pending.chunks(chunk) {
         if out_of_time() {
             report.more = true;
             break;
         }
         let mut marked = Vec::new();
-        let mut failed = false;
         for (task_id, handoff) in chunk {
+            if out_of_time() || errors >= MAX_MARK_ERRORS {
+                report.more = true;
+                break;
+            }
             // Only the sweep that marks it re-sends it (claimed, cancelled or re-sent by
             // another sweep meanwhile: skipped).
             match store
@@ -93,11 +104,11 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
                 Err(error) if error.may_have_applied() => {
                     marked.push((task_id.clone(), handoff.clone()))
                 }
-                // What was marked is still sent; the rest waits for the next sweep.
+                // This one waits for the next sweep; the others go on.
                 Err(error) => {
                     tracing::warn!(task_id = %task_id, %error, "hand-off not marked; left for the next sweep");
-                    failed = true;
-                    break;
+                    errors += 1;
+                    report.more = true;
                 }
             }
         }
@@ -114,10 +125,10 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
             // Left marked, it is failed as never picked up after JOBS_QUEUE_TIMEOUT_SECONDS.
             if let Err(error) = store.unmark_redispatched(task_id, handoff).await {
                 tracing::warn!(task_id = %task_id, %error, "failed re-send not flagged");
+                errors += 1;
             }
         }
-        if failed {
-            report.more = true;
+        if report.more {
             break;
         }
     }

@@ -73,10 +73,10 @@ fn panic_message(error: tokio::task::JoinError) -> String {
 }
 
 /// Pauses between attempts of the final write when the database is briefly unavailable
-/// (a failover, a restart): about 16 s of pauses, each attempt bounded by
-/// `JOBS_DB_TIMEOUT_MS`. The heartbeat keeps the lease while they run; once it gives up (2/3
-/// of the lease unrenewed), so does the final write, and `sweep` fails the task as lost. The
-/// write is fenced on the lease, so repeating it is safe.
+/// (a failover, a restart): about 16 s of pauses, plus up to `JOBS_DB_TIMEOUT_MS` per attempt.
+/// The heartbeat keeps renewing the lease meanwhile. The write is fenced on the lease, so
+/// repeating it is safe even past the lease: once `sweep` has failed the task as lost, it
+/// changes nothing.
 const FINAL_WRITE_BACKOFF: [Duration; 6] = [
     Duration::from_millis(250),
     Duration::from_millis(500),
@@ -176,7 +176,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
     let recorded = match outcome {
         Ok(value) => {
             let result = result_document(value);
-            with_backoff(&task_id, stop, || async {
+            with_backoff(&task_id, || async {
                 store
                     .complete(&task_id, lease, result.clone(), by)
                     .await
@@ -187,7 +187,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         Err(ProcessorError::Failed(message)) => match policy {
             Some(policy) => {
                 let retry = AutomaticRetry::after(&task_id, &policy, auto_retries + 1);
-                let scheduled = with_backoff(&task_id, stop, || async {
+                let scheduled = with_backoff(&task_id, || async {
                     store
                         .schedule_retry(&task_id, lease, attempt, &message, &retry.handoff, by)
                         .await
@@ -211,7 +211,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                 scheduled
             }
             None => {
-                with_backoff(&task_id, stop, || async {
+                with_backoff(&task_id, || async {
                     store
                         .fail(&task_id, lease, attempt, &message, false, by)
                         .await
@@ -221,7 +221,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
             }
         },
         Err(ProcessorError::Permanent(message)) => {
-            with_backoff(&task_id, stop, || async {
+            with_backoff(&task_id, || async {
                 store
                     .fail(&task_id, lease, attempt, &message, true, by)
                     .await
@@ -355,11 +355,7 @@ async fn supervise(
 }
 
 /// The final write, repeated on a database error (never on a lost fence: `Ok(false)`).
-async fn with_backoff<F, Fut>(
-    task_id: &TaskId,
-    stop: &CancellationToken,
-    mut write: F,
-) -> crate::error::Result<bool>
+async fn with_backoff<F, Fut>(task_id: &TaskId, mut write: F) -> crate::error::Result<bool>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = crate::error::Result<bool>>,
@@ -368,11 +364,7 @@ where
         match write().await {
             Err(error) => {
                 tracing::warn!(task_id = %task_id, %error, retry_in_ms = pause.as_millis() as u64, "final write failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    // The lease could not be renewed either: it is `sweep`'s now.
-                    () = stop.cancelled() => return Err(error),
-                }
+                tokio::time::sleep(pause).await;
             }
             written => return written,
         }
