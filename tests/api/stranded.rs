@@ -443,3 +443,42 @@ async fn a_resend_past_the_queue_timeout_is_failed_not_sent() {
     );
     assert_eq!(jobs.state(&id).await.0, "failed");
 }
+
+/// A sweep with more stale hand-offs than one batch still works through every chunk of the
+/// batch (not only the first), and says there is more.
+#[tokio::test]
+async fn a_full_batch_of_stale_handoffs_is_sent_chunk_after_chunk() {
+    let down = format!("http://127.0.0.1:{}", crate::support::closed_port());
+    let jobs = Service::start_with(&[
+        ("JOBS_PUBLIC_URL", down.as_str()),
+        ("JOBS_REDISPATCH_SECONDS", "1"),
+    ])
+    .await;
+    let stale = jobs_core::testing::task().updated_secs_ago(5).build();
+    let documents: Vec<_> = (0..501)
+        .map(|_| {
+            let mut task = stale.clone();
+            task.task_id = jobs_core::task::TaskId::generate();
+            let handoff = task.handoff.as_mut().unwrap();
+            handoff.dedup_id = format!("{}-x", task.task_id);
+            task
+        })
+        .collect();
+    let client = mongodb::Client::with_uri_str(crate::support::db_uri())
+        .await
+        .unwrap();
+    client
+        .database(&jobs.db_name)
+        .collection::<jobs_core::task::Task>("tasks")
+        .insert_many(documents)
+        .await
+        .unwrap();
+    let sweep = jobs.get("action=sweep").await;
+    assert_eq!(sweep.status, 200, "{}", sweep.body);
+    assert_eq!(
+        (sweep.body["notSent"].as_u64(), sweep.body["more"].as_bool()),
+        (Some(500), Some(true)),
+        "{}",
+        sweep.body
+    );
+}

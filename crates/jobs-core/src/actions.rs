@@ -638,55 +638,37 @@ impl App {
                     request =
                         request.header(crate::dispatch::PROTECTION_BYPASS_HEADER, bypass.expose());
                 }
-                match request.send().await {
-                    // Only the function's own answer (200, or 503 for its database) is kept:
-                    // anything else (a redirect, Protection, a 404, a gateway error) may be
-                    // fixed without a redeploy, so it is asked again next time.
-                    Ok(response) if !matches!(response.status().as_u16(), 200 | 503) => {
-                        let status = response.status().as_u16();
-                        tracing::warn!(
-                            status,
-                            url,
-                            "the hand-off destination answered health's probe with an error"
-                        );
-                        DestinationProbe {
-                            url,
-                            status: Some(status),
-                            location: response
-                                .headers()
-                                .get(reqwest::header::LOCATION)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned),
-                            error: None,
-                        }
-                    }
-                    Ok(response) => {
-                        let answer = DestinationProbe {
-                            url,
-                            status: Some(response.status().as_u16()),
-                            location: response
-                                .headers()
-                                .get(reqwest::header::LOCATION)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned),
-                            error: None,
-                        };
-                        self.probe.get_or_init(|| answer).clone()
-                    }
-                    Err(error) => {
-                        let error = error.without_url().to_string();
-                        tracing::warn!(
-                            error,
-                            url,
-                            "the hand-off destination did not answer health's probe"
-                        );
-                        DestinationProbe {
-                            url,
-                            status: None,
-                            location: None,
-                            error: Some(error),
-                        }
-                    }
+                let answer = match request.send().await {
+                    Ok(response) => DestinationProbe {
+                        url,
+                        status: Some(response.status().as_u16()),
+                        location: response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        error: None,
+                    },
+                    Err(error) => DestinationProbe {
+                        url,
+                        status: None,
+                        location: None,
+                        error: Some(error.without_url().to_string()),
+                    },
+                };
+                // Only the function's own answer (200, or 503 for its database) is kept:
+                // anything else (unreachable, a redirect, Protection, a 404, a gateway error)
+                // may be fixed without a redeploy, so it is asked again next time.
+                if matches!(answer.status, Some(200 | 503)) {
+                    self.probe.get_or_init(|| answer).clone()
+                } else {
+                    tracing::warn!(
+                        url = answer.url,
+                        status = answer.status,
+                        error = answer.error,
+                        "the hand-off destination did not answer health's probe as this service"
+                    );
+                    answer
                 }
             }
         };

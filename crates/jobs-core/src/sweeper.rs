@@ -77,16 +77,14 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         false => SELF_INVOCATIONS_IN_FLIGHT,
     };
     // Marked and sent a chunk at a time, so a sweep that dies mid-way leaves at most one chunk
-    // marked but unsent, and a chunk's hand-offs that could not be sent are flagged for the next sweep.
+    // marked but unsent, and a chunk's hand-offs that could not be sent are flagged for the
+    // next sweep.
     let mut errors = 0;
+    let stop = |errors: u32| out_of_time() || errors >= MAX_MARK_ERRORS;
     for chunk in pending.chunks(chunk) {
-        if out_of_time() {
-            report.more = true;
-            break;
-        }
         let mut marked = Vec::new();
         for (task_id, handoff) in chunk {
-            if out_of_time() || errors >= MAX_MARK_ERRORS {
+            if stop(errors) {
                 report.more = true;
                 break;
             }
@@ -128,7 +126,8 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
                 errors += 1;
             }
         }
-        if report.more {
+        if stop(errors) {
+            report.more = true;
             break;
         }
     }
