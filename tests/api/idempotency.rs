@@ -294,3 +294,23 @@ async fn a_key_whose_task_was_never_stored_creates_it_under_the_keys_id() {
     assert_eq!(task.get_i32("attempts").unwrap(), 1);
     assert_replayed(&create(&jobs, Some("crashed"), &demo("alice")).await, &id);
 }
+
+/// A create whose key was stored but whose task never was (its answer was an error): the key
+/// does not hold the corrected request hostage for 24 h. Another body with the same key
+/// creates its task, since no task was ever created under it.
+#[tokio::test]
+async fn a_key_whose_create_failed_takes_a_corrected_request() {
+    let jobs = Service::start_with(&[("FAILPOINTS", "create.key_admitted=1*return(error)")]).await;
+    let first = json!({ "type": "demo", "userId": "alice", "idempotencyKey": "form-1",
+                        "payload": { "steps": 1 } });
+    let failed = jobs.post("create", first).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert!(jobs.snapshot().await.is_empty(), "no task");
+    let corrected = json!({ "type": "demo", "userId": "alice", "idempotencyKey": "form-1",
+                            "payload": { "steps": 2 } });
+    let created = jobs.post("create", corrected.clone()).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let again = jobs.post("create", corrected).await;
+    assert_eq!((again.status, again.task_id()), (200, created.task_id()));
+    assert_eq!(jobs.snapshot().await.len(), 1);
+}

@@ -457,3 +457,36 @@ async fn the_failure_callback_carries_the_protection_bypass() {
     );
     assert!(!jobs.logs().contains("bypass-123"));
 }
+
+/// A deployment missing what deliveries or the rescuer need (the QStash signing key, the cron
+/// secret) would queue tasks that can never run: `create` is refused before anything is
+/// written, naming the setting, instead of answering 201 `queued`.
+#[tokio::test]
+async fn a_deployment_that_cannot_run_tasks_refuses_to_queue_them() {
+    let qstash = QStash::start().await;
+    for unset in ["QSTASH_CURRENT_SIGNING_KEY", "CRON_SECRET"] {
+        let mut env = complete_preview(&qstash.url);
+        env.push((unset, String::new()));
+        let jobs = Service::start_with(&refs(&env)).await;
+        let reply = jobs
+            .send(
+                jobs.request(reqwest::Method::POST, "action=create")
+                    .bearer_auth(user_token(SECRET, "alice", 300))
+                    .json(&json!({ "type": "demo" })),
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.body["code"].as_str()),
+            (500, Some("MISCONFIGURED")),
+            "{unset}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body["error"].as_str().unwrap().contains(unset),
+            "{}",
+            reply.body
+        );
+        assert!(jobs.snapshot().await.is_empty(), "{unset}: nothing written");
+        assert!(qstash.published().is_empty(), "{unset}: nothing published");
+    }
+}

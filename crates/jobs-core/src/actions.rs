@@ -32,6 +32,14 @@ use crate::worker;
 /// The HTTP status of `NOT_DUE`: a delivery that came before the task's next attempt is due.
 pub const NOT_DUE_STATUS: u16 = 425;
 
+/// Deployed settings without which a hand-off can never be delivered (`process` refuses it) or
+/// a lost one never rescued (`sweep` refuses the cron): `create` and `retry` refuse to queue.
+const NEEDED_TO_RUN_TASKS: [&str; 3] = [
+    "QSTASH_CURRENT_SIGNING_KEY",
+    "JOBS_INTERNAL_SECRET",
+    "CRON_SECRET",
+];
+
 /// Largest payload accepted, as BSON (docs/spec.md §3).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Header of `health`'s probe of the hand-off destination: a `health` carrying it does not
@@ -168,6 +176,20 @@ impl App {
     /// The route tasks are handed off on, or `MISCONFIGURED` with the sentence of docs/spec.md
     /// §7: checked before anything is written, so nothing is left `queued`.
     fn route(&self) -> Result<&crate::dispatch::Route> {
+        // Deployed without what deliveries or the rescuer need, a task queued now could never
+        // run: refused like a missing route, before anything is written.
+        let unrunnable: Vec<&str> = self
+            .missing
+            .iter()
+            .copied()
+            .filter(|name| NEEDED_TO_RUN_TASKS.contains(name))
+            .collect();
+        if !unrunnable.is_empty() {
+            return Err(JobsError::Misconfigured(format!(
+                "The deployment is misconfigured: set {}; a task queued now could not run.",
+                unrunnable.join(", ")
+            )));
+        }
         self.dispatcher
             .route()
             .map_err(|message| JobsError::Misconfigured(message.to_owned()))
@@ -252,8 +274,11 @@ impl App {
                     true => self.store.find(&task.task_id).await.ok().flatten(),
                     false => None,
                 };
-                if stored.and_then(|t| t.handoff) != Some(handoff.clone()) {
-                    return Err(error);
+                match stored {
+                    Some(stored) if stored.handoff.as_ref() == Some(&handoff) => {}
+                    // Stored under the key's id by another create of the same key: its task.
+                    Some(stored) if key.is_some() => return Ok(Created::replayed(&stored)),
+                    _ => return Err(error),
                 }
                 tracing::warn!(task_id = %task.task_id, "insert answered an error but applied");
             }

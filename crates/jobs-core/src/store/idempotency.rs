@@ -138,16 +138,21 @@ impl Store {
                 continue; // deleted by the TTL monitor meanwhile: insert again
             };
             let expired_before = now.timestamp_millis() - KEY_LIFETIME.as_millis() as i64;
-            if held.at.timestamp_millis() <= expired_before {
-                // Fenced on the `at` read: of two creates taking over the same expired key,
-                // one matches; the other reads the record again and answers the winner's task.
+            let expired = held.at.timestamp_millis() <= expired_before;
+            // Another request under a key whose task was never stored (its create failed, or
+            // crashed between the two inserts): nothing was created for the key, so it is free.
+            let orphaned =
+                held.request_hash != request_hash && self.find(&held.task_id).await?.is_none();
+            if expired || orphaned {
+                // Fenced on the `at` read: of two creates taking over the same key, one
+                // matches; the other reads the record again and answers the winner's task.
                 let take_over = doc! { "$set": {
                 "taskId": task_id.as_str(), "requestHash": request_hash, "at": now } };
                 let taken = self
                     .run(keys.update_one(doc! { "_id": id, "at": held.at }, take_over))
                     .await?;
                 if taken.matched_count == 1 {
-                    tracing::info!(task_id = %task_id, "expired idempotency key taken over");
+                    tracing::info!(task_id = %task_id, expired, "idempotency key taken over");
                     return Ok(Reservation::Reserved);
                 }
                 continue;
