@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::qstash_emulator::{DEV_TOKEN, QStash};
+use crate::qstash_emulator::{DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN, QStash};
 use crate::support::{AUDIENCE, Service, user_token};
 
 const SECRET: &str = "test-auth-secret";
@@ -30,9 +30,17 @@ struct Row {
 async fn decision_table_through_the_binary() {
     let qstash = QStash::start().await;
     let q = |extra: &[(&'static str, &str)]| {
+        // What a deployment needs to run the tasks it queues (signing keys, cron secret):
+        // the rows differ in where hand-offs go, not in these.
         let mut env = vec![
             ("QSTASH_TOKEN", DEV_TOKEN.to_owned()),
             ("QSTASH_URL", qstash.url.clone()),
+            (
+                "QSTASH_CURRENT_SIGNING_KEY",
+                DEV_CURRENT_SIGNING_KEY.to_owned(),
+            ),
+            ("QSTASH_NEXT_SIGNING_KEY", DEV_NEXT_SIGNING_KEY.to_owned()),
+            ("CRON_SECRET", "cron".to_owned()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         env
