@@ -26,7 +26,8 @@ use crate::requests::{
 };
 use crate::store::{Admission, Store};
 use crate::sweeper::{self, SweepReport};
-use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, rfc3339};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, rfc3339};
+use crate::transitions::{Refusal, retry_refusal};
 use crate::worker;
 
 /// The HTTP status of `NOT_DUE`: a delivery that came before the task's next attempt is due.
@@ -360,7 +361,13 @@ impl App {
             .at("retry.requeued")
         {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(self.why_not_retried(task_id, &user).await?),
+            Ok(None) => {
+                let task = self.store.find(&task_id).await?;
+                // No refusal: the guard held again by the time we looked, so another retry
+                // raced us and won, and the task is no longer failed.
+                let refusal = retry_refusal(task.as_ref(), &user).unwrap_or(Refusal::NotFailed);
+                return Err(refusal.error(task_id));
+            }
             // The update may have applied without answering: if the task carries this
             // hand-off, it did, and the retry goes on (it was counted).
             Err(error) if error.may_have_applied() => {
@@ -396,22 +403,6 @@ impl App {
         Ok(Done::new(task_id))
     }
 
-    async fn why_not_retried(&self, task_id: TaskId, user: &UserId) -> Result<JobsError> {
-        let Some(task) = self.store.find(&task_id).await? else {
-            return Ok(JobsError::TaskNotFound(task_id));
-        };
-        Ok(if task.user_id != *user {
-            JobsError::NotOwner
-        } else if task.status != TaskStatus::Failed {
-            JobsError::NotFailed
-        } else if task.retry_count >= task.max_retries {
-            JobsError::MaxRetries(task.max_retries)
-        } else {
-            // The guard held again by the time we looked: another retry raced us and lost.
-            JobsError::NotFailed
-        })
-    }
-
     /// `cancel`: a queued or processing task of the caller; the precise refusal is looked up
     /// only when the update matched nothing.
     pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
@@ -445,10 +436,16 @@ impl App {
         let request: ProcessRequest = decode(body)?;
         let task_id = TaskId::parse(request.task_id).map_err(JobsError::InvalidBody)?;
         let by = deliverer.name();
-        let Some(task) = self.store.claim(&task_id, self.config.lease, by).await? else {
+        let now = DateTime::now();
+        let claimed = self
+            .store
+            .claim(&task_id, self.config.lease, by, now)
+            .await?;
+        let Some(task) = claimed else {
             // A scheduled task delivered before it is due is refused (non-2xx), so QStash
-            // delivers it again later instead of dropping it.
-            if let Some(wait) = self.not_due_yet(&task_id).await? {
+            // delivers it again later instead of dropping it. Judged at the claim's `now`.
+            let task = self.store.find(&task_id).await?;
+            if let Some(wait) = task.and_then(|t| t.until_due(now)) {
                 tracing::info!(task_id = %task_id, wait_ms = wait.as_millis() as u64, "delivered before its next attempt is due");
                 return Err(JobsError::NotDueYet(wait.as_secs().max(1)));
             }
@@ -466,19 +463,6 @@ impl App {
             task_id,
             work: worker::run(worker, task),
         })
-    }
-
-    /// How long until a `scheduled` task's next attempt, if it is not due yet.
-    async fn not_due_yet(&self, task_id: &TaskId) -> Result<Option<std::time::Duration>> {
-        let Some(task) = self.store.find(task_id).await? else {
-            return Ok(None);
-        };
-        let wait = task
-            .next_attempt_at
-            .filter(|_| task.status == TaskStatus::Scheduled)
-            .map(|at| at.timestamp_millis() - DateTime::now().timestamp_millis())
-            .filter(|ms| *ms > 0);
-        Ok(wait.map(|ms| std::time::Duration::from_millis(ms as u64)))
     }
 
     /// QStash's failure callback: it gave up delivering a hand-off. Verified like `process`

@@ -6,8 +6,7 @@ use qstash_rs::{Receiver, ReceiverConfig, VerifyRequest};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Secret};
-use crate::dispatch::INTERNAL_SECRET_HEADER;
+use crate::config::{Config, INTERNAL_SECRET_HEADER, Secret};
 use crate::error::{JobsError, Result};
 use crate::task::UserId;
 

@@ -6,13 +6,14 @@
 use mongodb::bson::DateTime;
 
 use crate::dispatch::Dispatcher;
-use crate::error::Result;
+use crate::error::{REQUEUE_FAILED_MESSAGE, Result};
 use crate::failpoints::{At, hit};
 use crate::replies::{RetriedMany, Skipped};
-use crate::requests::{BulkSelection, Cursor, MAX_BULK};
+use crate::requests::{BulkSelection, MAX_BULK};
+use crate::selection::Cursor;
 use crate::store::Store;
-use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
-use crate::transitions::REQUEUE_FAILED_MESSAGE;
+use crate::task::{Handoff, TaskId, TaskStatus, UserId};
+use crate::transitions::retry_refusal;
 
 /// Retries the selected tasks of `user`; see the module documentation for the cost.
 pub async fn retry_many(
@@ -28,8 +29,11 @@ pub async fn retry_many(
             let mut candidates = Vec::new();
             for id in ids {
                 let task = found.iter().find(|t| t.task_id == id);
-                match why_not(task, user) {
-                    Some(code) => reply.skipped.push(Skipped { task_id: id, code }),
+                match retry_refusal(task, user) {
+                    Some(refusal) => reply.skipped.push(Skipped {
+                        code: refusal.skip_code(id.clone()),
+                        task_id: id,
+                    }),
                     None => candidates.extend(task.cloned()),
                 }
             }
@@ -48,13 +52,16 @@ pub async fn retry_many(
                 };
                 reply.next_cursor = Some(next.encode());
             }
-            let (retryable, spent): (Vec<Task>, Vec<Task>) = page
-                .into_iter()
-                .partition(|t| t.retry_count < t.max_retries);
-            reply.skipped.extend(spent.into_iter().map(|t| Skipped {
-                task_id: t.task_id,
-                code: "MAX_RETRIES",
-            }));
+            let mut retryable = Vec::with_capacity(page.len());
+            for task in page {
+                match retry_refusal(Some(&task), user) {
+                    Some(refusal) => reply.skipped.push(Skipped {
+                        code: refusal.skip_code(task.task_id.clone()),
+                        task_id: task.task_id,
+                    }),
+                    None => retryable.push(task),
+                }
+            }
             retryable
         }
     };
@@ -162,16 +169,4 @@ pub async fn retry_many(
         "bulk retry"
     );
     Ok(reply)
-}
-
-/// Why `retry` would refuse this task for `user`, as its code; `None` if it would not.
-/// Another user's task is `TASK_NOT_FOUND`: nothing about it leaks.
-fn why_not(task: Option<&Task>, user: &UserId) -> Option<&'static str> {
-    match task {
-        None => Some("TASK_NOT_FOUND"),
-        Some(task) if task.user_id != *user => Some("TASK_NOT_FOUND"),
-        Some(task) if task.status != TaskStatus::Failed => Some("NOT_FAILED"),
-        Some(task) if task.retry_count >= task.max_retries => Some("MAX_RETRIES"),
-        Some(_) => None,
-    }
 }

@@ -27,6 +27,10 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The header that carries `JOBS_INTERNAL_SECRET`: `dispatch` sends it on self-invocations,
+/// `auth` checks it.
+pub const INTERNAL_SECRET_HEADER: &str = "x-jobs-internal-secret";
+
 /// Where the function runs, which decides its security rules and its dispatch base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -114,7 +118,7 @@ pub struct Config {
     /// user id). Unset in development means the client's `userId` is trusted; required when
     /// deployed.
     pub auth_secret: Option<Secret>,
-    /// `JOBS_INTERNAL_SECRET`: sent as `x-jobs-internal-secret` on self-invocations; once set,
+    /// `JOBS_INTERNAL_SECRET`: sent as [`INTERNAL_SECRET_HEADER`] on self-invocations; once set,
     /// `process` requires it or a valid QStash signature. Required on a deployment without
     /// `QSTASH_TOKEN`.
     pub internal_secret: Option<Secret>,

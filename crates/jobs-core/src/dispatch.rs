@@ -11,13 +11,11 @@ use mongodb::bson::DateTime;
 use qstash_rs::client::{BatchRequest, Client as QStashClient, Destination, PublishRequest};
 use serde_json::json;
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, INTERNAL_SECRET_HEADER, Secret};
 use crate::task::{Handoff, TaskId};
 
 /// The function's path; `?action=` names what is called.
 pub const FUNCTION_PATH: &str = "/api/jobs";
-/// Header carrying `JOBS_INTERNAL_SECRET` on self-invocations.
-pub const INTERNAL_SECRET_HEADER: &str = "x-jobs-internal-secret";
 /// Vercel's header that lets automation through Deployment Protection.
 pub const PROTECTION_BYPASS_HEADER: &str = "x-vercel-protection-bypass";
 /// Dispatch error: QStash in development without a URL QStash can reach (docs/spec.md §7).

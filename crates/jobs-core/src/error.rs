@@ -3,6 +3,10 @@
 
 use crate::task::{TaskId, TaskStatus};
 
+/// The plan's message when a retry could not be handed off: the answer of [`JobsError::RequeueFailed`]
+/// and the `lastError` of the task it leaves `failed`.
+pub const REQUEUE_FAILED_MESSAGE: &str = "Failed to re-queue task.";
+
 /// A failure of an action. `Display` is the public message; internal detail never reaches it.
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
@@ -75,7 +79,7 @@ pub enum JobsError {
     IdempotencyKeyReused,
     /// `retry` reset the task but its hand-off failed; the task is back to `failed` and the retry
     /// is not spent. 503.
-    #[error("{}", crate::transitions::REQUEUE_FAILED_MESSAGE)]
+    #[error("{}", REQUEUE_FAILED_MESSAGE)]
     RequeueFailed,
     /// `create` stored the task but its hand-off failed; the task is left `failed` (never `queued`
     /// with no message on its way) and its id is in the reply, so the user can retry it. 503.

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod processors;
 pub mod replies;
 pub mod requests;
+pub mod selection;
 pub mod store;
 pub mod sweeper;
 pub mod task;

@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::{JobsError, Result};
-use crate::requests::{BulkFilter, Cursor, ListQuery};
+use crate::selection::{BulkFilter, Cursor, ListQuery};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 
 pub use idempotency::{Admission, IDEMPOTENCY_KEYS, idempotency_key_indexes};

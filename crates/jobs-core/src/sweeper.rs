@@ -13,6 +13,7 @@ use crate::dispatch::{Dispatcher, SELF_INVOCATIONS_IN_FLIGHT};
 use crate::error::Result;
 use crate::failpoints::{At, hit};
 use crate::store::Store;
+use crate::task::due_everywhere_by;
 
 /// Tasks handled per call and per kind; the next run takes the rest.
 const SWEEP_BATCH: i64 = 500;
@@ -56,7 +57,7 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
     // they wait there, and are re-sent only when their delivery seems lost.
     let due_before = match dispatcher.can_wait() {
         true => ago(config.redispatch_after),
-        false => now,
+        false => due_everywhere_by(now),
     };
     let stale = store
         .stale_handoffs(ago(config.redispatch_after), SWEEP_BATCH)

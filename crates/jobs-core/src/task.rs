@@ -1,6 +1,8 @@
 //! The task document of docs/spec.md §3 and the typed ids and statuses that filters are built from.
 //! A filter can only be built from these types, which is what keeps `{"$ne": null}` out of queries.
 
+use std::time::Duration;
+
 use mongodb::bson::{self, DateTime, Document};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -238,14 +240,14 @@ pub struct AutoRetry {
 impl AutoRetry {
     /// The delay before the `k`-th automatic retry (k >= 1) for a jitter factor in
     /// [0.8, 1.2]: fixed or exponential, then jittered, never above the cap.
-    pub fn delay(&self, k: i32, jitter: f64) -> std::time::Duration {
+    pub fn delay(&self, k: i32, jitter: f64) -> Duration {
         let base = match self.backoff {
             Backoff::Fixed => self.delay_seconds as f64,
             Backoff::Exponential => self.delay_seconds as f64 * 2f64.powi((k - 1).clamp(0, 40)),
         };
         let capped = base.min(self.max_delay_seconds as f64);
         let jittered = (capped * jitter.clamp(0.8, 1.2)).min(self.max_delay_seconds as f64);
-        std::time::Duration::from_millis((jittered * 1000.0) as u64)
+        Duration::from_millis((jittered * 1000.0) as u64)
     }
 }
 
@@ -447,6 +449,40 @@ impl Task {
             finished_at: None,
         }
     }
+
+    /// Whether a claim at `now` may take this task: always unless it is `scheduled`; a
+    /// `scheduled` one once `now` is within [`CLOCK_SKEW`] of its `nextAttemptAt`. The claim's
+    /// filter says the same with [`due_by`].
+    pub fn is_due(&self, now: DateTime) -> bool {
+        self.until_due(now).is_none()
+    }
+
+    /// How long a `scheduled` task that is not due at `now` has left until its
+    /// `nextAttemptAt` (what `process` answers with 425); `None` when it is due.
+    pub fn until_due(&self, now: DateTime) -> Option<Duration> {
+        let next = self
+            .next_attempt_at
+            .filter(|_| self.status == TaskStatus::Scheduled)?;
+        (next > due_by(now)).then(|| {
+            Duration::from_millis((next.timestamp_millis() - now.timestamp_millis()) as u64)
+        })
+    }
+}
+
+/// Clock skew tolerated between the instance (or QStash) that hands a `scheduled` task off
+/// when it is due and the instance that claims it: a claim takes it up to this much early.
+/// The sweep hands one off only once due on its own clock ([`due_everywhere_by`]).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// The latest `nextAttemptAt` that is due at `now` ([`Task::is_due`] as a bound for filters).
+pub fn due_by(now: DateTime) -> DateTime {
+    DateTime::from_millis(now.timestamp_millis() + CLOCK_SKEW.as_millis() as i64)
+}
+
+/// The latest hand-off time that is due at `now` on every instance whose clock is at most
+/// [`CLOCK_SKEW`] behind this one: `now` itself. What the sweep hands off.
+pub fn due_everywhere_by(now: DateTime) -> DateTime {
+    DateTime::from_millis(due_by(now).timestamp_millis() - CLOCK_SKEW.as_millis() as i64)
 }
 
 /// A BSON time as RFC 3339 text for clients (milliseconds since the epoch if it cannot be).
@@ -463,6 +499,36 @@ pub fn document_to_json(doc: Document) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_within_the_clock_skew() {
+        let now = DateTime::from_millis(1_700_000_000_000);
+        let at = |ms: i64| DateTime::from_millis(now.timestamp_millis() + ms);
+        let owner = UserId::parse("u").unwrap();
+        let task = |status, next: Option<DateTime>| Task {
+            status,
+            next_attempt_at: next,
+            ..Task::new(owner.clone(), None, "demo".into(), Document::new(), 3)
+        };
+        // (status, nextAttemptAt - now in ms, until due in ms)
+        let rows = [
+            (TaskStatus::Queued, None, None),
+            (TaskStatus::Scheduled, Some(-5_000), None),
+            (TaskStatus::Scheduled, Some(0), None),
+            (TaskStatus::Scheduled, Some(1_000), None), // within CLOCK_SKEW
+            (TaskStatus::Scheduled, Some(1_001), Some(1_001)),
+            (TaskStatus::Scheduled, Some(30_000), Some(30_000)),
+            (TaskStatus::Failed, Some(30_000), None), // only a scheduled task waits
+        ];
+        for (status, next, until) in rows {
+            let task = task(status, next.map(at));
+            let want = until.map(|ms| Duration::from_millis(ms as u64));
+            assert_eq!(task.until_due(now), want, "{status:?} {next:?}");
+            assert_eq!(task.is_due(now), want.is_none());
+        }
+        assert_eq!(due_by(now), at(1_000));
+        assert_eq!(due_everywhere_by(now), now);
+    }
 
     #[test]
     fn ids_reject_empty_long_and_control_characters() {

@@ -9,17 +9,15 @@ use std::time::Duration;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
-use crate::error::Result;
+use crate::error::{JobsError, REQUEUE_FAILED_MESSAGE, Result};
 use crate::error_groups::Cause;
 use crate::failpoints::At;
 use crate::store::Store;
 use crate::task::{
     ERROR_HISTORY_LEN, EVENTS_LEN, Event, EventKind, Handoff, Lease, Task, TaskId, TaskStatus,
-    UserId,
+    UserId, due_by,
 };
 
-/// `lastError` of a task whose retry could not be handed off (the plan's message).
-pub const REQUEUE_FAILED_MESSAGE: &str = "Failed to re-queue task.";
 /// `lastError` of a task whose `create` could not hand it off.
 pub const ENQUEUE_FAILED_MESSAGE: &str =
     "Failed to queue task: the queue could not be reached. Retry it.";
@@ -73,6 +71,55 @@ fn failed_update(attempt: i32, message: &str, event: Event) -> Document {
     update
 }
 
+/// Why `retry` refuses a task: the retry rule (the owner's task, `failed`, with retries left)
+/// read on a task, where [`requeue_filter`] is the same rule as the update's filter. Single and
+/// bulk retry answer from it, and so does the filter page of a bulk retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such task.
+    NotFound,
+    /// Another user's task.
+    NotOwner,
+    /// Not `failed`, or re-queued meanwhile by another retry.
+    NotFailed,
+    /// Its `retryCount` has reached its `maxRetries` (carried).
+    MaxRetries(i32),
+}
+
+/// Why `retry` by `user` would refuse `task` (`None`: absent); `None` if it would not.
+pub fn retry_refusal(task: Option<&Task>, user: &UserId) -> Option<Refusal> {
+    match task {
+        None => Some(Refusal::NotFound),
+        Some(task) if task.user_id != *user => Some(Refusal::NotOwner),
+        Some(task) if task.status != TaskStatus::Failed => Some(Refusal::NotFailed),
+        Some(task) if task.retry_count >= task.max_retries => {
+            Some(Refusal::MaxRetries(task.max_retries))
+        }
+        Some(_) => None,
+    }
+}
+
+impl Refusal {
+    /// What `retry` of `task_id` answers.
+    pub fn error(self, task_id: TaskId) -> JobsError {
+        match self {
+            Self::NotFound => JobsError::TaskNotFound(task_id),
+            Self::NotOwner => JobsError::NotOwner,
+            Self::NotFailed => JobsError::NotFailed,
+            Self::MaxRetries(max) => JobsError::MaxRetries(max),
+        }
+    }
+
+    /// The code a bulk retry skips the task with: another user's task is `TASK_NOT_FOUND`, so
+    /// nothing about it leaks.
+    pub fn skip_code(self, task_id: TaskId) -> &'static str {
+        match self {
+            Self::NotOwner => Self::NotFound.error(task_id).code(),
+            other => other.error(task_id).code(),
+        }
+    }
+}
+
 /// The guard of `requeue_for_retry`: the owner's task, failed, with retries left.
 pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
     doc! {
@@ -106,13 +153,11 @@ fn handoff_fence(task_id: &TaskId, dedup_id: &str) -> Document {
     doc! { "taskId": task_id.as_str(), "status": TaskStatus::Queued, "handoff.dedupId": dedup_id }
 }
 
-/// Anyone can claim a `queued` task; a `scheduled` one once it is due (1 s of clock skew
-/// allowed between the function and whoever scheduled it).
+/// Anyone can claim a `queued` task; a `scheduled` one once it is due ([`Task::is_due`]).
 fn claimable(task_id: &TaskId, now: DateTime) -> Document {
-    let due = DateTime::from_millis(now.timestamp_millis() + 1000);
     doc! { "taskId": task_id.as_str(), "$or": [
         { "status": TaskStatus::Queued },
-        { "status": TaskStatus::Scheduled, "nextAttemptAt": { "$lte": due } },
+        { "status": TaskStatus::Scheduled, "nextAttemptAt": { "$lte": due_by(now) } },
     ] }
 }
 
@@ -175,5 +220,78 @@ impl Store {
             log(task_id, from, TaskStatus::Failed, transition);
         }
         Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_refusal_and_what_each_caller_answers() {
+        let owner = UserId::parse("owner").unwrap();
+        let other = UserId::parse("other").unwrap();
+        let task = |status, retry_count| Task {
+            status,
+            retry_count,
+            ..Task::new(owner.clone(), None, "demo".into(), Document::new(), 3)
+        };
+        use Refusal::*;
+        use TaskStatus::*;
+        // (task, caller, refusal, `retry`'s code, bulk's code)
+        let rows = [
+            (
+                None,
+                &owner,
+                Some(NotFound),
+                "TASK_NOT_FOUND",
+                "TASK_NOT_FOUND",
+            ),
+            (
+                Some(task(Failed, 0)),
+                &other,
+                Some(NotOwner),
+                "NOT_OWNER",
+                "TASK_NOT_FOUND",
+            ),
+            (
+                Some(task(Queued, 0)),
+                &owner,
+                Some(NotFailed),
+                "NOT_FAILED",
+                "NOT_FAILED",
+            ),
+            (
+                Some(task(Completed, 0)),
+                &owner,
+                Some(NotFailed),
+                "NOT_FAILED",
+                "NOT_FAILED",
+            ),
+            (
+                Some(task(Failed, 3)),
+                &owner,
+                Some(MaxRetries(3)),
+                "MAX_RETRIES",
+                "MAX_RETRIES",
+            ),
+            (
+                Some(task(Failed, 4)),
+                &owner,
+                Some(MaxRetries(3)),
+                "MAX_RETRIES",
+                "MAX_RETRIES",
+            ),
+            (Some(task(Failed, 2)), &owner, None, "", ""),
+        ];
+        for (task, user, refusal, single, bulk) in rows {
+            let got = retry_refusal(task.as_ref(), user);
+            assert_eq!(got, refusal, "{task:?}");
+            if let Some(refusal) = got {
+                let id = TaskId::generate();
+                assert_eq!(refusal.error(id.clone()).code(), single);
+                assert_eq!(refusal.skip_code(id), bulk);
+            }
+        }
     }
 }

@@ -5,16 +5,17 @@
 use super::*;
 
 impl Store {
-    /// queued (or scheduled and due) -> processing: takes a new lease and counts the attempt.
-    /// `None` when there is nothing to claim: a redelivery, a task cancelled or failed
-    /// meanwhile, or a scheduled task delivered before it is due. `by` is who delivered it.
+    /// queued (or scheduled and due at `now`) -> processing: takes a new lease and counts the
+    /// attempt. `None` when there is nothing to claim: a redelivery, a task cancelled or
+    /// failed meanwhile, or a scheduled task delivered before it is due. `by` is who delivered
+    /// it.
     pub async fn claim(
         &self,
         task_id: &TaskId,
         lease_for: Duration,
         by: &str,
+        now: DateTime,
     ) -> Result<Option<Task>> {
-        let now = DateTime::now();
         let lease_id = uuid::Uuid::new_v4().to_string();
         let lease = doc! { "id": &lease_id, "expiresAt": later(lease_for) };
         // The attempt number is only known after `$inc`: the event names the claim, the

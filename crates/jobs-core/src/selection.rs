@@ -1,0 +1,86 @@
+//! What a caller selects: the shapes of `list`'s query and of a bulk retry's filter, and the
+//! cursor that pages through both. `requests` parses them from a request; `store` turns them
+//! into MongoDB filters; neither owns them.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mongodb::bson::DateTime;
+
+use crate::error::{JobsError, Result};
+use crate::task::{BrandId, TaskId, TaskStatus};
+
+/// `list`: filters, page size and the cursor of the previous page.
+#[derive(Debug)]
+pub struct ListQuery {
+    /// `?status=`: only tasks in this status; absent or empty means all.
+    pub status: Option<TaskStatus>,
+    /// `?brandId=`: only tasks of this tenant; absent or empty means all.
+    pub brand_id: Option<BrandId>,
+    /// `?limit=`: page size, checked by `requests` (20 unless given, 1..=100).
+    pub limit: i64,
+    /// `?cursor=`: start after this position, the previous page's `nextCursor`; `None` for the
+    /// first page.
+    pub after: Option<Cursor>,
+    /// `?errorGroup=`: only tasks whose last failure had this cause (12 hex digits).
+    pub error_group: Option<String>,
+}
+
+/// Which failed tasks a bulk retry by filter selects (checked values).
+#[derive(Debug, Default)]
+pub struct BulkFilter {
+    /// Only tasks of this type.
+    pub kind: Option<String>,
+    /// Only tasks that failed for this cause (12 hex digits).
+    pub error_group: Option<String>,
+    /// Only tasks of this tenant.
+    pub brand_id: Option<BrandId>,
+}
+
+/// Position after the last task of a page: `(createdAt, taskId)`, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    /// `createdAt` of the last task of the page.
+    pub created_at: DateTime,
+    /// Its id, which orders tasks created in the same millisecond.
+    pub task_id: TaskId,
+}
+
+impl Cursor {
+    /// The opaque `nextCursor` a client passes back as `?cursor=` (base64url of `millis:taskId`).
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_millis(),
+            self.task_id
+        ))
+    }
+
+    /// Reads a cursor [`Cursor::encode`] made; anything else is an `InvalidQuery`.
+    pub fn decode(raw: &str) -> Result<Self> {
+        let bogus = || JobsError::InvalidQuery("cursor is not one this service issued".into());
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bogus())?;
+        let text = String::from_utf8(bytes).map_err(|_| bogus())?;
+        let (millis, task_id) = text.split_once(':').ok_or_else(bogus)?;
+        Ok(Self {
+            created_at: DateTime::from_millis(millis.parse().map_err(|_| bogus())?),
+            task_id: TaskId::parse(task_id).map_err(|_| bogus())?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_forgeries() {
+        let cursor = Cursor {
+            created_at: DateTime::from_millis(1_700_000_000_123),
+            task_id: TaskId::generate(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        for bogus in ["", "!!!", "bm90LWEtY3Vyc29y", "MTIzOg"] {
+            assert!(Cursor::decode(bogus).is_err(), "{bogus}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The causes the failure transitions record (`errorTemplate`, `errorGroup`), grouped by
+//! `error_groups`.
+
+use jobs_core::store::count_commands;
+use jobs_core::task::{Handoff, Task, TaskStatus};
+use jobs_core::testing::{self, assert_legal, task};
+use jobs_core::transitions::ENQUEUE_FAILED_MESSAGE;
+use mongodb::bson::DateTime;
+
+use crate::support::{
+    ATTEMPT_3, ATTEMPT_CAUSE, BOOM, BOOM_CAUSE, CauseOf, ENQUEUE_CAUSE, scheduled_in_ms, user,
+};
+
+use TaskStatus::{Cancelled, Completed, Failed, Scheduled};
+
+/// `error_groups`: one aggregation; a user's tasks of one status grouped by cause, with the
+/// template, the count, the latest failure and an example (the latest), largest first (then
+/// latest first); other users' tasks, other statuses and tasks without a cause left out.
+#[tokio::test]
+async fn error_groups() {
+    let store = testing::fresh_store();
+    let alice = user("alice");
+    let failed = |message: &str, secs_ago| {
+        task()
+            .status(Failed)
+            .last_error(message)
+            .updated_secs_ago(secs_ago)
+    };
+    let attempt_1 = failed("Simulated failure on attempt 1", 30)
+        .insert(&store)
+        .await;
+    let attempt_2 = failed("Simulated failure on attempt 2", 10)
+        .retry_count(1)
+        .insert(&store)
+        .await;
+    let attempt_3 = failed(ATTEMPT_3, 20).retry_count(2).insert(&store).await;
+    let http_503 = failed("webhook answered HTTP 503", 5).insert(&store).await;
+    let http_500 = failed("webhook answered HTTP 500", 40).insert(&store).await;
+    let boom = failed(BOOM, 1).insert(&store).await;
+    let unqueued = failed(ENQUEUE_FAILED_MESSAGE, 50)
+        .attempts(0)
+        .insert(&store)
+        .await;
+    // Left out: another user's, other statuses, no cause recorded.
+    failed("Simulated failure on attempt 1", 0)
+        .owner("mallory")
+        .insert(&store)
+        .await;
+    let scheduled = scheduled_in_ms(60_000).insert(&store).await;
+    task().status(Completed).insert(&store).await;
+    task().status(Cancelled).insert(&store).await;
+    failed("Simulated failure on attempt 1", 0)
+        .without_error_group()
+        .insert(&store)
+        .await;
+    let retried = failed("Simulated failure on attempt 1", 0)
+        .insert(&store)
+        .await;
+    let handoff = Handoff::new(&retried.task_id, DateTime::now(), true);
+    store
+        .requeue_for_retry(&retried.task_id, &alice, &handoff)
+        .await
+        .unwrap()
+        .expect("retried: queued, its cause kept");
+    let seeded = [
+        &attempt_1, &attempt_2, &attempt_3, &http_503, &http_500, &boom, &unqueued, &scheduled,
+    ];
+    seeded.iter().for_each(|t| assert_legal(t));
+
+    type Group = (String, String, i64, DateTime, String);
+    let groups = |status| {
+        let store = &store;
+        let alice = &alice;
+        async move {
+            let (groups, commands) = count_commands(store.error_groups(alice, status)).await;
+            assert_eq!(commands, 1, "error_groups is ONE command");
+            groups
+                .unwrap()
+                .into_iter()
+                .map(|g| {
+                    let count = match g.get("count") {
+                        Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+                        Some(mongodb::bson::Bson::Int64(n)) => *n,
+                        other => panic!("count {other:?} in {g}"),
+                    };
+                    (
+                        g.get_str("_id").unwrap().to_owned(),
+                        g.get_str("template").unwrap().to_owned(),
+                        count,
+                        *g.get_datetime("lastAt").unwrap(),
+                        g.get_str("exampleTaskId").unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<Group>>()
+        }
+    };
+    let group = |(template, group): CauseOf, count, latest: &Task| -> Group {
+        (
+            group.to_owned(),
+            template.to_owned(),
+            count,
+            latest.updated_at,
+            latest.task_id.to_string(),
+        )
+    };
+    const HTTP_CAUSE: CauseOf = ("webhook answered HTTP <n>", "fb2941b260ea");
+    assert_eq!(
+        groups(Failed).await,
+        vec![
+            group(ATTEMPT_CAUSE, 3, &attempt_2),
+            group(HTTP_CAUSE, 2, &http_503),
+            group(BOOM_CAUSE, 1, &boom),
+            group(ENQUEUE_CAUSE, 1, &unqueued),
+        ],
+        "alice's failed tasks by cause: (errorGroup, template, count, lastAt, exampleTaskId)"
+    );
+    assert_eq!(
+        groups(Scheduled).await,
+        vec![group(ATTEMPT_CAUSE, 1, &scheduled)],
+        "alice's scheduled tasks by cause"
+    );
+}
