@@ -1,9 +1,17 @@
-//! The owner's transitions: retry a failed task (and undo a retry whose hand-off failed),
+//! The owner's transitions: create a task, retry a failed one (and undo a retry whose hand-off failed),
 //! fail a task whose `create` could not hand it off, and cancel.
 
 use super::*;
 
 impl Store {
+    /// none -> queued: stores a new task as `create` made it (creating the indexes first, once
+    /// per process).
+    pub async fn insert(&self, task: &Task) -> Result<()> {
+        self.ensure_indexes().await?;
+        self.run(self.tasks().await?.insert_one(task)).await?;
+        Ok(())
+    }
+
     /// failed -> queued, for the owner, within the retry budget, recording `handoff`. Returns
     /// the task as it was before. `None` means
     /// the guard did not hold; the caller reads the task to say why.

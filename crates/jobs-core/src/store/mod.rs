@@ -1,0 +1,171 @@
+//! The MongoDB store: one client per process, reused across requests (serverless practice),
+//! and the `tasks` collection. Its methods, grouped by what they do:
+//! - here: the connection, the operation timeout, command counting and `ping`;
+//! - `upkeep`: the indexes, created once per process;
+//! - `reads`: what actions read, each named after the question it answers;
+//! - `scans`: what the sweep looks for;
+//! - `idempotency`: create's idempotency keys, in their own collection;
+//! - the writes of `tasks` are the transitions (`crate::transitions`, one file per who makes
+//!   them): nothing else writes a task.
+//!
+//! No module but these builds a filter.
+
+mod idempotency;
+mod reads;
+mod scans;
+mod upkeep;
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use mongodb::bson::doc;
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
+use mongodb::{Client, Collection, Database};
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::error::{JobsError, Result};
+use crate::task::Task;
+
+pub use idempotency::{Admission, IDEMPOTENCY_KEYS, idempotency_key_indexes};
+pub use reads::{Page, error_groups_pipeline};
+pub use upkeep::task_indexes;
+
+const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled connections are closed after this long: a serverless instance may be frozen
+/// between invocations, and MongoDB's guidance for Vercel functions is `maxIdleTimeMS=5000`
+/// so frozen instances do not pile up connections on the cluster.
+const DEFAULT_MAX_IDLE_TIME: Duration = Duration::from_secs(5);
+/// Connections per function instance: a request issues one or two commands in sequence, so a
+/// few connections serve many concurrent requests, and instances x pool stays within Atlas's
+/// connection limits (README, "Database connections at scale").
+pub const DEFAULT_MAX_POOL_SIZE: u32 = 5;
+
+tokio::task_local! {
+    static COMMANDS: Cell<u32>;
+}
+
+/// Runs `work` while counting the MongoDB commands it issues (the driver's command
+/// monitoring calls back inline, on the task that runs the operation).
+pub async fn count_commands<F: Future>(work: F) -> (F::Output, u32) {
+    COMMANDS
+        .scope(Cell::new(0), async move {
+            let output = work.await;
+            (output, COMMANDS.with(Cell::get))
+        })
+        .await
+}
+
+/// The MongoDB store: the client is created on first use, once per process, and reused.
+pub struct Store {
+    uri: String,
+    db_name: String,
+    max_pool_size: u32,
+    /// Longest a single database operation may take before the request answers 503.
+    operation_timeout: Duration,
+    database: OnceCell<Database>,
+    indexes: OnceCell<()>,
+    key_indexes: OnceCell<()>,
+}
+
+impl Store {
+    /// Remembers where the database is without contacting it: the first operation connects
+    /// (so a DNS failure resolving `mongodb+srv` at cold start is a 503, not a dead process).
+    pub fn new(config: &Config) -> Self {
+        Self {
+            uri: config.mongodb_uri().to_owned(),
+            db_name: config.mongodb_db.clone(),
+            max_pool_size: config.db_max_pool_size,
+            operation_timeout: config.db_operation_timeout,
+            database: OnceCell::new(),
+            indexes: OnceCell::new(),
+            key_indexes: OnceCell::new(),
+        }
+    }
+
+    /// The database handle, created on first use; a failure is retried by the next call.
+    pub(crate) async fn database(&self) -> Result<&Database> {
+        self.database
+            .get_or_try_init(|| async {
+                let options = tokio::time::timeout(self.operation_timeout, self.client_options())
+                    .await
+                    .map_err(|_| {
+                        tracing::warn!("resolving MONGODB_URI timed out");
+                        JobsError::DbUnavailable
+                    })?
+                    .map_err(|error| match error {
+                        // Not a passing outage: the connection string itself is wrong.
+                        JobsError::Internal(detail) => {
+                            tracing::error!(detail, "MONGODB_URI cannot be used");
+                            JobsError::Misconfigured(
+                                "The service is misconfigured: MONGODB_URI is not a valid connection string".into(),
+                            )
+                        }
+                        other => other,
+                    })?;
+                let client = Client::with_options(options)?;
+                Ok::<_, JobsError>(client.database(&self.db_name))
+            })
+            .await
+    }
+
+    async fn client_options(&self) -> Result<ClientOptions> {
+        let mut options = ClientOptions::parse(&self.uri).await?;
+        // An unreachable database must be a prompt 503, not a 30 s hang.
+        options
+            .server_selection_timeout
+            .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options
+            .connect_timeout
+            .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
+        options.max_idle_time.get_or_insert(DEFAULT_MAX_IDLE_TIME);
+        options.max_pool_size.get_or_insert(self.max_pool_size);
+        options.app_name.get_or_insert_with(|| "jobs".into());
+        // An acknowledged write must survive a database crash: a task answered 201 and then
+        // lost would break the promise that nothing is lost. The URI may ask for another.
+        options.write_concern.get_or_insert_with(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        });
+        options.command_event_handler = Some(EventHandler::callback(|event| {
+            if let CommandEvent::Started(_) = event {
+                let _ = COMMANDS.try_with(|n| n.set(n.get() + 1));
+            }
+        }));
+        Ok(options)
+    }
+
+    /// The `tasks` collection.
+    pub(crate) async fn tasks(&self) -> Result<Collection<Task>> {
+        Ok(self.database().await?.collection("tasks"))
+    }
+
+    /// Runs one database operation within the operation timeout (the Rust driver has no
+    /// `timeoutMS`): a hung primary is a 503 `DB_UNAVAILABLE`, not a request that never ends.
+    pub(crate) async fn run<T>(
+        &self,
+        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.operation_timeout, operation.into_future()).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.operation_timeout.as_millis() as u64,
+                    "database operation timed out"
+                );
+                Err(JobsError::DbUnavailable)
+            }
+        }
+    }
+
+    /// One `ping` round trip: is the database reachable?
+    pub async fn ping(&self) -> Result<()> {
+        let admin = self.database().await?.client().database("admin");
+        self.run(admin.run_command(doc! { "ping": 1 })).await?;
+        Ok(())
+    }
+}

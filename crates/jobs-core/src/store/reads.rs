@@ -1,0 +1,178 @@
+//! What actions read from `tasks`, each read named after the question it answers.
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+
+use super::Store;
+use crate::error::Result;
+use crate::selection::{BulkFilter, Cursor, ListQuery};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+
+/// The aggregation of `groups` (docs/spec.md §14): a user's tasks in `status` grouped by
+/// `errorGroup`, newest first within a group, largest groups first, at most 50.
+pub fn error_groups_pipeline(user: &UserId, status: TaskStatus) -> [Document; 5] {
+    [
+        doc! { "$match": { "userId": user.as_str(), "status": status,
+        "errorGroup": { "$type": "string" } } },
+        doc! { "$sort": { "updatedAt": -1 } },
+        doc! { "$group": {
+            "_id": "$errorGroup",
+            "template": { "$first": "$errorTemplate" },
+            "count": { "$sum": 1 },
+            "lastAt": { "$max": "$updatedAt" },
+            "exampleTaskId": { "$first": "$taskId" },
+        } },
+        doc! { "$sort": { "count": -1, "lastAt": -1 } },
+        doc! { "$limit": 50 },
+    ]
+}
+
+/// Newest first, after `after`: `createdAt` older, or the same and a smaller `taskId`.
+fn after_cursor(after: &Cursor) -> Vec<Document> {
+    vec![
+        doc! { "createdAt": { "$lt": after.created_at } },
+        doc! { "createdAt": after.created_at, "taskId": { "$lt": after.task_id.as_str() } },
+    ]
+}
+
+/// The tasks whose current hand-off is one of `handoffs`. Dedup ids are unique per hand-off,
+/// so `$in` on both fields cannot pair one task's id with another's hand-off.
+fn carrying(handoffs: &[(TaskId, Handoff)]) -> Document {
+    let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
+    let dedup: Vec<&str> = handoffs.iter().map(|(_, h)| h.dedup_id.as_str()).collect();
+    doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } }
+}
+
+/// A page of `list`: its tasks and, when more follow, where the next page starts.
+pub struct Page {
+    /// At most the requested number of tasks, newest first, payloads left out.
+    pub tasks: Vec<Task>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl Store {
+    /// A task by id, whoever owns it.
+    pub async fn find(&self, task_id: &TaskId) -> Result<Option<Task>> {
+        let tasks = self.tasks().await?;
+        self.run(tasks.find_one(doc! { "taskId": task_id.as_str() }))
+            .await
+    }
+
+    /// A task of this user; another user's task is indistinguishable from a missing one.
+    pub async fn find_owned(&self, task_id: &TaskId, user_id: &UserId) -> Result<Option<Task>> {
+        let tasks = self.tasks().await?;
+        self.run(tasks.find_one(doc! { "taskId": task_id.as_str(), "userId": user_id.as_str() }))
+            .await
+    }
+
+    /// One page of a user's tasks, newest first, in one `find` round trip: one task more than
+    /// the page is read to know whether another page follows. Without `brandId` or
+    /// `errorGroup` the filter is a prefix of an index and the sort its order; payloads and
+    /// timelines are left out (`get` has them).
+    pub async fn list_for(&self, user: &UserId, query: &ListQuery) -> Result<Page> {
+        let mut filter = doc! { "userId": user.as_str() };
+        if let Some(status) = query.status {
+            filter.insert("status", status);
+        }
+        if let Some(brand) = &query.brand_id {
+            filter.insert("brandId", brand.as_str());
+        }
+        if let Some(group) = &query.error_group {
+            filter.insert("errorGroup", group.as_str());
+        }
+        if let Some(after) = &query.after {
+            filter.insert("$or", after_cursor(after));
+        }
+        let tasks = self.tasks().await?;
+        let find = tasks
+            .find(filter)
+            .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .projection(doc! { "payload": 0, "events": 0 })
+            .limit(query.limit + 1)
+            .batch_size(query.limit as u32 + 1);
+        let mut tasks: Vec<Task> = self.run(async { find.await?.try_collect().await }).await?;
+        let next = (tasks.len() as i64 > query.limit).then(|| {
+            tasks.truncate(query.limit as usize);
+            let last = tasks.last().expect("a full page has a last task");
+            Cursor {
+                created_at: last.created_at,
+                task_id: last.task_id.clone(),
+            }
+        });
+        Ok(Page { tasks, next })
+    }
+
+    /// Tasks by id, whoever owns them, in ONE `find` (bulk retry reads its candidates).
+    pub async fn find_many(&self, task_ids: &[TaskId]) -> Result<Vec<Task>> {
+        let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        self.scan(doc! { "taskId": { "$in": ids } }, task_ids.len() as i64)
+            .await
+    }
+
+    /// Up to `limit` of a user's `failed` tasks matching `filter`, newest first, after
+    /// `after`: one page of a bulk retry by filter, in ONE `find` served by the
+    /// `{userId, status, createdAt, taskId}` index.
+    pub async fn failed_page(
+        &self,
+        user: &UserId,
+        filter: &BulkFilter,
+        after: Option<&Cursor>,
+        limit: i64,
+    ) -> Result<Vec<Task>> {
+        let mut query = doc! { "userId": user.as_str(), "status": TaskStatus::Failed };
+        if let Some(kind) = &filter.kind {
+            query.insert("type", kind.as_str());
+        }
+        if let Some(group) = &filter.error_group {
+            query.insert("errorGroup", group.as_str());
+        }
+        if let Some(brand) = &filter.brand_id {
+            query.insert("brandId", brand.as_str());
+        }
+        if let Some(after) = after {
+            query.insert("$or", after_cursor(after));
+        }
+        let tasks = self.tasks().await?;
+        let find = tasks
+            .find(query)
+            .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .projection(doc! { "payload": 0, "events": 0 })
+            .limit(limit);
+        self.run(async { find.await?.try_collect().await }).await
+    }
+
+    /// Which of `handoffs` are now the current hand-off of their task: the tasks a bulk
+    /// re-queue moved (ONE `find`, ids only).
+    pub async fn requeued_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
+        let tasks = self.database().await?.collection::<Document>("tasks");
+        let find = tasks
+            .find(carrying(handoffs))
+            .projection(doc! { "taskId": 1, "_id": 0 });
+        let found: Vec<Document> = self.run(async { find.await?.try_collect().await }).await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_str("taskId").ok())
+            .filter_map(|id| TaskId::parse(id).ok())
+            .collect())
+    }
+
+    /// The tasks that still carry one of `handoffs`, without payloads and timelines, in ONE
+    /// `find`: how a bulk retry's undo left them.
+    pub async fn carrying_tasks(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<Task>> {
+        let tasks = self.tasks().await?;
+        let find = tasks
+            .find(carrying(handoffs))
+            .projection(doc! { "payload": 0, "events": 0 });
+        self.run(async { find.await?.try_collect().await }).await
+    }
+
+    /// A user's failures grouped by cause, largest first, at most 50, in ONE aggregation.
+    pub async fn error_groups(&self, user: &UserId, status: TaskStatus) -> Result<Vec<Document>> {
+        let pipeline = error_groups_pipeline(user, status);
+        let tasks = self.tasks().await?;
+        let aggregate = tasks.aggregate(pipeline);
+        self.run(async { aggregate.await?.try_collect().await })
+            .await
+    }
+}
