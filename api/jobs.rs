@@ -243,46 +243,100 @@ mod tests {
     use super::*;
     use jobs_core::task::{TaskId, TaskStatus};
 
-    /// The status column of docs/spec.md §5, one row per error.
+    /// docs/spec.md §5's error table is the code's: an example of every variant of `JobsError`
+    /// (`error.rs` is read to know them all) has a row with its code, its status from
+    /// `status_of` and a message its `Display` fits, every row has an example, and the 401 row
+    /// lists exactly the messages `auth.rs` answers with.
     #[test]
     fn every_error_has_its_status() {
+        use jobs_core::testing::spec::{fits, quoted, table};
+        use std::collections::BTreeSet;
+
         let id = || TaskId::parse("t").unwrap();
-        let rows = [
-            (JobsError::MissingFields("taskId, userId"), 400),
-            (JobsError::InvalidBody("x".into()), 400),
-            (JobsError::InvalidQuery("x".into()), 400),
-            (JobsError::UnknownAction("x".into()), 400),
-            (JobsError::UnknownTaskType("x".into()), 400),
-            (JobsError::InvalidPayload("x".into()), 400),
-            (JobsError::Unauthenticated("x"), 401),
-            (JobsError::NotOwner, 403),
-            (JobsError::UserMismatch, 403),
-            (JobsError::TaskNotFound(id()), 404),
-            (
-                JobsError::MethodNotAllowed {
-                    method: "GET".into(),
-                    action: "retry",
-                    allow: "POST",
-                },
-                405,
-            ),
-            (JobsError::NotFailed, 409),
-            (JobsError::CancelledMeanwhile, 409),
-            (JobsError::NotDueYet(3), 425),
-            (JobsError::IdempotencyKeyReused, 409),
-            (JobsError::MaxRetries(3), 409),
-            (JobsError::NotCancellable(TaskStatus::Completed), 409),
-            (JobsError::PayloadTooLarge { limit: 1 }, 413),
-            (JobsError::missing_setting("JOBS_AUTH_SECRET"), 500),
-            (JobsError::InvalidSettings("x".into()), 503),
-            (JobsError::Internal("detail".into()), 500),
-            (JobsError::RequeueFailed, 503),
-            (JobsError::EnqueueFailed(id()), 503),
-            (JobsError::DbUnavailable, 503),
+        let examples = [
+            JobsError::MissingFields("taskId, userId"),
+            JobsError::InvalidBody("x".into()),
+            JobsError::InvalidQuery("x".into()),
+            JobsError::UnknownAction("x".into()),
+            JobsError::UnknownTaskType("x".into()),
+            JobsError::InvalidPayload("x".into()),
+            JobsError::Unauthenticated("Invalid signature"),
+            JobsError::NotOwner,
+            JobsError::UserMismatch,
+            JobsError::TaskNotFound(id()),
+            JobsError::MethodNotAllowed {
+                method: "GET".into(),
+                action: "retry",
+                allow: "POST",
+            },
+            JobsError::NotFailed,
+            JobsError::CancelledMeanwhile,
+            JobsError::NotDueYet(3),
+            JobsError::IdempotencyKeyReused,
+            JobsError::MaxRetries(3),
+            JobsError::NotCancellable(TaskStatus::Completed),
+            JobsError::PayloadTooLarge {
+                limit: jobs_core::http::MAX_BODY_BYTES,
+            },
+            JobsError::missing_setting("JOBS_AUTH_SECRET"),
+            JobsError::InvalidSettings("JOBS_LEASE_SECONDS: expected ...".into()),
+            JobsError::Internal("detail".into()),
+            JobsError::RequeueFailed,
+            JobsError::EnqueueFailed(id()),
+            JobsError::DbUnavailable,
         ];
-        for (error, status) in rows {
-            assert_eq!(status_of(&error), status, "{}", error.code());
+        let source = include_str!("../crates/jobs-core/src/error.rs");
+        let body = source
+            .split_once("pub enum JobsError {")
+            .and_then(|(_, rest)| rest.split_once("\n}"))
+            .expect("error.rs declares JobsError")
+            .0;
+        let variants = body.lines().filter_map(|line| {
+            let name = line.strip_prefix("    ")?;
+            name.starts_with(|c: char| c.is_ascii_uppercase())
+                .then(|| name.split(|c: char| !c.is_alphanumeric()).next())?
+        });
+        for variant in variants {
+            assert!(
+                examples.iter().any(|e| format!("{e:?}")
+                    .split(|c: char| !c.is_alphanumeric())
+                    .next()
+                    == Some(variant)),
+                "no example of JobsError::{variant}"
+            );
         }
+
+        let rows = table("errors");
+        let mut answered = vec![false; rows.len()];
+        for error in &examples {
+            let (code, status, message) = (error.code(), status_of(error), error.to_string());
+            let row = rows.iter().position(|row| {
+                row[0] == format!("`{code}`")
+                    && row[1] == status.to_string()
+                    && quoted(&row[2])
+                        .iter()
+                        .any(|pattern| fits(pattern, &message))
+            });
+            let row = row.unwrap_or_else(|| {
+                panic!("docs/spec.md §5 has no row | `{code}` | {status} | `{message}` |")
+            });
+            answered[row] = true;
+        }
+        for (row, answered) in rows.iter().zip(answered) {
+            assert!(answered, "no error of the code is the row {row:?}");
+        }
+
+        let auth = include_str!("../crates/jobs-core/src/auth.rs");
+        let said: BTreeSet<&str> = auth
+            .split("Unauthenticated(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+            .collect();
+        let listed = rows
+            .iter()
+            .find(|row| row[0] == "`UNAUTHENTICATED`")
+            .map(|row| quoted(&row[2]).into_iter().collect::<BTreeSet<_>>());
+        assert_eq!(listed, Some(said), "the 401 messages of docs/spec.md §5");
         assert_eq!(
             JobsError::Internal("secret detail".into()).to_string(),
             "Internal error"

@@ -1,17 +1,22 @@
-//! A QStash emulator following docs/spec.md §10 closely enough that the production code cannot
-//! tell: `POST /v2/publish/<destination>` with a bearer token, `{"messageId"}` answers, a
-//! deduplication window, delivery of the body byte-for-byte with `Upstash-Message-Id`,
-//! `Upstash-Retried` and a real HS256 `Upstash-Signature`, redelivery on non-2xx, and, when
-//! the retries are exhausted, the signed `Upstash-Failure-Callback` with QStash's documented
-//! callback body, carrying each `Upstash-Failure-Callback-Forward-<name>` header of the publish
-//! as `<name>` (as `Upstash-Forward-<name>` is carried to the destination).
+//! A QStash emulator (docs/spec.md §10), close enough that the production code cannot tell:
+//! `POST /v2/publish/<destination>` with a bearer token, `{"messageId"}` answers, a 600 s
+//! deduplication window on `Upstash-Deduplication-Id`, delivery of the body byte-for-byte with
+//! `Upstash-Message-Id`, `Upstash-Retried` and a real HS256 `Upstash-Signature` (signed with the
+//! current key: `iss: "Upstash"`, `sub` = the destination URL, `iat`, `nbf`, `exp = iat + 300`,
+//! `jti`, `body` = base64url SHA-256 of the raw body), redelivery on non-2xx, and, when the
+//! retries are exhausted, the signed `Upstash-Failure-Callback` with QStash's documented
+//! callback body (`status`, `header`, `body`, `retried`, `maxRetries`, `sourceMessageId`, `url`,
+//! `method`, `sourceHeader`, `sourceBody` base64, `createdAt`), carrying each
+//! `Upstash-Failure-Callback-Forward-<name>` header of the publish as `<name>` (as
+//! `Upstash-Forward-<name>` is carried to the destination).
 //!
 //! Also `POST /v2/batch` (a JSON array of `{destination, headers, body, queue?}`, `body` a
 //! plain string, `headers` the same `Upstash-*` headers a publish takes; answered with an
 //! array of `{messageId}` / `{messageId, deduplicated: true}` / `{error}` in request order,
 //! each message then handled exactly like a single publish), and the delivery time headers
 //! `Upstash-Not-Before: <unix seconds>` and `Upstash-Delay: <n><s|m|h|d>` (Not-Before wins
-//! when both are sent): the first attempt is not made before then.
+//! when both are sent): the first attempt is not made before then, unless a test sets
+//! `ignore_not_before`. A malformed batch is refused whole with 400.
 //!
 //! It records what it received so tests can assert on headers and destinations.
 //!

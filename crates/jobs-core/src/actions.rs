@@ -85,8 +85,10 @@ pub enum Delivery<F> {
         /// The run of its processor, to await after the response (`wait_until`).
         work: F,
     },
-    /// No `queued` task by that id: a duplicate delivery (QStash is at-least-once), a task
-    /// cancelled or failed meanwhile, or an unknown id. Answer 200 and do nothing.
+    /// Nothing to claim (neither `queued` nor a `scheduled` task that is due, docs/spec.md §4):
+    /// a duplicate delivery (QStash is at-least-once), a task cancelled, running or finished
+    /// meanwhile, or an unknown id. Answer 200 and do nothing. (A `scheduled` task delivered
+    /// before it is due is no `Delivery`: `process` answers it 425 `NOT_DUE`.)
     NotClaimed,
 }
 
@@ -403,8 +405,8 @@ impl App {
         Ok(Done::new(task_id))
     }
 
-    /// `cancel`: a queued or processing task of the caller; the precise refusal is looked up
-    /// only when the update matched nothing.
+    /// `cancel`: a queued, scheduled or processing task of the caller; the precise refusal is
+    /// looked up only when the update matched nothing.
     pub async fn cancel(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
         let request: TaskRequest = decode(body)?;
         let task_id = task_id(request.task_id.as_deref(), Source::Body)?

@@ -133,7 +133,8 @@ pub struct Config {
     /// its hand-off a task still `queued` (or `scheduled`) is failed as never picked up.
     pub queue_timeout: Duration,
     /// `JOBS_REDISPATCH_SECONDS` (default 120, 1..=86400): how old a `queued` task's hand-off
-    /// must be before `sweep` re-sends it, once, with the same deduplication id.
+    /// must be before `sweep` re-sends it with the same deduplication id (and, through QStash,
+    /// how long past due a `scheduled` task's).
     pub redispatch_after: Duration,
     /// `JOBS_DB_TIMEOUT_MS` (default 10000, 100..=120000): the longest one database operation
     /// may take before the request answers 503 `DB_UNAVAILABLE`.

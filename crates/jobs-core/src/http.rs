@@ -24,12 +24,12 @@ pub enum Action {
     List,
     /// `retry` (POST): re-queues a failed task of the caller, within its retry budget.
     Retry,
-    /// `cancel` (POST): stops a queued or processing task of the caller.
+    /// `cancel` (POST): stops a queued, scheduled or processing task of the caller.
     Cancel,
     /// `process` (POST): a delivery from QStash or a self-invocation; claims the task and runs it.
     Process,
-    /// `sweep` (GET): the cron job that fails tasks whose worker was lost or that were never picked
-    /// up.
+    /// `sweep` (GET): the rescuer: re-sends lost hand-offs, hands off due automatic retries, and
+    /// fails tasks whose worker was lost or that were never picked up.
     Sweep,
     /// `health` (GET): the database, dispatch and deployed settings, checked.
     Health,

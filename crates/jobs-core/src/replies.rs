@@ -112,7 +112,8 @@ impl Processed {
         }
     }
 
-    /// 200: nothing queued to claim (a redelivery, or the task was cancelled meanwhile).
+    /// 200: nothing to claim (a redelivery, or the task was cancelled, claimed or finished
+    /// meanwhile).
     pub fn not_claimed() -> Self {
         Self {
             success: true,
@@ -237,7 +238,7 @@ pub struct TaskView {
     /// `startedAt`: when the latest attempt was claimed; `null` before the first.
     pub started_at: Option<String>,
     /// `finishedAt`: when the task became `completed`, `failed` or `cancelled`; `null` while it is
-    /// queued or processing.
+    /// queued, scheduled or processing.
     pub finished_at: Option<String>,
     /// `autoRetry`: the automatic-retry policy, or `null`.
     pub auto_retry: Option<AutoRetry>,

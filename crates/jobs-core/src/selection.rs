@@ -16,7 +16,8 @@ pub struct ListQuery {
     pub status: Option<TaskStatus>,
     /// `?brandId=`: only tasks of this tenant; absent or empty means all.
     pub brand_id: Option<BrandId>,
-    /// `?limit=`: page size, checked by `requests` (20 unless given, 1..=100).
+    /// `?limit=`: page size, [`crate::requests::DEFAULT_LIST_LIMIT`] unless given,
+    /// 1..=[`crate::requests::MAX_LIST_LIMIT`] (`requests` checks it).
     pub limit: i64,
     /// `?cursor=`: start after this position, the previous page's `nextCursor`; `None` for the
     /// first page.

@@ -20,6 +20,8 @@
 //!
 //! Times are set relative to the moment the task is built, so no test sleeps to make time pass.
 
+pub mod spec;
+
 use mongodb::bson::{Bson, DateTime, Document, doc};
 
 use crate::config::Config;

@@ -1,5 +1,5 @@
 //! The rescuer's transitions (`sweep`, and QStash's failure callback): lost workers,
-//! hand-offs re-sent once, tasks never picked up, deliveries QStash gave up on.
+//! hand-offs re-sent, tasks never picked up, deliveries QStash gave up on.
 
 use super::*;
 
@@ -104,7 +104,7 @@ impl Store {
         Ok(cleared)
     }
 
-    /// queued, re-sent and still unclaimed -> failed: the rescuer's half for tasks nobody
+    /// queued/scheduled, re-sent and still unclaimed -> failed: the rescuer's half for tasks nobody
     /// picked up. A retry that never ran since it was queued is given back in the same
     /// update. Fenced on the hand-off (or, for a task queued before hand-offs were recorded,
     /// on `updatedAt`), so a task retried or claimed since it was read is left alone.
@@ -144,7 +144,7 @@ impl Store {
         .await
     }
 
-    /// queued -> failed when QStash gave up delivering hand-off `dedup_id` (its failure
+    /// queued/scheduled -> failed when QStash gave up delivering hand-off `dedup_id` (its failure
     /// callback), `task` as read just before. A later hand-off of the same task is left alone;
     /// a retry whose hand-off never arrived is given back, as `fail_never_picked_up` does.
     pub async fn fail_undelivered(

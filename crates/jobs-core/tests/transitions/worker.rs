@@ -548,3 +548,23 @@ async fn concurrent_claims_of_one_task_one_wins() {
     assert_eq!((stored.status, stored.attempts), (Processing, 1));
     assert_events_appended("20 claims", &seeded, &stored, &[(E::Claimed, "self")]);
 }
+
+/// The claim's filter and `Task::is_due` are one rule: at the edges of the clock skew, a
+/// scheduled task is claimed exactly when `is_due` says so, and `until_due` is what is left.
+#[tokio::test]
+async fn the_claim_takes_a_scheduled_task_exactly_when_it_is_due() {
+    let store = testing::fresh_store();
+    for in_ms in [-1, 0, 999, 1_000, 1_001, 1_500, 60_000] {
+        let seeded = scheduled_in_ms(in_ms).insert(&store).await;
+        let next = seeded.next_attempt_at.expect("scheduled");
+        // Judged at a `now` exactly `in_ms` before the next attempt, whatever the wall clock.
+        let now = DateTime::from_millis(next.timestamp_millis() - in_ms);
+        let claimed = store
+            .claim(&seeded.task_id, LEASE, "qstash", now)
+            .await
+            .unwrap();
+        assert_eq!(claimed.is_some(), seeded.is_due(now), "{in_ms} ms early");
+        let waits = seeded.until_due(now).map(|d| d.as_millis() as i64);
+        assert_eq!(waits, (in_ms > 1_000).then_some(in_ms), "{in_ms} ms early");
+    }
+}
