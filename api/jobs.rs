@@ -32,25 +32,6 @@ async fn main() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(e))
 }
 
-/// The HTTP status of each error of docs/spec.md §5, in one place.
-fn status_of(error: &JobsError) -> u16 {
-    use JobsError::*;
-    match error {
-        MissingFields(_) | InvalidBody(_) | InvalidQuery(_) | UnknownAction(_)
-        | UnknownTaskType(_) | InvalidPayload(_) => 400,
-        Unauthenticated(_) => 401,
-        NotOwner | UserMismatch => 403,
-        TaskNotFound(_) => 404,
-        MethodNotAllowed { .. } => 405,
-        NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile
-        | IdempotencyKeyReused => 409,
-        NotDueYet(_) => jobs_core::actions::NOT_DUE_STATUS,
-        PayloadTooLarge { .. } => 413,
-        Misconfigured(_) | Internal(_) => 500,
-        InvalidSettings(_) | RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
-    }
-}
-
 async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBody> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -74,7 +55,7 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
                 JobsError::MethodNotAllowed { allow, .. } => Some(*allow),
                 _ => None,
             };
-            (status_of(&error), body, allow)
+            (error.status(), body, allow)
         }
     };
     tracing::info!(
@@ -236,110 +217,4 @@ async fn static_page(app: &App, path: &str) -> Response<ResponseBody> {
             )),
     }
     .expect("valid response parts")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use jobs_core::task::{TaskId, TaskStatus};
-
-    /// docs/spec.md §5's error table is the code's: an example of every variant of `JobsError`
-    /// (`error.rs` is read to know them all) has a row with its code, its status from
-    /// `status_of` and a message its `Display` fits, every row has an example, and the 401 row
-    /// lists exactly the messages `auth.rs` answers with.
-    #[test]
-    fn every_error_has_its_status() {
-        use jobs_core::testing::spec::{fits, quoted, table};
-        use std::collections::BTreeSet;
-
-        let id = || TaskId::parse("t").unwrap();
-        let examples = [
-            JobsError::MissingFields("taskId, userId"),
-            JobsError::InvalidBody("x".into()),
-            JobsError::InvalidQuery("x".into()),
-            JobsError::UnknownAction("x".into()),
-            JobsError::UnknownTaskType("x".into()),
-            JobsError::InvalidPayload("x".into()),
-            JobsError::Unauthenticated("Invalid signature"),
-            JobsError::NotOwner,
-            JobsError::UserMismatch,
-            JobsError::TaskNotFound(id()),
-            JobsError::MethodNotAllowed {
-                method: "GET".into(),
-                action: "retry",
-                allow: "POST",
-            },
-            JobsError::NotFailed,
-            JobsError::CancelledMeanwhile,
-            JobsError::NotDueYet(3),
-            JobsError::IdempotencyKeyReused,
-            JobsError::MaxRetries(3),
-            JobsError::NotCancellable(TaskStatus::Completed),
-            JobsError::PayloadTooLarge {
-                limit: jobs_core::http::MAX_BODY_BYTES,
-            },
-            JobsError::missing_setting("JOBS_AUTH_SECRET"),
-            JobsError::InvalidSettings("JOBS_LEASE_SECONDS: expected ...".into()),
-            JobsError::Internal("detail".into()),
-            JobsError::RequeueFailed,
-            JobsError::EnqueueFailed(id()),
-            JobsError::DbUnavailable,
-        ];
-        let source = include_str!("../crates/jobs-core/src/error.rs");
-        let body = source
-            .split_once("pub enum JobsError {")
-            .and_then(|(_, rest)| rest.split_once("\n}"))
-            .expect("error.rs declares JobsError")
-            .0;
-        let variants = body.lines().filter_map(|line| {
-            let name = line.strip_prefix("    ")?;
-            name.starts_with(|c: char| c.is_ascii_uppercase())
-                .then(|| name.split(|c: char| !c.is_alphanumeric()).next())?
-        });
-        for variant in variants {
-            assert!(
-                examples.iter().any(|e| format!("{e:?}")
-                    .split(|c: char| !c.is_alphanumeric())
-                    .next()
-                    == Some(variant)),
-                "no example of JobsError::{variant}"
-            );
-        }
-
-        let rows = table("errors");
-        let mut answered = vec![false; rows.len()];
-        for error in &examples {
-            let (code, status, message) = (error.code(), status_of(error), error.to_string());
-            let row = rows.iter().position(|row| {
-                row[0] == format!("`{code}`")
-                    && row[1] == status.to_string()
-                    && quoted(&row[2])
-                        .iter()
-                        .any(|pattern| fits(pattern, &message))
-            });
-            let row = row.unwrap_or_else(|| {
-                panic!("docs/spec.md §5 has no row | `{code}` | {status} | `{message}` |")
-            });
-            answered[row] = true;
-        }
-        for (row, answered) in rows.iter().zip(answered) {
-            assert!(answered, "no error of the code is the row {row:?}");
-        }
-
-        let auth = include_str!("../crates/jobs-core/src/auth.rs");
-        let said: BTreeSet<&str> = auth
-            .split("Unauthenticated(")
-            .skip(1)
-            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
-            .collect();
-        let listed = rows
-            .iter()
-            .find(|row| row[0] == "`UNAUTHENTICATED`")
-            .map(|row| quoted(&row[2]).into_iter().collect::<BTreeSet<_>>());
-        assert_eq!(listed, Some(said), "the 401 messages of docs/spec.md §5");
-        assert_eq!(
-            JobsError::Internal("secret detail".into()).to_string(),
-            "Internal error"
-        );
-    }
 }

@@ -11,7 +11,7 @@ use crate::auth::{Auth, Credentials};
 use crate::bulk;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::error::{JobsError, Result};
+use crate::error::{JobsError, NOT_DUE_STATUS, Result};
 use crate::failpoints::At;
 use crate::http::{Query, decode};
 use crate::idempotency::{IdempotencyKey, request_hash};
@@ -29,9 +29,6 @@ use crate::sweeper::{self, SweepReport};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, rfc3339};
 use crate::transitions::{Refusal, retry_refusal};
 use crate::worker;
-
-/// The HTTP status of `NOT_DUE`: a delivery that came before the task's next attempt is due.
-pub const NOT_DUE_STATUS: u16 = 425;
 
 /// Deployed settings without which a hand-off can never be delivered (`process` refuses it) or
 /// a lost one never rescued (`sweep` refuses the cron): `create` and `retry` refuse to queue.

@@ -1,5 +1,5 @@
 //! The one error type of the service: every failure a caller can see, with its machine code and
-//! public message (docs/spec.md §5). The HTTP status is chosen at the edge, in `api/jobs.rs`.
+//! public message and HTTP status (docs/spec.md §5, whose table `tests/spec_tables.rs` checks).
 
 use crate::task::{TaskId, TaskStatus};
 
@@ -109,7 +109,30 @@ pub enum JobsError {
     Internal(String),
 }
 
+/// The HTTP status of `NOT_DUE`: a delivery that came before the task's next attempt is due.
+/// QStash redelivers on it, and its failure callback carries it.
+pub const NOT_DUE_STATUS: u16 = 425;
+
 impl JobsError {
+    /// The HTTP status the edge answers this error with.
+    pub fn status(&self) -> u16 {
+        use JobsError::*;
+        match self {
+            MissingFields(_) | InvalidBody(_) | InvalidQuery(_) | UnknownAction(_)
+            | UnknownTaskType(_) | InvalidPayload(_) => 400,
+            Unauthenticated(_) => 401,
+            NotOwner | UserMismatch => 403,
+            TaskNotFound(_) => 404,
+            MethodNotAllowed { .. } => 405,
+            NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile
+            | IdempotencyKeyReused => 409,
+            PayloadTooLarge { .. } => 413,
+            NotDueYet(_) => NOT_DUE_STATUS,
+            Misconfigured(_) | Internal(_) => 500,
+            InvalidSettings(_) | RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
+        }
+    }
+
     /// The machine-readable code of docs/spec.md §5.
     pub fn code(&self) -> &'static str {
         match self {

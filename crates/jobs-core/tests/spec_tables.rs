@@ -526,3 +526,104 @@ async fn the_transition_table_is_what_the_transitions_do() {
         "docs/spec.md §4 has a row for every transition of src/transitions/, and no other"
     );
 }
+
+/// docs/spec.md §5's error table is the code's: an example of every variant of `JobsError`
+/// (`error.rs` is read to know them all) has a row with its code, its status
+/// (`JobsError::status`) and a message its `Display` fits, every row has an example, and the 401 row
+/// lists exactly the messages `auth.rs` answers with.
+#[test]
+fn every_error_has_its_row() {
+    use jobs_core::error::JobsError;
+    use jobs_core::task::TaskId;
+    use jobs_core::testing::spec::{fits, table};
+
+    let id = || TaskId::parse("t").unwrap();
+    let examples = [
+        JobsError::MissingFields("taskId, userId"),
+        JobsError::InvalidBody("x".into()),
+        JobsError::InvalidQuery("x".into()),
+        JobsError::UnknownAction("x".into()),
+        JobsError::UnknownTaskType("x".into()),
+        JobsError::InvalidPayload("x".into()),
+        JobsError::Unauthenticated("Invalid signature"),
+        JobsError::NotOwner,
+        JobsError::UserMismatch,
+        JobsError::TaskNotFound(id()),
+        JobsError::MethodNotAllowed {
+            method: "GET".into(),
+            action: "retry",
+            allow: "POST",
+        },
+        JobsError::NotFailed,
+        JobsError::CancelledMeanwhile,
+        JobsError::NotDueYet(3),
+        JobsError::IdempotencyKeyReused,
+        JobsError::MaxRetries(3),
+        JobsError::NotCancellable(TaskStatus::Completed),
+        JobsError::PayloadTooLarge {
+            limit: jobs_core::http::MAX_BODY_BYTES,
+        },
+        JobsError::missing_setting("JOBS_AUTH_SECRET"),
+        JobsError::InvalidSettings("JOBS_LEASE_SECONDS: expected ...".into()),
+        JobsError::Internal("detail".into()),
+        JobsError::RequeueFailed,
+        JobsError::EnqueueFailed(id()),
+        JobsError::DbUnavailable,
+    ];
+    let source = include_str!("../src/error.rs");
+    let body = source
+        .split_once("pub enum JobsError {")
+        .and_then(|(_, rest)| rest.split_once("\n}"))
+        .expect("error.rs declares JobsError")
+        .0;
+    let variants = body.lines().filter_map(|line| {
+        let name = line.strip_prefix("    ")?;
+        name.starts_with(|c: char| c.is_ascii_uppercase())
+            .then(|| name.split(|c: char| !c.is_alphanumeric()).next())?
+    });
+    for variant in variants {
+        assert!(
+            examples.iter().any(|e| format!("{e:?}")
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                == Some(variant)),
+            "no example of JobsError::{variant}"
+        );
+    }
+
+    let rows = table("errors");
+    let mut answered = vec![false; rows.len()];
+    for error in &examples {
+        let (code, status, message) = (error.code(), error.status(), error.to_string());
+        let row = rows.iter().position(|row| {
+            row[0] == format!("`{code}`")
+                && row[1] == status.to_string()
+                && quoted(&row[2])
+                    .iter()
+                    .any(|pattern| fits(pattern, &message))
+        });
+        let row = row.unwrap_or_else(|| {
+            panic!("docs/spec.md §5 has no row | `{code}` | {status} | `{message}` |")
+        });
+        answered[row] = true;
+    }
+    for (row, answered) in rows.iter().zip(answered) {
+        assert!(answered, "no error of the code is the row {row:?}");
+    }
+
+    let auth = include_str!("../src/auth.rs");
+    let said: BTreeSet<&str> = auth
+        .split("Unauthenticated(")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+        .collect();
+    let listed = rows
+        .iter()
+        .find(|row| row[0] == "`UNAUTHENTICATED`")
+        .map(|row| quoted(&row[2]).into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(listed, Some(said), "the 401 messages of docs/spec.md §5");
+    assert_eq!(
+        JobsError::Internal("secret detail".into()).to_string(),
+        "Internal error"
+    );
+}
