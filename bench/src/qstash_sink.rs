@@ -5,15 +5,14 @@
 //! array of messages) `200 [{"messageId"}, ...]`, one answer per message in order, as QStash
 //! does. It counts what it is sent, so a run can tell requests and publishes per task.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 /// What the sink has been sent since it started.
@@ -45,99 +44,72 @@ impl std::ops::Sub for Counts {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    single: AtomicU64,
-    batches: AtomicU64,
-    messages: AtomicU64,
-    refused: AtomicU64,
-}
-
 pub struct Sink {
     pub url: String,
-    counters: Arc<Counters>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl Sink {
     /// What the sink has been sent so far.
     pub fn counts(&self) -> Counts {
-        let c = &self.counters;
-        Counts {
-            requests: c.requests.load(Ordering::SeqCst),
-            single: c.single.load(Ordering::SeqCst),
-            batches: c.batches.load(Ordering::SeqCst),
-            messages: c.messages.load(Ordering::SeqCst),
-            refused: c.refused.load(Ordering::SeqCst),
-        }
+        *self.counts.lock().expect("the sink's counts")
     }
 }
 
-fn message_id() -> serde_json::Value {
-    serde_json::json!({ "messageId": format!("msg_{}", uuid::Uuid::new_v4().simple()) })
-}
-
-fn reply(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a valid response")
-}
-
-async fn accept(
-    counters: Arc<Counters>,
-    request: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    counters.requests.fetch_add(1, Ordering::SeqCst);
-    let path = request.uri().path().to_owned();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+/// The answer to one request, counted.
+fn answer(counts: &Mutex<Counts>, path: &str, body: &[u8]) -> (u16, Value) {
+    let message_id = || json!({ "messageId": format!("msg_{}", uuid::Uuid::new_v4().simple()) });
+    let mut counts = counts.lock().expect("the sink's counts");
+    counts.requests += 1;
     if path == "/v2/batch" {
-        let items = serde_json::from_slice::<serde_json::Value>(&body)
+        let items = serde_json::from_slice::<Value>(body)
             .ok()
-            .and_then(|v| v.as_array().map(Vec::len))
-            .filter(|n| *n > 0);
-        let Some(items) = items else {
-            counters.refused.fetch_add(1, Ordering::SeqCst);
-            return Ok(reply(
+            .and_then(|v| Some(v.as_array()?.len()));
+        let Some(items) = items.filter(|n| *n > 0) else {
+            counts.refused += 1;
+            return (
                 400,
-                &serde_json::json!({ "error": "the body must be a non-empty JSON array" }),
-            ));
+                json!({ "error": "the body must be a non-empty JSON array" }),
+            );
         };
-        counters.batches.fetch_add(1, Ordering::SeqCst);
-        counters.messages.fetch_add(items as u64, Ordering::SeqCst);
-        let answers: Vec<serde_json::Value> = (0..items).map(|_| message_id()).collect();
-        return Ok(reply(200, &serde_json::Value::Array(answers)));
+        counts.batches += 1;
+        counts.messages += items as u64;
+        return (200, (0..items).map(|_| message_id()).collect());
     }
     if path.starts_with("/v2/publish/") {
-        counters.single.fetch_add(1, Ordering::SeqCst);
-        counters.messages.fetch_add(1, Ordering::SeqCst);
-        return Ok(reply(201, &message_id()));
+        counts.single += 1;
+        counts.messages += 1;
+        return (201, message_id());
     }
-    counters.refused.fetch_add(1, Ordering::SeqCst);
-    Ok(reply(404, &serde_json::json!({ "error": "not found" })))
+    counts.refused += 1;
+    (404, json!({ "error": "not found" }))
 }
 
 pub async fn start() -> anyhow::Result<Sink> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let counters = Arc::new(Counters::default());
-    let shared = counters.clone();
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let shared = counts.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let counters = shared.clone();
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| accept(counters.clone(), request)),
-            ));
+            let counts = shared.clone();
+            let accept = move |request: Request<hyper::body::Incoming>| {
+                let counts = counts.clone();
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                    let (status, body) = answer(&counts, &path, &body.unwrap_or_default());
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body.to_string())))
+                }
+            };
+            let connection = hyper::server::conn::http1::Builder::new();
+            tokio::spawn(connection.serve_connection(TokioIo::new(stream), service_fn(accept)));
         }
     });
-    Ok(Sink { url, counters })
+    Ok(Sink { url, counts })
 }
 
 #[cfg(test)]
@@ -148,43 +120,34 @@ mod tests {
     async fn answers_batches_item_by_item_and_counts() {
         let sink = start().await.unwrap();
         let http = reqwest::Client::new();
-        let batch = http
-            .post(format!("{}/v2/batch", sink.url))
-            .json(
-                &serde_json::json!([{ "destination": "http://a" }, { "destination": "http://b" }]),
-            )
-            .send()
-            .await
-            .unwrap();
+        let post =
+            |path: &str, body: String| http.post(format!("{}{path}", sink.url)).body(body).send();
+        let batch = post(
+            "/v2/batch",
+            json!([{ "destination": "a" }, { "destination": "b" }]).to_string(),
+        );
+        let batch = batch.await.unwrap();
         assert_eq!(batch.status(), 200);
-        let answers: Vec<serde_json::Value> = batch.json().await.unwrap();
+        let answers: Vec<Value> = batch.json().await.unwrap();
         assert_eq!(answers.len(), 2);
         assert!(answers.iter().all(|a| a["messageId"].is_string()));
-        let single = http
-            .post(format!("{}/v2/publish/http://a/api", sink.url))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(single.status(), 201);
-        let refused = http
-            .post(format!("{}/v2/batch", sink.url))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(refused.status(), 400);
-        let counts = sink.counts();
         assert_eq!(
-            counts,
-            Counts {
-                requests: 3,
-                single: 1,
-                batches: 1,
-                messages: 3,
-                refused: 1
-            }
+            post("/v2/publish/http://a/api", "{}".into())
+                .await
+                .unwrap()
+                .status(),
+            201
         );
+        assert_eq!(post("/v2/batch", "{}".into()).await.unwrap().status(), 400);
+        let counts = sink.counts();
+        let expected = Counts {
+            requests: 3,
+            single: 1,
+            batches: 1,
+            messages: 3,
+            refused: 1,
+        };
+        assert_eq!(counts, expected);
         assert_eq!((counts - counts).requests, 0);
     }
 }

@@ -7,38 +7,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::Settings;
 use crate::qstash_sink::Sink;
-use crate::seed::Seeded;
-use crate::stats::{Figures, Run, parse_wrk};
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn spawn(settings: &Settings, db: &str, sink: &Sink, port: u16) -> Result<Child> {
-    let base = format!("http://127.0.0.1:{port}");
-    Command::new(&settings.jobs_bin)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .env("MONGODB_URI", &settings.mongodb_uri)
-        .env("MONGODB_DB", db)
-        .env("VERCEL_DEV_PORT", port.to_string())
-        .env("PORT", port.to_string())
-        .env("QSTASH_TOKEN", "bench-token")
-        .env("QSTASH_URL", &sink.url)
-        .env("USE_QSTASH_IN_DEV", "true")
-        .env("QSTASH_BASE_URL", base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawn jobs")
-}
+use crate::run::{Call, Figures};
 
 /// One HTTP/1.1 request on a fresh connection; the status code, or `None` if nobody answers.
 async fn raw_get(port: u16, path: &str) -> Option<u16> {
@@ -53,231 +27,204 @@ async fn raw_get(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// Milliseconds from exec to the first answered `health`, and to the first answered `get`.
-pub async fn cold_start(settings: &Settings, sink: &Sink, get_id: &str) -> Result<(f64, f64)> {
-    let port = free_port()?;
-    let started = Instant::now();
-    let mut child = spawn(settings, &settings.db, sink, port)?;
-    loop {
-        if raw_get(port, "/api/jobs?action=health").await.is_some() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("jobs did not answer health within 10 s");
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let health = started.elapsed().as_secs_f64() * 1000.0;
-    let status = raw_get(
-        port,
-        &format!("/api/jobs?action=get&userId=bench&taskId={get_id}"),
-    )
-    .await;
-    let get = started.elapsed().as_secs_f64() * 1000.0;
-    if status != Some(200) {
-        bail!("first get answered {status:?}");
-    }
-    child.kill().await?;
-    Ok((health, get))
+/// A load: `concurrency` clients for `duration`; `get` gets the task `get_id`.
+#[derive(Clone, Copy)]
+pub struct Load<'a> {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub get_id: &'a str,
 }
 
 pub struct Jobs {
     child: Child,
     port: u16,
     http: reqwest::Client,
+    spawned: Instant,
+    /// Milliseconds from exec to the first answered `health`.
+    pub to_health_ms: f64,
 }
 
 impl Jobs {
-    /// `jobs` on the database `db`.
+    /// `jobs` on the database `db`, once it answers `health`.
     pub async fn start(settings: &Settings, db: &str, sink: &Sink) -> Result<Self> {
-        let port = free_port()?;
-        let child = spawn(settings, db, sink, port)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let http = reqwest::Client::new();
+        let spawned = Instant::now();
+        let child = Command::new(&settings.jobs_bin)
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .env("MONGODB_URI", &settings.mongodb_uri)
+            .env("MONGODB_DB", db)
+            .env("VERCEL_DEV_PORT", port.to_string())
+            .env("PORT", port.to_string())
+            .env("QSTASH_TOKEN", "bench-token")
+            .env("QSTASH_URL", &sink.url)
+            .env("USE_QSTASH_IN_DEV", "true")
+            .env("QSTASH_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn jobs")?;
         while raw_get(port, "/api/jobs?action=health").await.is_none() {
-            if Instant::now() > deadline {
-                bail!("jobs did not start");
+            if spawned.elapsed() > Duration::from_secs(10) {
+                bail!("jobs did not answer health within 10 s");
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_micros(200)).await;
         }
+        let to_health_ms = Call::since(spawned, true).ms;
         Ok(Self {
             child,
             port,
-            http: reqwest::Client::new(),
+            http,
+            spawned,
+            to_health_ms,
         })
     }
 
-    /// The URL of `/api/jobs?{query}` on this instance.
-    pub fn url(&self, query: &str) -> String {
-        format!("http://127.0.0.1:{}/api/jobs?{query}", self.port)
+    /// Milliseconds from exec to the first answered `health`, and to the first answered `get`
+    /// (on a fresh connection, as a cold start's first request).
+    pub async fn cold_start(settings: &Settings, sink: &Sink, get: &str) -> Result<(f64, f64)> {
+        let mut jobs = Self::start(settings, &settings.db, sink).await?;
+        let status = raw_get(jobs.port, &format!("/api/jobs?{get}")).await;
+        let to_get = Call::since(jobs.spawned, true).ms;
+        jobs.child.kill().await?;
+        if status != Some(200) {
+            bail!("first get answered {status:?}");
+        }
+        Ok((jobs.to_health_ms, to_get))
     }
 
-    /// The HTTP client (keep-alive) the benchmark talks to this instance with.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// A `get` and a `create`: connections open, indexes ensured.
-    pub async fn warm_up(&self, get_id: &str) -> Result<()> {
-        self.http
-            .get(self.url(&format!("action=get&userId=bench&taskId={get_id}")))
-            .send()
-            .await?
-            .error_for_status()?;
-        self.http
-            .post(self.url("action=create"))
-            .json(&serde_json::json!({ "type": "demo", "userId": "bench" }))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
-    fn proc_status(&self, field: &str) -> Result<u64> {
-        let pid = self.child.id().context("jobs exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(field)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .with_context(|| format!("{field} not in /proc/{pid}/status"))
+    /// One request to `/api/jobs?{query}` (a POST when it has a body), timed until its answer
+    /// is read: the call and the answer's JSON (`null` when it is not JSON).
+    pub async fn call(&self, query: &str, body: Option<Value>) -> Result<(Call, Value)> {
+        let url = format!("http://127.0.0.1:{}/api/jobs?{query}", self.port);
+        let started = Instant::now();
+        let request = match &body {
+            Some(body) => self.http.post(url).json(body),
+            None => self.http.get(url),
+        };
+        let response = request.send().await?;
+        let ok = response.status().is_success();
+        let commands = response.headers().get("x-jobs-db-commands").cloned();
+        let bytes = response.bytes().await?;
+        let mut call = Call::since(started, ok);
+        call.commands = commands.and_then(|v| v.to_str().ok()?.parse().ok());
+        Ok((call, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     /// User + system CPU time the process has used, in milliseconds.
     pub fn cpu_ms(&self) -> Result<f64> {
-        let pid = self.child.id().context("jobs exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("malformed stat")?
-            .1
-            .split_whitespace()
-            .collect();
+        let fields = stat.rsplit_once(')').context("malformed stat")?.1;
+        let fields: Vec<&str> = fields.split_whitespace().collect();
         let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
         Ok(ticks * 10.0) // USER_HZ is 100 on Linux
     }
 
-    pub fn rss_kib(&self) -> Result<u64> {
-        self.proc_status("VmRSS:")
-    }
-
-    pub fn peak_rss_kib(&self) -> Result<u64> {
-        self.proc_status("VmHWM:")
-    }
-
-    /// `x-jobs-db-commands` of one request of each action.
-    pub async fn commands_per_action(
-        &self,
-        seeded: &Seeded,
-    ) -> Result<Vec<(&'static str, String)>> {
-        let count = |response: reqwest::Response| {
-            response
-                .headers()
-                .get("x-jobs-db-commands")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_owned()
+    /// A `kB` field of /proc/<pid>/status (`VmRSS:`, `VmHWM:`), in KiB.
+    pub fn memory_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
+        let kib = |line: &str| {
+            line.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
         };
-        let create = self
-            .http
-            .post(self.url("action=create"))
-            .json(&serde_json::json!({ "type": "demo", "userId": "bench" }))
-            .send()
-            .await?;
-        let created_commands = count(create);
-        let get = self
-            .http
-            .get(self.url(&format!("action=get&userId=bench&taskId={}", seeded.get_id)))
-            .send()
-            .await?;
-        let list = self
-            .http
-            .get(self.url("action=list&userId=bench-list&limit=20"))
-            .send()
-            .await?;
-        let spare = &seeded.spare_failed;
-        let retry = self
-            .http
-            .post(self.url("action=retry"))
-            .json(&serde_json::json!({ "taskId": spare, "userId": "bench" }))
-            .send()
-            .await?;
-        let retry_status = retry.status();
-        let retry_commands = count(retry);
-        let cancel = self
-            .http
-            .post(self.url("action=cancel"))
-            .json(&serde_json::json!({ "taskId": spare, "userId": "bench" }))
-            .send()
-            .await?;
-        let process = self
-            .http
-            .post(self.url("action=process"))
-            .json(&serde_json::json!({ "taskId": spare }))
-            .send()
-            .await?;
-        if !retry_status.is_success() {
-            bail!("retry answered {retry_status}");
-        }
-        Ok(vec![
-            ("create", created_commands),
-            ("get", count(get)),
-            ("list", count(list)),
-            ("retry", retry_commands),
-            ("cancel", count(cancel)),
-            ("process (duplicate delivery)", count(process)),
-        ])
+        status
+            .lines()
+            .find_map(kib)
+            .context("no such field in /proc/<pid>/status")
     }
 
-    /// Drives one action with `wrk` at `concurrency` connections for `duration`.
-    pub async fn wrk(&self, run: Run<'_>) -> Result<Figures> {
-        let Run {
-            action,
-            concurrency,
-            duration,
-            get_id,
-            retry_ids,
-        } = run;
+    fn pid(&self) -> Result<u32> {
+        self.child.id().context("jobs exited")
+    }
+
+    /// Drives `action` (`wrk/{action}.lua`) with `wrk` under `load` (`retry` retries the tasks
+    /// of `retry_ids` in turn), with the service's CPU time over the run.
+    pub async fn wrk(
+        &self,
+        action: &str,
+        load: &Load<'_>,
+        retry_ids: &[String],
+    ) -> Result<Figures> {
         let ids_file =
-            std::env::temp_dir().join(format!("jobs-bench-ids-{}", uuid::Uuid::new_v4().simple()));
+            std::env::temp_dir().join(format!("jobs-bench-ids-{}", uuid::Uuid::new_v4()));
         std::fs::write(&ids_file, retry_ids.join("\n"))?;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/wrk");
+        let script = format!("{}/wrk/{action}.lua", env!("CARGO_MANIFEST_DIR"));
+        let (connections, seconds) = (load.concurrency, load.duration.as_secs());
         let cpu_before = self.cpu_ms()?;
         let output = Command::new("wrk")
             .args([
                 "-t1",
-                &format!("-c{concurrency}"),
-                &format!("-d{}s", duration.as_secs()),
+                &format!("-c{connections}"),
+                &format!("-d{seconds}s"),
                 "--latency",
-                "-s",
             ])
-            .arg(format!("{script}/{action}.lua"))
-            .arg(format!("http://127.0.0.1:{}", self.port))
-            .env("TASK_ID", get_id)
+            .args(["-s", &script, &format!("http://127.0.0.1:{}", self.port)])
+            .env("TASK_ID", load.get_id)
             .env("IDS_FILE", &ids_file)
             .output()
             .await
             .context("run wrk (apt-get install wrk)")?;
         let _ = std::fs::remove_file(&ids_file);
         let text = String::from_utf8_lossy(&output.stdout);
-        let mut figures = parse_wrk(&text).with_context(|| {
-            format!(
-                "unreadable wrk output:\n{text}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })?;
-        let requests = figures.per_second * duration.as_secs_f64();
-        figures.cpu_us_per_request = (self.cpu_ms()? - cpu_before) * 1000.0 / requests;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut figures =
+            parse_wrk(&text).with_context(|| format!("wrk said:\n{text}\n{stderr}"))?;
+        figures.n = (figures.per_second * load.duration.as_secs_f64()).round() as usize;
+        figures.cpu_ms = self.cpu_ms()? - cpu_before;
         Ok(figures)
     }
 
     pub fn stop(mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// Reads `wrk --latency` output: the 50% and 99% lines, `Requests/sec`, and non-2xx answers.
+fn parse_wrk(output: &str) -> Option<Figures> {
+    let ms = |text: &str| -> Option<f64> {
+        let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
+        let unit = match unit {
+            "us" => 0.001,
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            _ => return None,
+        };
+        Some(number.parse::<f64>().ok()? * unit)
+    };
+    let mut figures = Figures::default();
+    for line in output.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("50%"), Some(value)) => figures.p50_ms = ms(value)?,
+            (Some("99%"), Some(value)) => figures.p99_ms = ms(value)?,
+            (Some("Requests/sec:"), Some(value)) => figures.per_second = value.parse().ok()?,
+            _ => {}
+        }
+        if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            figures.errors = n.trim().parse().ok()?;
+        }
+    }
+    (figures.per_second > 0.0).then_some(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_wrk_output() {
+        let output = "Running 5s test\n  Latency Distribution\n     50%  635.00us\n     75%  712.00us\n     90%  801.00us\n     99%    1.23ms\n  7000 requests in 5.00s\n  Non-2xx or 3xx responses: 3\nRequests/sec:   1400.50\n";
+        let figures = super::parse_wrk(output).unwrap();
+        assert!((figures.p50_ms - 0.635).abs() < 1e-9);
+        assert!((figures.p99_ms - 1.23).abs() < 1e-9);
+        assert_eq!((figures.per_second, figures.errors), (1400.5, 3));
     }
 }

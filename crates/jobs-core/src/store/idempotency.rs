@@ -15,11 +15,11 @@ use crate::idempotency::{IdempotencyKey, KEY_LIFETIME};
 use crate::task::{Handoff, Task, TaskId};
 
 /// The collection's name.
-pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
+const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
 
 /// The indexes of `idempotency_keys` besides the unique `_id`: a TTL index on `at`, so a record
 /// is deleted once its key has expired.
-pub fn idempotency_key_indexes() -> Vec<IndexModel> {
+fn idempotency_key_indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
             .keys(doc! { "at": 1 })

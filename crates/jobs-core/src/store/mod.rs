@@ -30,9 +30,8 @@ use crate::config::Config;
 use crate::error::{JobsError, Result};
 use crate::task::Task;
 
-pub use idempotency::{Admission, IDEMPOTENCY_KEYS, idempotency_key_indexes};
-pub use reads::{Page, error_groups_pipeline};
-pub use upkeep::task_indexes;
+pub use idempotency::Admission;
+pub use reads::Page;
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long: a serverless instance may be frozen

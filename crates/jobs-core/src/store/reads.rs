@@ -10,7 +10,7 @@ use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 
 /// The aggregation of `groups` (docs/spec.md §14): a user's tasks in `status` grouped by
 /// `errorGroup`, newest first within a group, largest groups first, at most 50.
-pub fn error_groups_pipeline(user: &UserId, status: TaskStatus) -> [Document; 5] {
+fn error_groups_pipeline(user: &UserId, status: TaskStatus) -> [Document; 5] {
     [
         doc! { "$match": { "userId": user.as_str(), "status": status,
         "errorGroup": { "$type": "string" } } },

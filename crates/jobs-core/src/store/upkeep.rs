@@ -11,7 +11,7 @@ use crate::error::{JobsError, Result};
 /// The indexes of the `tasks` collection: `taskId` unique; a user's tasks newest first, with
 /// and without a status filter, in exactly `list`'s sort order (so MongoDB serves a page from
 /// the index without a blocking sort); and the sweeper's scan by status and age.
-pub fn task_indexes() -> Vec<IndexModel> {
+fn task_indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
             .keys(doc! { "taskId": 1 })

@@ -121,7 +121,7 @@ impl Refusal {
 }
 
 /// The guard of `requeue_for_retry`: the owner's task, failed, with retries left.
-pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
+fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
     doc! {
         "taskId": task_id.as_str(),
         "userId": user_id.as_str(),
@@ -133,7 +133,7 @@ pub fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
 /// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used, a fresh
 /// automatic-retry budget, and the hand-off that is about to be sent recorded in the same
 /// update, with its event.
-pub fn requeue_update(handoff: &Handoff, by: &str) -> Document {
+fn requeue_update(handoff: &Handoff, by: &str) -> Document {
     let mut update = doc! {
         "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
                   "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": handoff.at,
