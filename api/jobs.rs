@@ -24,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("start-up failed")?,
     );
+    // `vercel_runtime` 2.4.1 or newer: earlier 2.x ends the invocation before `wait_until` work
+    // settles. Through `service_fn`, not its axum layer, which drops `AppState` and with it
+    // `wait_until` (docs/spec.md §5, `process`).
     run(service_fn(move |req: Request, state: AppState| {
         let app = app.clone();
         async move { Ok::<_, Error>(handle(&app, req, state).await) }

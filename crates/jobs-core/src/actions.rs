@@ -106,8 +106,9 @@ impl App {
         processors: impl FnOnce(&Config, reqwest::Client) -> Processors,
     ) -> std::result::Result<Self, StartupError> {
         tracing::debug!(?config, "configuration");
-        // One HTTP client for dispatch and webhooks; it never follows redirects, so a
-        // webhook cannot be bounced off the allow-list.
+        // One HTTP client for hand-offs and `health`'s probe (a webhook builds its own per
+        // call, pinned to the addresses it checked); it never follows redirects, as neither
+        // may: a redirecting destination is a misconfiguration `health` names.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // A suspended instance's pooled connections are dead when it thaws; like

@@ -1,7 +1,8 @@
 //! Bulk retry (docs/spec.md §13): many failed tasks of one user retried in one call, each with
 //! exactly the guard and effect of `retry`, whatever their number in at most four MongoDB
 //! commands (read the candidates, re-queue them in one multi-statement `update`, read back
-//! which were ours, and undo the ones whose hand-off failed) and one QStash batch.
+//! which were ours, and undo the ones whose hand-off failed) and one QStash batch; one more
+//! read only when an undo did not apply to every task.
 
 use mongodb::bson::DateTime;
 

@@ -22,7 +22,7 @@ pub struct ListQuery {
     /// `?cursor=`: start after this position, the previous page's `nextCursor`; `None` for the
     /// first page.
     pub after: Option<Cursor>,
-    /// `?errorGroup=`: only tasks whose last failure had this cause (12 hex digits).
+    /// `?errorGroup=`: only tasks whose last failure had this cause (12 lower-case hex digits).
     pub error_group: Option<String>,
 }
 
@@ -31,7 +31,7 @@ pub struct ListQuery {
 pub struct BulkFilter {
     /// Only tasks of this type.
     pub kind: Option<String>,
-    /// Only tasks that failed for this cause (12 hex digits).
+    /// Only tasks that failed for this cause (12 lower-case hex digits).
     pub error_group: Option<String>,
     /// Only tasks of this tenant.
     pub brand_id: Option<BrandId>,

@@ -140,7 +140,7 @@ pub struct Processors {
 }
 
 impl Processors {
-    /// `demo` and `webhook` (SPEC section 8), configured from `config`: the work budget
+    /// `demo` and `webhook` (docs/spec.md §8), configured from `config`: the work budget
     /// (`JOBS_WORK_BUDGET_SECONDS`), the webhook allow-list and whether webhooks may call private
     /// networks. `_http`, the process's shared client, is not used: a webhook call builds a
     /// client of its own, pinned to the addresses it checked.

@@ -10,7 +10,9 @@ use crate::error::{JobsError, Result};
 
 /// The indexes of the `tasks` collection: `taskId` unique; a user's tasks newest first, with
 /// and without a status filter, in exactly `list`'s sort order (so MongoDB serves a page from
-/// the index without a blocking sort); and the sweeper's scan by status and age.
+/// the index without a blocking sort; `brandId` and `errorGroup` only filter what that walk
+/// finds, and `groups` and bulk retry's `failed_page` match a prefix of the second); and the
+/// sweeper's scan by status and age.
 fn task_indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
