@@ -23,9 +23,10 @@ use jobs_core::testing::TaskFixture;
 use mongodb::bson::doc;
 use serde_json::json;
 
+use crate::calls::{Call, Figures};
 use crate::floor::{self, BULK_PAGE};
 use crate::run::col::*;
-use crate::run::{Call, Col, Figures, Table, alternate, drive, measured, pages, thousands};
+use crate::run::{Col, Table, alternate, drive, measured, pages, thousands};
 use crate::seed::{self, INSERT_BATCH, PAYLOAD_BYTES, SPREAD_SECONDS};
 use crate::{Settings, check, number, qstash_sink::Sink, service::Jobs};
 
@@ -67,12 +68,6 @@ fn in_group(tasks: &[Task], group: &str) -> Vec<String> {
         .rev()
         .filter(|t| t.error_group.as_deref() == Some(group));
     of_group.map(|t| t.task_id.to_string()).collect()
-}
-
-/// Groups as `` `group` count, … ``, as both sides report what they found.
-pub fn groups_found<'a>(groups: impl Iterator<Item = (&'a str, i64)>) -> String {
-    let shown = groups.map(|(g, n)| format!("`{g}` {}", thousands(n.max(0) as usize)));
-    shown.collect::<Vec<_>>().join(", ")
 }
 
 /// The columns of a run of `retryMany`, service or floor (whose QStash and CPU cells are `—`).
@@ -160,7 +155,7 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
         let found = groups
             .iter()
             .map(|g| (g["errorGroup"].as_str().unwrap_or_default(), count(g)));
-        call.found = Some(groups_found(found));
+        call.found = Some(floor::groups_found(found));
         Ok(call)
     };
     let service_page =

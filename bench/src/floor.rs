@@ -15,7 +15,8 @@ use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database};
 use serde::de::DeserializeOwned;
 
-use crate::run::Call;
+use crate::calls::Call;
+use crate::run::thousands;
 
 /// The `appName` of the service's MongoDB client, and the floor's: the server's profiler
 /// tells their commands apart by it.
@@ -205,8 +206,12 @@ pub async fn groups(tasks: &Collection<Task>, user: &str) -> Result<Call> {
     let found = found
         .iter()
         .map(|g| (g.get_str("_id").unwrap_or_default(), count(g)));
-    call.found = Some(crate::bulk::groups_found(
-        found.map(|(g, n)| (g, n.unwrap_or(-1))),
-    ));
+    call.found = Some(groups_found(found.map(|(g, n)| (g, n.unwrap_or(-1)))));
     Ok(call)
+}
+
+/// Groups as `` `group` count, … ``, as both sides report what they found.
+pub fn groups_found<'a>(groups: impl Iterator<Item = (&'a str, i64)>) -> String {
+    let shown = groups.map(|(g, n)| format!("`{g}` {}", thousands(n.max(0) as usize)));
+    shown.collect::<Vec<_>>().join(", ")
 }

@@ -9,6 +9,7 @@
 //! through one runner (`run.rs`). Prints a Markdown report.
 
 mod bulk;
+mod calls;
 mod check;
 mod floor;
 mod qstash_sink;
@@ -25,8 +26,9 @@ use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 use serde_json::json;
 
+use crate::calls::{Call, Figures, quantile};
 use crate::run::col::*;
-use crate::run::{Call, Figures, Table, drive, quantile};
+use crate::run::{Table, drive};
 use crate::service::{Jobs, Load};
 
 /// Failed tasks per retry run: more than a run gets through at SecantusDB's pace.

@@ -12,10 +12,11 @@ use jobs_core::task::{Task, TaskStatus};
 use mongodb::bson::doc;
 use serde_json::json;
 
+use crate::calls::Call;
 use crate::floor::{self, PAGE};
 use crate::qstash_sink::Sink;
 use crate::run::col::*;
-use crate::run::{Call, Table, alternate, thousands};
+use crate::run::{Table, alternate, thousands};
 use crate::seed::{self, INSERT_BATCH, PAYLOAD_BYTES, SPREAD_SECONDS};
 use crate::service::Jobs;
 use crate::{Settings, check, number};

@@ -11,8 +11,8 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::Settings;
+use crate::calls::{Call, Figures};
 use crate::qstash_sink::Sink;
-use crate::run::{Call, Figures};
 
 /// One HTTP/1.1 request on a fresh connection; the status code, or `None` if nobody answers.
 async fn raw_get(port: u16, path: &str) -> Option<u16> {
