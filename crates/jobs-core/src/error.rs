@@ -231,6 +231,17 @@ impl From<mongodb::error::Error> for JobsError {
 /// The result of every fallible `jobs-core` operation.
 pub type Result<T, E = JobsError> = std::result::Result<T, E>;
 
+/// MongoDB's E11000: an insert that broke a unique index (`_id`, or `taskId` of `tasks`).
+pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    const DUPLICATE_KEY: i32 = 11000;
+    match &*error.kind {
+        ErrorKind::Write(WriteFailure::WriteError(failure)) => failure.code == DUPLICATE_KEY,
+        ErrorKind::Command(failure) => failure.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

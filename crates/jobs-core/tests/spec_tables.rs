@@ -1,7 +1,13 @@
-//! The tables docs/spec.md shares with the code, compared with the code cell by cell, so that
-//! changing one without the other fails ("How this file is kept"): the transitions (§4), the
-//! dispatch decision table (§7), the environment (§9) and the crash points (§11). The error
-//! table (§5) is compared in `api/jobs.rs`, which chooses each error's status.
+//! The tables docs/spec.md shares with the code, compared with the code so that changing one
+//! without the other fails ("How this file is kept"). What each compares:
+//! - errors (§5): code, status and every message (an example of each `JobsError` variant fits
+//!   one, and each message's fixed text stands in `src/`); the `when` column is prose;
+//! - transitions (§4), on the database: the name, the from and to statuses and the events; the
+//!   guard-and-effect and caller columns are prose, pinned by `tests/transitions/`;
+//! - dispatch decisions (§7): every cell;
+//! - environment (§9): the names, defaults, accepted values and the `deployed` column; `what
+//!   it does` is prose;
+//! - crash points (§11): the names; the outcome columns are pinned by `tests/api/crash_points.rs`.
 //!
 //! The transition table runs every row against the database (SecantusDB): it needs
 //! `JOBS_TEST_MONGODB_URI`, which `scripts/test` sets.
@@ -151,12 +157,34 @@ fn the_environment_table_is_what_config_reads() {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
     };
     let mut named = BTreeSet::new();
+    // What a deployment with nothing set misses, without and with QStash, and what the table
+    // says it needs in each case.
+    let production = [("VERCEL_ENV", "production")];
+    let with_qstash = [("VERCEL_ENV", "production"), ("QSTASH_TOKEN", "t")];
+    let missing = |vars: &[(&str, &str)]| -> BTreeSet<String> {
+        let config = config(vars);
+        config
+            .missing_for_deployment()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (mut needed, mut needed_with_qstash) = (BTreeSet::new(), BTreeSet::new());
     for row in spec::table("environment") {
-        let [names, default, accepted, _what, _deployed] = &row[..] else {
+        let [names, default, accepted, _what, deployed] = &row[..] else {
             panic!("an environment row has 5 cells: {row:?}");
         };
         for name in quoted(names) {
             named.insert(name.to_owned());
+            match deployed.as_str() {
+                "required" => {
+                    needed.insert(name.to_owned());
+                    needed_with_qstash.insert(name.to_owned());
+                }
+                "required with QStash" => _ = needed_with_qstash.insert(name.to_owned()),
+                "required without QStash" => _ = needed.insert(name.to_owned()),
+                _ => {}
+            }
             assert!(example.contains(name), "{name} is not in .env.example");
             let default = quoted(default).first().copied();
             if let Some(default) = default {
@@ -183,6 +211,16 @@ fn the_environment_table_is_what_config_reads() {
         named,
         variables_read(),
         "docs/spec.md §9 names every variable read, and no other"
+    );
+    assert_eq!(
+        needed,
+        missing(&production),
+        "docs/spec.md §9's `deployed` column: what a deployment without QStash needs"
+    );
+    assert_eq!(
+        needed_with_qstash,
+        missing(&with_qstash),
+        "docs/spec.md §9's `deployed` column: what a deployment with QStash needs"
     );
 }
 
@@ -489,7 +527,9 @@ async fn the_transition_table_is_what_the_transitions_do() {
                 "create"
             );
             assert_legal(&stored);
-            named.insert("insert".to_owned()); // the transition that stores it
+            // The transitions that store it: `insert`, or `insert_unless_stored` for a keyed create.
+            named.insert("insert".to_owned());
+            named.insert("insert_unless_stored".to_owned());
             continue;
         }
         named.insert(name.to_owned());
@@ -610,6 +650,20 @@ fn every_error_has_its_row() {
     for (row, answered) in rows.iter().zip(answered) {
         assert!(answered, "no error of the code is the row {row:?}");
     }
+    // Every message a row lists, not only the one an example fits, is the code's: the text
+    // between its `<...>` placeholders stands in the source as written.
+    let source = source_of_src();
+    for row in &rows {
+        for pattern in quoted(&row[2]) {
+            for literal in literals(pattern) {
+                assert!(
+                    source.contains(literal),
+                    "docs/spec.md §5 row {}: `{literal}` of `{pattern}` is in no message of src/",
+                    row[0]
+                );
+            }
+        }
+    }
 
     let auth = include_str!("../src/auth.rs");
     let said: BTreeSet<&str> = auth
@@ -626,4 +680,37 @@ fn every_error_has_its_row() {
         JobsError::Internal("secret detail".into()).to_string(),
         "Internal error"
     );
+}
+
+/// The fixed parts of a message pattern: the text between its `<...>` placeholders.
+fn literals(pattern: &str) -> Vec<&str> {
+    pattern
+        .split('<')
+        .enumerate()
+        .filter_map(|(i, part)| match i {
+            0 => Some(part),
+            _ => part.split_once('>').map(|(_, after)| after),
+        })
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
+/// Every file of `src/`, one after the other.
+fn source_of_src() -> String {
+    let mut all = String::new();
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).expect("src/") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                all.push_str(&std::fs::read_to_string(path).expect("a file"));
+            }
+        }
+    }
+    all
 }

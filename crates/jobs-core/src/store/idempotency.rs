@@ -4,13 +4,12 @@
 //! is checked here, so it holds whether or not the TTL monitor has run.
 
 use mongodb::bson::{DateTime, doc};
-use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use crate::error::{JobsError, Result};
+use crate::error::{JobsError, Result, is_duplicate_key};
 use crate::idempotency::{IdempotencyKey, KEY_LIFETIME};
 use crate::task::{Handoff, Task, TaskId};
 
@@ -166,31 +165,6 @@ impl Store {
             "an idempotency key record kept changing while it was reserved",
         ))
     }
-
-    /// Inserts a new task (creating the indexes first, once per process), unless a task with
-    /// its id is stored already: then that task, which another create of the same idempotency
-    /// key inserted first. Only one create inserts a task, so only one hands it off.
-    pub async fn insert_unless_stored(&self, task: &Task) -> Result<Option<Task>> {
-        self.ensure_indexes().await?;
-        let tasks = self.tasks().await?;
-        match self.run(async { Ok(tasks.insert_one(task).await) }).await? {
-            Ok(_) => Ok(None),
-            Err(error) if is_duplicate_key(&error) => {
-                let stored = self.find(&task.task_id).await?.ok_or_else(|| {
-                    JobsError::internal(format!("duplicate task id {} but no task", task.task_id))
-                })?;
-                // The same hand-off (its dedup id is new per hand-off) is this very insert,
-                // applied once already and re-sent by the driver: it is ours to hand off.
-                let ours = stored.handoff.as_ref().map(|h| &h.dedup_id)
-                    == task.handoff.as_ref().map(|h| &h.dedup_id);
-                if !ours {
-                    tracing::info!(task_id = %task.task_id, "task already stored by another create of its idempotency key");
-                }
-                Ok((!ours).then_some(stored))
-            }
-            Err(error) => Err(error.into()),
-        }
-    }
 }
 
 /// `task` under another id, with a hand-off of its own.
@@ -199,15 +173,5 @@ fn with_id(task: Task, task_id: TaskId) -> Task {
         handoff: Some(Handoff::new(&task_id, task.created_at, false)),
         task_id,
         ..task
-    }
-}
-
-/// MongoDB's E11000: an insert that broke a unique index (`_id`, or `taskId` of `tasks`).
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    const DUPLICATE_KEY: i32 = 11000;
-    match &*error.kind {
-        ErrorKind::Write(WriteFailure::WriteError(failure)) => failure.code == DUPLICATE_KEY,
-        ErrorKind::Command(failure) => failure.code == DUPLICATE_KEY,
-        _ => false,
     }
 }

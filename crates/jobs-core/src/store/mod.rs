@@ -4,10 +4,9 @@
 //! - `upkeep`: the indexes, created once per process;
 //! - `reads`: what actions read, each named after the question it answers;
 //! - `scans`: what the sweep looks for;
-//! - `idempotency`: create's idempotency keys, in their own collection, and the insert of a
-//!   keyed create's task (`insert_unless_stored`);
-//! - every other write of `tasks` is a transition (`crate::transitions`, one file per who
-//!   makes them). `store/` itself never calls a transition (`tests/layers.rs` checks it).
+//! - `idempotency`: create's idempotency keys, in their own collection;
+//! - every write of `tasks` is a transition (`crate::transitions`, one file per who makes
+//!   them). `store/` itself never calls one on `self` (`tests/layers.rs` checks it).
 //!
 //! No module but these builds a filter.
 

@@ -2,6 +2,7 @@
 //! fail a task whose `create` could not hand it off, and cancel.
 
 use super::*;
+use crate::error::{JobsError, is_duplicate_key};
 
 impl Store {
     /// none -> queued: stores a new task as `create` made it (creating the indexes first, once
@@ -10,6 +11,32 @@ impl Store {
         self.ensure_indexes().await?;
         self.run(self.tasks().await?.insert_one(task)).await?;
         Ok(())
+    }
+
+    /// none -> queued for a keyed create: inserts a new task (creating the indexes first, once
+    /// per process), unless a task with
+    /// its id is stored already: then that task, which another create of the same idempotency
+    /// key inserted first. Only one create inserts a task, so only one hands it off.
+    pub async fn insert_unless_stored(&self, task: &Task) -> Result<Option<Task>> {
+        self.ensure_indexes().await?;
+        let tasks = self.tasks().await?;
+        match self.run(async { Ok(tasks.insert_one(task).await) }).await? {
+            Ok(_) => Ok(None),
+            Err(error) if is_duplicate_key(&error) => {
+                let stored = self.find(&task.task_id).await?.ok_or_else(|| {
+                    JobsError::internal(format!("duplicate task id {} but no task", task.task_id))
+                })?;
+                // The same hand-off (its dedup id is new per hand-off) is this very insert,
+                // applied once already and re-sent by the driver: it is ours to hand off.
+                let ours = stored.handoff.as_ref().map(|h| &h.dedup_id)
+                    == task.handoff.as_ref().map(|h| &h.dedup_id);
+                if !ours {
+                    tracing::info!(task_id = %task.task_id, "task already stored by another create of its idempotency key");
+                }
+                Ok((!ours).then_some(stored))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// failed -> queued, for the owner, within the retry budget, recording `handoff`. Returns
