@@ -5,8 +5,8 @@
 //! - transitions (§4), on the database: the name, the from and to statuses and the events; the
 //!   guard-and-effect and caller columns are prose, pinned by `tests/transitions/`;
 //! - dispatch decisions (§7): every cell;
-//! - environment (§9): the names, defaults, accepted values and the `deployed` column; `what
-//!   it does` is prose;
+//! - environment (§9): the names (and that only `config.rs` reads any), defaults, accepted values
+//!   and the `deployed` column; `what it does` is prose;
 //! - crash points (§11): the names; the outcome columns are pinned by `tests/api/crash_points.rs`.
 //!
 //! The transition table runs every row against the database (SecantusDB): it needs
@@ -697,20 +697,43 @@ fn literals(pattern: &str) -> Vec<&str> {
 
 /// Every file of `src/`, one after the other.
 fn source_of_src() -> String {
-    let mut all = String::new();
-    let mut dirs = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
+    files_of_src().into_iter().map(|(_, text)| text).collect()
+}
+
+/// Every file of `src/`: its path under `src/` and its text.
+fn files_of_src() -> Vec<(String, String)> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).expect("src/") {
             let path = entry.expect("an entry").path();
             if path.is_dir() {
                 dirs.push(path);
             } else {
-                all.push_str(&std::fs::read_to_string(path).expect("a file"));
+                let name = path.strip_prefix(&root).unwrap().display().to_string();
+                files.push((name, std::fs::read_to_string(path).expect("a file")));
             }
         }
     }
-    all
+    files
+}
+
+/// Only `config.rs` reads the service's environment, so the §9 table, compared with what it
+/// reads, names every variable. The test-only modules read their own (`FAILPOINTS`,
+/// `JOBS_TEST_MONGODB_URI`); `telemetry.rs` reads `RUST_LOG` through `EnvFilter`.
+#[test]
+fn only_config_reads_the_environment() {
+    const ALLOWED: [&str; 3] = ["config.rs", "testing.rs", "failpoints.rs"];
+    for (name, text) in files_of_src() {
+        let reads = ["env::var", "from_default_env", "from_env("]
+            .iter()
+            .any(|read| text.contains(read));
+        let allowed = ALLOWED.contains(&name.as_str())
+            || (name == "telemetry.rs" && !text.contains("env::var"));
+        assert!(
+            !reads || allowed,
+            "src/{name} reads the environment: read it in config.rs, and list it in §9"
+        );
+    }
 }
