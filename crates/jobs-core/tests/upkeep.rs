@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use jobs_core::store::BACKFILL_BATCH;
 use jobs_core::task::TaskStatus;
 use jobs_core::testing::{self, assert_legal, task};
 use mongodb::bson::{self, Document, doc};
@@ -36,17 +35,15 @@ async fn retries_left_is_backfilled_in_bounded_passes_then_never_again() {
     let store = testing::store_on(&uri, &db);
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
     let tasks = client.database(&db).collection::<Document>("tasks");
-    let batch = BACKFILL_BATCH as u64;
-    let count = 2 * batch + batch / 2;
-    tasks.insert_many(legacy(count as usize)).await.unwrap();
+    tasks.insert_many(legacy(1_200)).await.unwrap();
     let missing = || tasks.count_documents(doc! { "retriesLeft": { "$exists": false } });
 
-    // A spent budget stops after one pass; the next call resumes where it stopped.
+    // A spent budget stops after one pass of 500; the next call resumes where it stopped.
     let mut passes = Vec::new();
     for _ in 0..3 {
         passes.push(store.backfill_retries_left(Duration::ZERO).await.unwrap());
     }
-    assert_eq!(passes, [batch, batch, batch / 2]);
+    assert_eq!(passes, [500, 500, 200]);
     assert_eq!(missing().await.unwrap(), 0);
     // The pass that found none left a record: done, and every task as the rule says.
     assert_eq!(
@@ -62,7 +59,7 @@ async fn retries_left_is_backfilled_in_bounded_passes_then_never_again() {
         }
         all
     };
-    assert_eq!(stored.len() as u64, count);
+    assert_eq!(stored.len(), 1_200);
     stored.iter().for_each(assert_legal);
 
     // Idempotent: a task the previous version stores after that (a rolling deploy) is not

@@ -32,7 +32,7 @@ use crate::task::Task;
 
 pub use idempotency::Admission;
 pub use reads::Page;
-pub use upkeep::{BACKFILL_BATCH, BACKFILL_BUDGET};
+pub use upkeep::BACKFILL_BUDGET;
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long: a serverless instance may be frozen

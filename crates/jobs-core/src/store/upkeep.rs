@@ -12,9 +12,8 @@ use super::Store;
 use crate::error::{JobsError, Result};
 use crate::task::{Task, TaskId};
 
-/// Tasks filled in by one statement-per-task `update` of the backfill: small enough that a
-/// pass stays far inside the operation timeout on the slowest server the tests use.
-pub const BACKFILL_BATCH: i64 = 100;
+/// Tasks filled in by one statement-per-task `update` of the backfill.
+const BACKFILL_BATCH: i64 = 500;
 /// How long the backfill may run at a process's first insert; the sweep carries on.
 pub const BACKFILL_BUDGET: Duration = Duration::from_secs(2);
 /// The collection that records finished backfills, one document each.
