@@ -20,5 +20,4 @@ mod retry;
 mod stranded;
 mod stubs;
 mod support;
-mod upgrade;
 mod vercel_dev;

@@ -363,25 +363,10 @@ impl App {
             Ok(Some(_)) => {}
             Ok(None) => {
                 let task = self.store.find(&task_id).await?;
-                let refusal = retry_refusal(task.as_ref(), &user);
-                // A task stored by an earlier version, without `retriesLeft`, fails the guard
-                // whatever its budget: filled in, the retry is tried once more.
-                let legacy = task.filter(|t| t.stored_retries_left.is_none());
-                let retried = match (refusal, legacy) {
-                    (None, Some(legacy)) => {
-                        self.store.fill_retries_left(&[legacy]).await?;
-                        self.store
-                            .requeue_for_retry(&task_id, &user, &handoff)
-                            .await
-                            .at("retry.requeued")?
-                    }
-                    _ => None,
-                };
-                if retried.is_none() {
-                    // No refusal: the guard held again by the time we looked, so another
-                    // retry raced us and won, and the task is no longer failed.
-                    return Err(refusal.unwrap_or(Refusal::NotFailed).error(task_id));
-                }
+                // No refusal: the guard held again by the time we looked, so another retry
+                // raced us and won, and the task is no longer failed.
+                let refusal = retry_refusal(task.as_ref(), &user).unwrap_or(Refusal::NotFailed);
+                return Err(refusal.error(task_id));
             }
             // The update may have applied without answering: if the task carries this
             // hand-off, it did, and the retry goes on (it was counted).

@@ -69,11 +69,6 @@ pub async fn retry_many(
     if candidates.is_empty() {
         return Ok(reply);
     }
-    // Tasks stored by an earlier version lack `retriesLeft` and would fail the guard: filled
-    // in first (one more command, only when there are any).
-    if candidates.iter().any(|t| t.stored_retries_left.is_none()) {
-        store.fill_retries_left(&candidates).await?;
-    }
 
     let now = DateTime::now();
     let handoffs: Vec<(TaskId, Handoff)> = candidates

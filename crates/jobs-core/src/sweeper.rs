@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, SELF_INVOCATIONS_IN_FLIGHT};
 use crate::error::Result;
 use crate::failpoints::{At, hit};
-use crate::store::{BACKFILL_BUDGET, Store};
+use crate::store::Store;
 use crate::task::due_everywhere_by;
 
 /// Tasks handled per call and per kind; the next run takes the rest.
@@ -173,13 +173,6 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
             format!("The task was never picked up: it waited in the queue for {waited} s.");
         let failed = store.fail_never_picked_up(&task, &message).await;
         report.never_picked_up += u32::from(failed.at("sweep.failed_lost")?);
-    }
-    // Upkeep: tasks stored before `retriesLeft` existed get it, a bounded pass at a time, until
-    // none is left (then it costs nothing). A failure here is the next sweep's to retry.
-    if !out_of_time()
-        && let Err(error) = store.backfill_retries_left(BACKFILL_BUDGET).await
-    {
-        tracing::warn!(%error, "backfill of retriesLeft stopped; the next sweep carries on");
     }
     tracing::info!(
         timed_out = report.timed_out,

@@ -359,16 +359,6 @@ pub struct Task {
     /// The retry budget set at `create` (default 3, at most 20): `retry` is refused once
     /// `retry_count` reaches it.
     pub max_retries: i32,
-    /// `max_retries - retry_count`, stored and kept true by every transition that changes
-    /// `retry_count`, so the retry guard is a plain comparison an index can serve. `None` on a
-    /// task stored before the field existed, until the store's upkeep fills it in
-    /// ([`Task::retries_left`] reads either).
-    #[serde(
-        default,
-        rename = "retriesLeft",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub stored_retries_left: Option<i32>,
     /// Runs started (each claim adds one), whatever caused them: the first run, a retry, or a
     /// redelivery after a lost worker.
     pub attempts: i32,
@@ -448,7 +438,6 @@ impl Task {
             progress: 0,
             retry_count: 0,
             max_retries,
-            stored_retries_left: Some(max_retries),
             attempts: 0,
             last_error: None,
             error_history: Vec::new(),
@@ -459,11 +448,6 @@ impl Task {
             started_at: None,
             finished_at: None,
         }
-    }
-
-    /// Manual retries left: `max_retries - retry_count`, never below 0.
-    pub fn retries_left(&self) -> i32 {
-        (self.max_retries - self.retry_count).max(0)
     }
 
     /// Whether a claim at `now` may take this task: always unless it is `scheduled`; a

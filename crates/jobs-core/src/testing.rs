@@ -396,7 +396,6 @@ impl TaskFixture {
                 .unwrap_or(if self.status == Completed { 100 } else { 0 }),
             retry_count: self.retry_count,
             max_retries: self.max_retries,
-            stored_retries_left: Some((self.max_retries - self.retry_count).max(0)),
             attempts,
             last_error,
             error_history,
@@ -452,14 +451,6 @@ pub fn assert_legal(task: &Task) {
         (0..=task.max_retries).contains(&task.retry_count),
         "retryCount in 0..=maxRetries: {task:?}"
     );
-    // Absent only on a task an earlier version stored (the store's upkeep fills it in).
-    if let Some(left) = task.stored_retries_left {
-        assert_eq!(
-            left,
-            task.retries_left(),
-            "retriesLeft is maxRetries - retryCount: {task:?}"
-        );
-    }
     assert!(task.attempts >= 0, "attempts not negative: {task:?}");
     assert!(
         task.error_history.len() <= ERROR_HISTORY_LEN as usize,

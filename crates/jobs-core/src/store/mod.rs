@@ -1,8 +1,7 @@
 //! The MongoDB store: one client per process, reused across requests (serverless practice),
 //! and the `tasks` collection. Its methods, grouped by what they do:
-//! - here: the connection, the operation timeout, command counting, `ping`, and the
-//!   multi-statement `update` command;
-//! - `upkeep`: the indexes, created once per process, and the backfill of fields added since;
+//! - here: the connection, the operation timeout, command counting and `ping`;
+//! - `upkeep`: the indexes, created once per process;
 //! - `reads`: what actions read, each named after the question it answers;
 //! - `scans`: what the sweep looks for;
 //! - `idempotency`: create's idempotency keys, in their own collection;
@@ -19,7 +18,7 @@ mod upkeep;
 use std::cell::Cell;
 use std::time::Duration;
 
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
@@ -32,7 +31,6 @@ use crate::task::Task;
 
 pub use idempotency::Admission;
 pub use reads::Page;
-pub use upkeep::BACKFILL_BUDGET;
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long: a serverless instance may be frozen
@@ -68,8 +66,6 @@ pub struct Store {
     operation_timeout: Duration,
     database: OnceCell<Database>,
     indexes: OnceCell<()>,
-    /// Set once no task lacks `retriesLeft` (`upkeep`).
-    backfilled: OnceCell<()>,
     key_indexes: OnceCell<()>,
 }
 
@@ -84,7 +80,6 @@ impl Store {
             operation_timeout: config.db_operation_timeout,
             database: OnceCell::new(),
             indexes: OnceCell::new(),
-            backfilled: OnceCell::new(),
             key_indexes: OnceCell::new(),
         }
     }
@@ -164,36 +159,6 @@ impl Store {
                 Err(JobsError::DbUnavailable)
             }
         }
-    }
-
-    /// Runs ONE `update` command with many statements (each its own filter and update), with
-    /// the client's write concern. The Rust driver sends one statement per command; bulk
-    /// retry needs many in one round trip.
-    pub(crate) async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
-        if statements.is_empty() {
-            return Ok(0);
-        }
-        let database = self.database().await?;
-        let mut command = doc! { "update": "tasks", "updates": statements, "ordered": false };
-        if let Some(concern) = database.write_concern() {
-            let concern = mongodb::bson::to_document(concern).map_err(JobsError::internal)?;
-            command.insert("writeConcern", concern);
-        }
-        let reply = self.run(database.run_command(command)).await?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            return Err(JobsError::internal(format!("bulk update: {errors:?}")));
-        }
-        // `run_command` hands back the raw reply: a missed write concern is only in it.
-        if let Ok(concern) = reply.get_document("writeConcernError") {
-            tracing::warn!(?concern, "bulk update did not meet its write concern");
-            return Err(JobsError::DbUnavailable);
-        }
-        // `n`: how many statements matched.
-        let matched = reply
-            .get_i32("n")
-            .map(i64::from)
-            .or_else(|_| reply.get_i64("n"));
-        Ok(matched.unwrap_or(0).max(0) as u64)
     }
 
     /// One `ping` round trip: is the database reachable?

@@ -44,4 +44,34 @@ impl Store {
             .collect();
         self.update_many_statements(statements).await
     }
+
+    /// Runs ONE `update` command with many statements (each its own filter and update), with
+    /// the client's write concern. The Rust driver sends one statement per command; bulk
+    /// retry needs many in one round trip.
+    async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
+        if statements.is_empty() {
+            return Ok(0);
+        }
+        let database = self.database().await?;
+        let mut command = doc! { "update": "tasks", "updates": statements, "ordered": false };
+        if let Some(concern) = database.write_concern() {
+            let concern = mongodb::bson::to_document(concern).map_err(JobsError::internal)?;
+            command.insert("writeConcern", concern);
+        }
+        let reply = self.run(database.run_command(command)).await?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            return Err(JobsError::internal(format!("bulk update: {errors:?}")));
+        }
+        // `run_command` hands back the raw reply: a missed write concern is only in it.
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            tracing::warn!(?concern, "bulk update did not meet its write concern");
+            return Err(JobsError::DbUnavailable);
+        }
+        // `n`: how many statements matched.
+        let matched = reply
+            .get_i32("n")
+            .map(i64::from)
+            .or_else(|_| reply.get_i64("n"));
+        Ok(matched.unwrap_or(0).max(0) as u64)
+    }
 }

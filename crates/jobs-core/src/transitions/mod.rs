@@ -92,7 +92,9 @@ pub fn retry_refusal(task: Option<&Task>, user: &UserId) -> Option<Refusal> {
         None => Some(Refusal::NotFound),
         Some(task) if task.user_id != *user => Some(Refusal::NotOwner),
         Some(task) if task.status != TaskStatus::Failed => Some(Refusal::NotFailed),
-        Some(task) if task.retries_left() == 0 => Some(Refusal::MaxRetries(task.max_retries)),
+        Some(task) if task.retry_count >= task.max_retries => {
+            Some(Refusal::MaxRetries(task.max_retries))
+        }
         Some(_) => None,
     }
 }
@@ -124,7 +126,7 @@ fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
         "taskId": task_id.as_str(),
         "userId": user_id.as_str(),
         "status": TaskStatus::Failed,
-        "retriesLeft": { "$gt": 0 },
+        "$expr": { "$lt": ["$retryCount", "$maxRetries"] },
     }
 }
 
@@ -136,7 +138,7 @@ fn requeue_update(handoff: &Handoff, by: &str) -> Document {
         "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
                   "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": handoff.at,
                   "handoff": handoff.to_bson(), "autoRetries": 0, "nextAttemptAt": Bson::Null },
-        "$inc": { "retryCount": 1, "retriesLeft": -1 },
+        "$inc": { "retryCount": 1 },
     };
     push_events(&mut update, &[Event::new(EventKind::Retried, by)]);
     update
@@ -169,7 +171,7 @@ pub(crate) fn restore_update(by: &str) -> Document {
     let mut update = doc! {
         "$set": { "status": TaskStatus::Failed, "lastError": REQUEUE_FAILED_MESSAGE,
                   "updatedAt": now, "finishedAt": now },
-        "$inc": { "retryCount": -1, "retriesLeft": 1 },
+        "$inc": { "retryCount": -1 },
     };
     push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
     update

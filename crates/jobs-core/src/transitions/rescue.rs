@@ -121,7 +121,7 @@ impl Store {
         let filter = match &task.handoff {
             Some(handoff) => {
                 if handoff.retry {
-                    update.insert("$inc", doc! { "retryCount": -1, "retriesLeft": 1 });
+                    update.insert("$inc", doc! { "retryCount": -1 });
                 }
                 doc! {
                     "taskId": task.task_id.as_str(),
@@ -161,7 +161,7 @@ impl Store {
             .insert("nextAttemptAt", Bson::Null);
         let current = task.handoff.as_ref().filter(|h| h.dedup_id == dedup_id);
         if current.is_some_and(|h| h.retry) {
-            update.insert("$inc", doc! { "retryCount": -1, "retriesLeft": 1 });
+            update.insert("$inc", doc! { "retryCount": -1 });
         }
         // A scheduled automatic retry whose delivery QStash gave up on fails too.
         let filter = doc! {
