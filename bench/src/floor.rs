@@ -70,7 +70,7 @@ where
 }
 
 /// A retry of the failed task `task_id` of `user` by `by`, as one statement. The filter takes
-/// the owner's task only while it is `failed` with retries left (`retryCount < maxRetries`).
+/// the owner's task only while it is `failed` with retries left (`retriesLeft > 0`).
 /// The update queues it again (progress, error, result and end cleared, one retry more, a
 /// fresh automatic-retry budget), records its new hand-off (a fresh deduplication id, returned
 /// too) and appends a `retried` event by `by` to its timeline, keeping the newest 50.
@@ -79,14 +79,14 @@ pub fn requeue(task_id: &str, user: &str, by: &str) -> (Document, Document, Stri
     let dedup = format!("{task_id}-{}", uuid::Uuid::now_v7().simple());
     let filter = doc! {
         "taskId": task_id, "userId": user, "status": "failed",
-        "$expr": { "$lt": ["$retryCount", "$maxRetries"] },
+        "retriesLeft": { "$gt": 0 },
     };
     let update = doc! {
         "$set": { "status": "queued", "progress": 0, "lastError": Bson::Null,
                   "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": now,
                   "handoff": { "at": now, "dedupId": &dedup, "retry": true },
                   "autoRetries": 0, "nextAttemptAt": Bson::Null },
-        "$inc": { "retryCount": 1 },
+        "$inc": { "retryCount": 1, "retriesLeft": -1 },
         "$push": { "events": {
             "$each": [{ "at": now, "kind": "retried", "by": by }], "$slice": -50,
         } },

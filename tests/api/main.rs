@@ -20,4 +20,5 @@ mod retry;
 mod stranded;
 mod stubs;
 mod support;
+mod upgrade;
 mod vercel_dev;

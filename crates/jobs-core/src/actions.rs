@@ -340,8 +340,8 @@ impl App {
         })
     }
 
-    /// The headline feature: one atomic conditional update, then the re-publish. The precise
-    /// refusal is looked up only when the update matched nothing.
+    /// The headline feature: read the task, refuse with the precise reason, or re-queue it in
+    /// ONE conditional update pinned on what was read, then the re-publish.
     pub async fn retry(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
         const MISSING: JobsError = JobsError::MissingFields("taskId, userId");
         let request: TaskRequest = decode(body)?;
@@ -353,19 +353,24 @@ impl App {
         };
 
         self.route()?;
+        let read = self.store.find(&task_id).await?;
+        let task = match (retry_refusal(read.as_ref(), &user), read) {
+            (Some(refusal), _) => return Err(refusal.error(task_id)),
+            (None, task) => task.expect("a task without a refusal was found"),
+        };
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
         match self
             .store
-            .requeue_for_retry(&task_id, &user, &handoff)
+            .requeue_for_retry(&task, &user, &handoff)
             .await
             .at("retry.requeued")
         {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let task = self.store.find(&task_id).await?;
-                // No refusal: the guard held again by the time we looked, so another retry
-                // raced us and won, and the task is no longer failed.
-                let refusal = retry_refusal(task.as_ref(), &user).unwrap_or(Refusal::NotFailed);
+            Ok(true) => {}
+            Ok(false) => {
+                // The task changed since it was read: another retry raced us and won (then
+                // it is no longer failed), or it was given back or restored meanwhile.
+                let now = self.store.find(&task_id).await?;
+                let refusal = retry_refusal(now.as_ref(), &user).unwrap_or(Refusal::NotFailed);
                 return Err(refusal.error(task_id));
             }
             // The update may have applied without answering: if the task carries this

@@ -1,7 +1,8 @@
-//! Bulk retry (docs/spec.md §13): many failed tasks of one user retried in one call, each with
-//! exactly the guard and effect of `retry`, whatever their number in at most four MongoDB
-//! commands (read the candidates, re-queue them in one multi-statement `update`, read back
-//! which were ours, and undo the ones whose hand-off failed) and one QStash batch; one more
+//! Bulk retry (docs/spec.md §13): up to [`MAX_BULK`] failed tasks of one user retried in one
+//! call, each with exactly the guard and effect of `retry`, in at most four MongoDB commands
+//! whatever their number: read the candidates, re-queue them in ONE `updateMany` that stamps
+//! one batch hand-off, read back which were ours, and undo the ones whose hand-off failed. One
+//! more command only for tasks an earlier version stored without `retriesLeft`, and one more
 //! read only when an undo did not apply to every task.
 
 use mongodb::bson::DateTime;
@@ -11,9 +12,9 @@ use crate::error::{REQUEUE_FAILED_MESSAGE, Result};
 use crate::failpoints::{At, hit};
 use crate::replies::{RetriedMany, Skipped};
 use crate::requests::{BulkSelection, MAX_BULK};
-use crate::selection::Cursor;
+use crate::selection::{BulkFilter, Cursor};
 use crate::store::Store;
-use crate::task::{Handoff, TaskId, TaskStatus, UserId};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 use crate::transitions::retry_refusal;
 
 /// Retries the selected tasks of `user`; see the module documentation for the cost.
@@ -24,21 +25,17 @@ pub async fn retry_many(
     selection: BulkSelection,
 ) -> Result<RetriedMany> {
     let mut reply = RetriedMany::default();
-    let candidates = match selection {
+    let (read, selected): (Vec<(TaskId, Option<Task>)>, BulkFilter) = match selection {
         BulkSelection::Ids(ids) => {
             let found = store.find_many(&ids).await?;
-            let mut candidates = Vec::new();
-            for id in ids {
-                let task = found.iter().find(|t| t.task_id == id);
-                match retry_refusal(task, user) {
-                    Some(refusal) => reply.skipped.push(Skipped {
-                        code: refusal.skip_code(id.clone()),
-                        task_id: id,
-                    }),
-                    None => candidates.extend(task.cloned()),
-                }
-            }
-            candidates
+            let ordered = ids
+                .into_iter()
+                .map(|id| {
+                    let task = found.iter().find(|t| t.task_id == id).cloned();
+                    (id, task)
+                })
+                .collect();
+            (ordered, BulkFilter::default())
         }
         BulkSelection::Filter(filter, after) => {
             let mut page = store
@@ -53,30 +50,43 @@ pub async fn retry_many(
                 };
                 reply.next_cursor = Some(next.encode());
             }
-            let mut retryable = Vec::with_capacity(page.len());
-            for task in page {
-                match retry_refusal(Some(&task), user) {
-                    Some(refusal) => reply.skipped.push(Skipped {
-                        code: refusal.skip_code(task.task_id.clone()),
-                        task_id: task.task_id,
-                    }),
-                    None => retryable.push(task),
-                }
-            }
-            retryable
+            let read = page
+                .into_iter()
+                .map(|t| (t.task_id.clone(), Some(t)))
+                .collect();
+            (read, filter)
         }
     };
+    let mut candidates: Vec<Task> = Vec::new();
+    for (task_id, task) in read {
+        match retry_refusal(task.as_ref(), user) {
+            Some(refusal) => reply.skipped.push(Skipped {
+                code: refusal.skip_code(task_id.clone()),
+                task_id,
+            }),
+            None => candidates.extend(task),
+        }
+    }
     if candidates.is_empty() {
         return Ok(reply);
     }
-
-    let now = DateTime::now();
-    let handoffs: Vec<(TaskId, Handoff)> = candidates
+    // A task an earlier version stored (or re-queued) without a true `retriesLeft` would fail
+    // the guard whatever its budget: set from its counts first (one more command, only then).
+    if candidates
         .iter()
-        .map(|t| (t.task_id.clone(), Handoff::new(&t.task_id, now, true)))
+        .any(|t| t.stored_retries_left != Some(t.retries_left()))
+    {
+        store.fill_retries_left(&candidates).await?;
+    }
+
+    let (batch, now) = (Handoff::new_batch(), DateTime::now());
+    let ids: Vec<TaskId> = candidates.into_iter().map(|t| t.task_id).collect();
+    let handoffs: Vec<(TaskId, Handoff)> = ids
+        .iter()
+        .map(|id| (id.clone(), Handoff::in_batch(id, &batch, now, true)))
         .collect();
     let requeued = store
-        .requeue_many(user, &handoffs)
+        .requeue_many(user, &selected, &ids, &batch, now)
         .await
         .at("retry_many.requeued");
     if let Err(error) = requeued {

@@ -27,6 +27,12 @@ pub const QSTASH_PUBLIC_URL_MISSING: &str =
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Self-invocations a bulk retry keeps in flight at once (docs/spec.md §13).
 pub const SELF_INVOCATIONS_IN_FLIGHT: usize = 8;
+/// Messages per QStash `POST /v2/batch` (docs/spec.md §7): QStash documents no count limit for
+/// a batch, only its request size (1 MB on the Free and Pay-as-you-go plans) and messages per
+/// second; 100 hand-offs are about 30 KB. More hand-offs are split into several batches.
+pub const QSTASH_BATCH: usize = 100;
+/// QStash batches a bulk retry keeps in flight at once.
+const QSTASH_BATCHES_IN_FLIGHT: usize = 4;
 
 /// How a hand-off reaches `process`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,9 +302,10 @@ impl Dispatcher {
         matches!(self.route(), Ok(route) if route.transport == Transport::QStash)
     }
 
-    /// Sends many hand-offs at once: through QStash in ONE `POST /v2/batch`, by
-    /// self-invocation with at most [`SELF_INVOCATIONS_IN_FLIGHT`] at a time. Returns, per
-    /// hand-off in order, whether it was sent.
+    /// Sends many hand-offs at once: through QStash in batches of [`QSTASH_BATCH`] (ONE `POST
+    /// /v2/batch` each, [`QSTASH_BATCHES_IN_FLIGHT`] at a time), by self-invocation with at
+    /// most [`SELF_INVOCATIONS_IN_FLIGHT`] at a time. Returns, per hand-off in order, whether it
+    /// was sent.
     pub async fn dispatch_many(&self, handoffs: &[(TaskId, Handoff)]) -> Vec<bool> {
         let Ok(route) = self.route() else {
             return vec![false; handoffs.len()];
@@ -307,13 +314,29 @@ impl Dispatcher {
             return Vec::new();
         }
         match route.transport {
-            Transport::QStash => match self.publish_batch(route, handoffs).await {
-                Ok(sent) => sent,
-                Err(error) => {
-                    tracing::error!(count = handoffs.len(), %error, "batch publish failed");
-                    vec![false; handoffs.len()]
-                }
-            },
+            Transport::QStash => {
+                // Boxed up front, as below.
+                let batches: Vec<Pin<Box<dyn Future<Output = Vec<bool>> + Send + '_>>> = handoffs
+                    .chunks(QSTASH_BATCH)
+                    .map(|batch| {
+                        let publish = async move {
+                            match self.publish_batch(route, batch).await {
+                                Ok(sent) => sent,
+                                Err(error) => {
+                                    tracing::error!(count = batch.len(), %error, "batch publish failed");
+                                    vec![false; batch.len()]
+                                }
+                            }
+                        };
+                        Box::pin(publish) as Pin<Box<dyn Future<Output = Vec<bool>> + Send + '_>>
+                    })
+                    .collect();
+                let sent: Vec<Vec<bool>> = futures_util::stream::iter(batches)
+                    .buffered(QSTASH_BATCHES_IN_FLIGHT)
+                    .collect()
+                    .await;
+                sent.concat()
+            }
             Transport::SelfInvoke => {
                 let url = route.process_url();
                 // Boxed up front: a closure over borrowed hand-offs inside `buffered` would

@@ -1,6 +1,8 @@
 //! The one error type of the service: every failure a caller can see, with its machine code and
 //! public message and HTTP status (docs/spec.md §5, whose table `tests/spec_tables.rs` checks).
 
+use std::time::Duration;
+
 use crate::task::{TaskId, TaskStatus};
 
 /// The plan's message when a retry could not be handed off: the answer of [`JobsError::RequeueFailed`]
@@ -104,6 +106,9 @@ pub enum JobsError {
     /// MongoDB cannot be reached (server selection, I/O, a cleared pool). 503.
     #[error("Database unavailable")]
     DbUnavailable,
+    /// One database operation ran past `JOBS_DB_TIMEOUT_MS` (carried): it may still apply. 503.
+    #[error("The database did not answer within {} s", .0.as_secs_f64())]
+    DbTimeout(Duration),
     /// Unexpected failure; the detail is logged, never sent. 500.
     #[error("Internal error")]
     Internal(String),
@@ -129,7 +134,8 @@ impl JobsError {
             PayloadTooLarge { .. } => 413,
             NotDueYet(_) => NOT_DUE_STATUS,
             Misconfigured(_) | Internal(_) => 500,
-            InvalidSettings(_) | RequeueFailed | EnqueueFailed(_) | DbUnavailable => 503,
+            InvalidSettings(_) | RequeueFailed | EnqueueFailed(_) | DbUnavailable
+            | DbTimeout(_) => 503,
         }
     }
 
@@ -158,6 +164,7 @@ impl JobsError {
             Self::UserMismatch => "USER_MISMATCH",
             Self::Misconfigured(_) | Self::InvalidSettings(_) => "MISCONFIGURED",
             Self::DbUnavailable => "DB_UNAVAILABLE",
+            Self::DbTimeout(_) => "DB_TIMEOUT",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -183,7 +190,7 @@ impl JobsError {
     /// A database error after which the write may have applied all the same (a timeout, a
     /// connection lost after the command was sent): the caller reads back before it answers.
     pub fn may_have_applied(&self) -> bool {
-        matches!(self, Self::DbUnavailable)
+        matches!(self, Self::DbUnavailable | Self::DbTimeout(_))
     }
 }
 

@@ -121,7 +121,7 @@ impl CreateRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RetryManyRequest {
-    /// `taskIds`: 1..=100 ids to retry.
+    /// `taskIds`: 1..=[`MAX_BULK`] ids to retry.
     #[serde(default)]
     pub task_ids: Option<Vec<String>>,
     /// `filter`: retry this user's failed tasks matching it, newest first, a page at a time.
@@ -151,7 +151,7 @@ pub struct BulkFilterRequest {
 }
 
 /// Most tasks one `retryMany` call handles (docs/spec.md §13).
-pub const MAX_BULK: usize = 100;
+pub const MAX_BULK: usize = 1000;
 
 /// What a `retryMany` call asks for, checked.
 #[derive(Debug)]
@@ -172,7 +172,7 @@ impl RetryManyRequest {
                     return Err(invalid("cursor goes with filter, not with taskIds"));
                 }
                 if ids.is_empty() || ids.len() > MAX_BULK {
-                    return Err(invalid("taskIds must hold 1 to 100 ids"));
+                    return Err(invalid("taskIds must hold 1 to 1000 ids"));
                 }
                 let mut unique: Vec<TaskId> = Vec::with_capacity(ids.len());
                 for id in ids {

@@ -9,10 +9,10 @@ use mongodb::bson::DateTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::dispatch::{Dispatcher, SELF_INVOCATIONS_IN_FLIGHT};
+use crate::dispatch::{Dispatcher, QSTASH_BATCH, SELF_INVOCATIONS_IN_FLIGHT};
 use crate::error::Result;
 use crate::failpoints::{At, hit};
-use crate::store::Store;
+use crate::store::{MIGRATION_BUDGET, Store};
 use crate::task::due_everywhere_by;
 
 /// Tasks handled per call and per kind; the next run takes the rest.
@@ -20,8 +20,6 @@ const SWEEP_BATCH: i64 = 500;
 /// Database errors while marking or flagging hand-offs after which a sweep stops re-sending
 /// (the database is likely down; every further write would wait for its timeout).
 const MAX_MARK_ERRORS: u32 = 3;
-/// Hand-offs marked and sent together through QStash: one `POST /v2/batch`.
-const QSTASH_CHUNK: usize = 100;
 /// A sweep stops starting new work after this long, well within the function's
 /// `maxDuration` (300 s in `vercel.json`), and answers `more: true`.
 pub const SWEEP_BUDGET: Duration = Duration::from_secs(60);
@@ -74,7 +72,7 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
         .filter(|(_, h)| !(h.resend && h.redispatched.is_some_and(|at| at < given_up)))
         .collect();
     let chunk = match dispatcher.can_wait() {
-        true => QSTASH_CHUNK,
+        true => QSTASH_BATCH,
         false => SELF_INVOCATIONS_IN_FLIGHT,
     };
     // Marked and sent a chunk at a time, so a sweep that dies mid-way leaves at most one chunk
@@ -173,6 +171,13 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
             format!("The task was never picked up: it waited in the queue for {waited} s.");
         let failed = store.fail_never_picked_up(&task, &message).await;
         report.never_picked_up += u32::from(failed.at("sweep.failed_lost")?);
+    }
+    // Upkeep: tasks stored before `retriesLeft` existed get it, bounded passes at a time,
+    // until the migration is done (then it costs nothing). A failure is the next sweep's.
+    if !out_of_time()
+        && let Err(error) = store.migrate_retries_left(MIGRATION_BUDGET).await
+    {
+        tracing::warn!(%error, "migration of retriesLeft stopped; the next sweep carries on");
     }
     tracing::info!(
         timed_out = report.timed_out,

@@ -168,9 +168,21 @@ pub struct Handoff {
 impl Handoff {
     /// A new hand-off of `task_id` at `at`; `retry` when a user's retry queued it.
     pub fn new(task_id: &TaskId, at: DateTime, retry: bool) -> Self {
+        Self::in_batch(task_id, &Self::new_batch(), at, retry)
+    }
+
+    /// A new batch id: one per hand-off, or one for all the hand-offs of a bulk retry.
+    pub fn new_batch() -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+
+    /// The hand-off of `task_id` in `batch`: its dedup id is `<taskId>-<batch>`, unique per task
+    /// and batch. A bulk re-queue writes the same with `$concat` in ONE update
+    /// (`transitions/bulk.rs`).
+    pub fn in_batch(task_id: &TaskId, batch: &str, at: DateTime, retry: bool) -> Self {
         Self {
             at,
-            dedup_id: format!("{task_id}-{}", uuid::Uuid::now_v7().simple()),
+            dedup_id: format!("{task_id}-{batch}"),
             retry,
             redispatched: None,
             resend: false,
@@ -359,6 +371,16 @@ pub struct Task {
     /// The retry budget set at `create` (default 3, at most 20): `retry` is refused once
     /// `retry_count` reaches it.
     pub max_retries: i32,
+    /// `max_retries - retry_count`, stored and kept true by every transition that changes
+    /// `retry_count`, so bulk retry's one `updateMany` guards with a plain comparison
+    /// (`retriesLeft > 0`). `None` on a task stored before the field existed, until the store's
+    /// upkeep or a retry fills it in; [`Task::retries_left`] is the same from the counts.
+    #[serde(
+        default,
+        rename = "retriesLeft",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stored_retries_left: Option<i32>,
     /// Runs started (each claim adds one), whatever caused them: the first run, a retry, or a
     /// redelivery after a lost worker.
     pub attempts: i32,
@@ -438,6 +460,7 @@ impl Task {
             progress: 0,
             retry_count: 0,
             max_retries,
+            stored_retries_left: Some(max_retries),
             attempts: 0,
             last_error: None,
             error_history: Vec::new(),
@@ -448,6 +471,11 @@ impl Task {
             started_at: None,
             finished_at: None,
         }
+    }
+
+    /// Manual retries left: `max_retries - retry_count`, never below 0.
+    pub fn retries_left(&self) -> i32 {
+        (self.max_retries - self.retry_count).max(0)
     }
 
     /// Whether a claim at `now` may take this task: always unless it is `scheduled`; a

@@ -124,6 +124,9 @@ pub struct TaskFixture {
     next_attempt_in_ms: Option<i64>,
     error_group: bool,
     events_len: usize,
+    /// `Some(stored)` overrides `retriesLeft` (`None` inside: absent, as an earlier version
+    /// stored tasks); otherwise it is what the counts call for.
+    retries_left: Option<Option<i32>>,
 }
 
 /// A fixture task with the defaults of [`TaskFixture`]: a fresh `queued` `demo` task of `alice`.
@@ -150,6 +153,7 @@ pub fn task() -> TaskFixture {
         next_attempt_in_ms: None,
         error_group: true,
         events_len: 0,
+        retries_left: None,
     }
 }
 
@@ -292,6 +296,13 @@ impl TaskFixture {
         self
     }
 
+    /// `retriesLeft` as stored, whatever the counts say: `None` for a task an earlier version
+    /// stored without it, a wrong value for one an earlier version retried or restored.
+    pub fn stored_retries_left(mut self, stored: Option<i32>) -> Self {
+        self.retries_left = Some(stored);
+        self
+    }
+
     /// The task document, timed relative to now.
     pub fn build(&self) -> Task {
         use TaskStatus::*;
@@ -396,6 +407,9 @@ impl TaskFixture {
                 .unwrap_or(if self.status == Completed { 100 } else { 0 }),
             retry_count: self.retry_count,
             max_retries: self.max_retries,
+            stored_retries_left: self
+                .retries_left
+                .unwrap_or(Some((self.max_retries - self.retry_count).max(0))),
             attempts,
             last_error,
             error_history,
@@ -451,6 +465,14 @@ pub fn assert_legal(task: &Task) {
         (0..=task.max_retries).contains(&task.retry_count),
         "retryCount in 0..=maxRetries: {task:?}"
     );
+    // Absent only on a task an earlier version stored (the store's upkeep fills it in).
+    if let Some(left) = task.stored_retries_left {
+        assert_eq!(
+            left,
+            task.retries_left(),
+            "retriesLeft is maxRetries - retryCount: {task:?}"
+        );
+    }
     assert!(task.attempts >= 0, "attempts not negative: {task:?}");
     assert!(
         task.error_history.len() <= ERROR_HISTORY_LEN as usize,
@@ -560,4 +582,19 @@ pub fn assert_legal_document(stored: &Document) -> Task {
         .unwrap_or_else(|e| panic!("not a task document ({e}): {stored}"));
     assert_legal(&task);
     task
+}
+
+/// `retry`'s re-queue as the action makes it: the task read, then `requeue_for_retry` pinned on
+/// what was read. The task as read when it moved; `None` when it did not (or is absent).
+pub async fn requeue_as_read(
+    store: &Store,
+    task_id: &TaskId,
+    user: &UserId,
+    handoff: &Handoff,
+) -> crate::error::Result<Option<Task>> {
+    let Some(task) = store.find(task_id).await? else {
+        return Ok(None);
+    };
+    let moved = store.requeue_for_retry(&task, user, handoff).await?;
+    Ok(moved.then_some(task))
 }

@@ -390,18 +390,17 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
                 .schedule_retry(id, &lease, attempt, "boom", &next, DELIVERER)
                 .await
         }
-        "requeue_for_retry" => store
-            .requeue_for_retry(id, user, &fresh(true))
+        "requeue_for_retry" => jobs_core::testing::requeue_as_read(store, id, user, &fresh(true))
             .await
             .map(|before| before.is_some()),
         "requeue_many" => {
-            let sent = fresh(true);
+            let (batch, at) = (Handoff::new_batch(), DateTime::now());
+            let all = jobs_core::selection::BulkFilter::default();
+            let ids = [id.clone()];
             store
-                .requeue_many(user, &[(id.clone(), sent.clone())])
+                .requeue_many(user, &all, &ids, &batch, at)
                 .await
-                .expect("requeue_many");
-            let now = store.find(id).await.expect("read").expect("stored");
-            Ok(now.handoff.is_some_and(|h| h.dedup_id == sent.dedup_id))
+                .map(|moved| moved == 1)
         }
         "restore_after_failed_requeue" => {
             store.restore_after_failed_requeue(id, user, &handoff).await
@@ -472,12 +471,7 @@ fn statuses(cell: &str) -> Vec<TaskStatus> {
 /// The transitions of `src/transitions/`: every `async fn` of a `Store` there but the helpers
 /// the transitions share.
 fn transitions_in_the_code() -> BTreeSet<String> {
-    const HELPERS: [&str; 4] = [
-        "update_one",
-        "find_one_and_update",
-        "fail_where",
-        "update_many_statements",
-    ];
+    const HELPERS: [&str; 3] = ["update_one", "find_one_and_update", "fail_where"];
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/transitions");
     let mut names = BTreeSet::new();
     for file in std::fs::read_dir(dir).expect("src/transitions") {
@@ -609,6 +603,7 @@ fn every_error_has_its_row() {
         JobsError::RequeueFailed,
         JobsError::EnqueueFailed(id()),
         JobsError::DbUnavailable,
+        JobsError::DbTimeout(std::time::Duration::from_millis(2500)),
     ];
     let source = include_str!("../src/error.rs");
     let body = source

@@ -1,7 +1,8 @@
 //! The MongoDB store: one client per process, reused across requests (serverless practice),
 //! and the `tasks` collection. Its methods, grouped by what they do:
-//! - here: the connection, the operation timeout, command counting and `ping`;
-//! - `upkeep`: the indexes, created once per process;
+//! - here: the connection, the operation timeout, command counting, `ping`, and the
+//!   multi-statement `update` command;
+//! - `upkeep`: the indexes, created once per process, and the backfill of fields added since;
 //! - `reads`: what actions read, each named after the question it answers;
 //! - `scans`: what the sweep looks for;
 //! - `idempotency`: create's idempotency keys, in their own collection;
@@ -18,7 +19,7 @@ mod upkeep;
 use std::cell::Cell;
 use std::time::Duration;
 
-use mongodb::bson::doc;
+use mongodb::bson::{Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
@@ -31,6 +32,8 @@ use crate::task::Task;
 
 pub use idempotency::Admission;
 pub use reads::Page;
+pub(crate) use reads::{carrying, failed_selection};
+pub use upkeep::{MIGRATION_BUDGET, MIGRATION_PASS};
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long: a serverless instance may be frozen
@@ -66,6 +69,8 @@ pub struct Store {
     operation_timeout: Duration,
     database: OnceCell<Database>,
     indexes: OnceCell<()>,
+    /// Set once the `retriesLeft` migration has finished (`upkeep`).
+    migrated: OnceCell<()>,
     key_indexes: OnceCell<()>,
 }
 
@@ -80,6 +85,7 @@ impl Store {
             operation_timeout: config.db_operation_timeout,
             database: OnceCell::new(),
             indexes: OnceCell::new(),
+            migrated: OnceCell::new(),
             key_indexes: OnceCell::new(),
         }
     }
@@ -144,7 +150,7 @@ impl Store {
     }
 
     /// Runs one database operation within the operation timeout (the Rust driver has no
-    /// `timeoutMS`): a hung primary is a 503 `DB_UNAVAILABLE`, not a request that never ends.
+    /// `timeoutMS`): a hung primary is a 503 `DB_TIMEOUT`, not a request that never ends.
     pub(crate) async fn run<T>(
         &self,
         operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
@@ -156,9 +162,39 @@ impl Store {
                     timeout_ms = self.operation_timeout.as_millis() as u64,
                     "database operation timed out"
                 );
-                Err(JobsError::DbUnavailable)
+                Err(JobsError::DbTimeout(self.operation_timeout))
             }
         }
+    }
+
+    /// Runs ONE `update` command with many statements (each its own filter and update), with
+    /// the client's write concern. The Rust driver sends one statement per command; bulk
+    /// retry needs many in one round trip.
+    async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
+        if statements.is_empty() {
+            return Ok(0);
+        }
+        let database = self.database().await?;
+        let mut command = doc! { "update": "tasks", "updates": statements, "ordered": false };
+        if let Some(concern) = database.write_concern() {
+            let concern = mongodb::bson::to_document(concern).map_err(JobsError::internal)?;
+            command.insert("writeConcern", concern);
+        }
+        let reply = self.run(database.run_command(command)).await?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            return Err(JobsError::internal(format!("bulk update: {errors:?}")));
+        }
+        // `run_command` hands back the raw reply: a missed write concern is only in it.
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            tracing::warn!(?concern, "bulk update did not meet its write concern");
+            return Err(JobsError::DbUnavailable);
+        }
+        // `n`: how many statements matched.
+        let matched = reply
+            .get_i32("n")
+            .map(i64::from)
+            .or_else(|_| reply.get_i64("n"));
+        Ok(matched.unwrap_or(0).max(0) as u64)
     }
 
     /// One `ping` round trip: is the database reachable?

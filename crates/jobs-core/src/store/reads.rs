@@ -9,21 +9,25 @@ use crate::selection::{BulkFilter, Cursor, ListQuery};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 
 /// The aggregation of `groups` (docs/spec.md §14): a user's tasks in `status` grouped by
-/// `errorGroup`, newest first within a group, largest groups first, at most 50.
+/// `errorGroup`, largest groups first, at most 50, each with its newest task's template and id.
+/// The `$match` is a prefix of the `{userId, status, errorGroup, ...}` index; the newest of a
+/// group is a `$top` inside `$group`, so nothing sorts the matched tasks, only the groups.
 fn error_groups_pipeline(user: &UserId, status: TaskStatus) -> [Document; 5] {
     [
         doc! { "$match": { "userId": user.as_str(), "status": status,
         "errorGroup": { "$type": "string" } } },
-        doc! { "$sort": { "updatedAt": -1 } },
         doc! { "$group": {
             "_id": "$errorGroup",
-            "template": { "$first": "$errorTemplate" },
             "count": { "$sum": 1 },
-            "lastAt": { "$max": "$updatedAt" },
-            "exampleTaskId": { "$first": "$taskId" },
+            "newest": { "$top": {
+                "sortBy": { "updatedAt": -1, "taskId": -1 },
+                "output": { "at": "$updatedAt", "template": "$errorTemplate", "taskId": "$taskId" },
+            } },
         } },
-        doc! { "$sort": { "count": -1, "lastAt": -1 } },
+        doc! { "$sort": { "count": -1, "newest.at": -1 } },
         doc! { "$limit": 50 },
+        doc! { "$project": { "count": 1, "template": "$newest.template",
+        "lastAt": "$newest.at", "exampleTaskId": "$newest.taskId" } },
     ]
 }
 
@@ -37,10 +41,25 @@ fn after_cursor(after: &Cursor) -> Vec<Document> {
 
 /// The tasks whose current hand-off is one of `handoffs`. Dedup ids are unique per hand-off,
 /// so `$in` on both fields cannot pair one task's id with another's hand-off.
-fn carrying(handoffs: &[(TaskId, Handoff)]) -> Document {
+pub(crate) fn carrying(handoffs: &[(TaskId, Handoff)]) -> Document {
     let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
     let dedup: Vec<&str> = handoffs.iter().map(|(_, h)| h.dedup_id.as_str()).collect();
     doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } }
+}
+
+/// A user's `failed` tasks that `filter` selects (bulk retry by filter).
+pub(crate) fn failed_selection(user: &UserId, filter: &BulkFilter) -> Document {
+    let mut query = doc! { "userId": user.as_str(), "status": TaskStatus::Failed };
+    if let Some(kind) = &filter.kind {
+        query.insert("type", kind.as_str());
+    }
+    if let Some(group) = &filter.error_group {
+        query.insert("errorGroup", group.as_str());
+    }
+    if let Some(brand) = &filter.brand_id {
+        query.insert("brandId", brand.as_str());
+    }
+    query
 }
 
 /// A page of `list`: its tasks and, when more follow, where the next page starts.
@@ -120,16 +139,7 @@ impl Store {
         after: Option<&Cursor>,
         limit: i64,
     ) -> Result<Vec<Task>> {
-        let mut query = doc! { "userId": user.as_str(), "status": TaskStatus::Failed };
-        if let Some(kind) = &filter.kind {
-            query.insert("type", kind.as_str());
-        }
-        if let Some(group) = &filter.error_group {
-            query.insert("errorGroup", group.as_str());
-        }
-        if let Some(brand) = &filter.brand_id {
-            query.insert("brandId", brand.as_str());
-        }
+        let mut query = failed_selection(user, filter);
         if let Some(after) = after {
             query.insert("$or", after_cursor(after));
         }
@@ -138,7 +148,8 @@ impl Store {
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
             .projection(doc! { "payload": 0, "events": 0 })
-            .limit(limit);
+            .limit(limit)
+            .batch_size(limit as u32);
         self.run(async { find.await?.try_collect().await }).await
     }
 

@@ -66,7 +66,7 @@ impl Store {
     /// Up to `limit` tasks matching `filter`, in no particular order.
     pub(super) async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
         let tasks = self.tasks().await?;
-        let find = tasks.find(filter).limit(limit);
+        let find = tasks.find(filter).limit(limit).batch_size(limit as u32);
         self.run(async { find.await?.try_collect().await }).await
     }
 }

@@ -1,77 +1,89 @@
-//! The bulk retry's transitions (docs/spec.md §13): many tasks re-queued, or put back, in
-//! ONE multi-statement `update` command.
+//! The bulk retry's transitions (docs/spec.md §13): a page of tasks re-queued in ONE
+//! `updateMany` that stamps one batch hand-off, and the failed hand-offs of that batch put back
+//! in ONE more.
 
 use super::*;
+use crate::selection::BulkFilter;
+use crate::store::{carrying, failed_selection};
 
-/// One statement of a multi-statement `update` command.
-fn statement(filter: Document, update: Document) -> Document {
-    doc! { "q": filter, "u": update, "multi": false }
+/// The re-queue of a bulk retry as an update pipeline: exactly [`requeue_update`]'s effect, for
+/// every task it matches, with each task's hand-off `Handoff::in_batch(task, batch, at, true)`:
+/// its dedup id `<taskId>-<batch>` is built by `$concat` from the task's own id. `retriesLeft`
+/// is one less than stored (the filter requires it above 0). Fixed values are `$literal`, so no
+/// string is ever read as a field path.
+fn requeue_pipeline(batch: &str, at: DateTime, by: &str) -> Vec<Document> {
+    let mut set: Document = requeue_fields(at)
+        .into_iter()
+        .map(|(field, value)| (field, Bson::Document(doc! { "$literal": value })))
+        .collect();
+    set.insert(
+        "handoff",
+        doc! {
+            "at": { "$literal": at },
+            "dedupId": { "$concat": ["$taskId", "-", { "$literal": batch }] },
+            "retry": { "$literal": true },
+        },
+    );
+    set.insert("retryCount", doc! { "$add": ["$retryCount", 1] });
+    set.insert("retriesLeft", doc! { "$subtract": ["$retriesLeft", 1] });
+    let event = Event::new(EventKind::Retried, by).to_bson();
+    set.insert(
+        "events",
+        doc! { "$slice": [
+            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [{ "$literal": event }]] },
+            -EVENTS_LEN,
+        ] },
+    );
+    vec![doc! { "$set": set }]
 }
 
 impl Store {
-    /// failed -> queued for many tasks of one user at once (bulk retry, docs/spec.md §13): each
-    /// with exactly `requeue_for_retry`'s guard and effect and its own hand-off, in ONE
-    /// `update` command of many statements. Which tasks it moved is read back by their
+    /// failed -> queued for many tasks of `user` at once (bulk retry, docs/spec.md §13): those
+    /// of `task_ids` that are still in `selection`, `failed` and with `retriesLeft > 0`, in ONE
+    /// `updateMany` served by the `taskId` index, each with `requeue_for_retry`'s effect and its
+    /// hand-off in `batch` ([`Handoff::in_batch`]). Which tasks it moved is read back by their
     /// hand-offs ([`Store::requeued_with`]): a task raced by another retry matched nothing.
-    pub async fn requeue_many(&self, user: &UserId, handoffs: &[(TaskId, Handoff)]) -> Result<()> {
-        let by = format!("bulk:{user}");
-        let statements = handoffs
-            .iter()
-            .map(|(task_id, handoff)| {
-                statement(requeue_filter(task_id, user), requeue_update(handoff, &by))
-            })
-            .collect();
-        self.update_many_statements(statements).await?;
-        for (task_id, _) in handoffs {
-            tracing::debug!(task_id = %task_id, transition = "requeue_many", "bulk re-queue sent");
+    /// Returns how many it moved.
+    pub async fn requeue_many(
+        &self,
+        user: &UserId,
+        selection: &BulkFilter,
+        task_ids: &[TaskId],
+        batch: &str,
+        at: DateTime,
+    ) -> Result<u64> {
+        if task_ids.is_empty() {
+            return Ok(0);
         }
-        Ok(())
+        let mut filter = failed_selection(user, selection);
+        let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        filter.insert("taskId", doc! { "$in": ids });
+        filter.insert("retriesLeft", doc! { "$gt": 0 });
+        let pipeline = requeue_pipeline(batch, at, &format!("bulk:{user}"));
+        let tasks = self.tasks().await?;
+        let moved = self
+            .run(tasks.update_many(filter, pipeline))
+            .await?
+            .modified_count;
+        tracing::info!(user = %user, batch, moved, transition = "requeue_many", "tasks re-queued in bulk");
+        Ok(moved)
     }
 
     /// queued (just retried in bulk) -> failed, as `restore_after_failed_requeue` does, for
-    /// the retries of `user` whose hand-off failed: ONE `update` command, each statement
-    /// fenced on its own hand-off. Returns how many were restored.
+    /// `handoffs` (of one batch) that could not be sent: ONE `updateMany` fenced on those
+    /// hand-offs. Returns how many were restored.
     pub async fn restore_many(&self, user: &UserId, handoffs: &[(TaskId, Handoff)]) -> Result<u64> {
-        let by = format!("bulk:{user}");
-        let statements = handoffs
-            .iter()
-            .map(|(task_id, handoff)| {
-                statement(
-                    handoff_fence(task_id, &handoff.dedup_id),
-                    restore_update(&by),
-                )
-            })
-            .collect();
-        self.update_many_statements(statements).await
-    }
-
-    /// Runs ONE `update` command with many statements (each its own filter and update), with
-    /// the client's write concern. The Rust driver sends one statement per command; bulk
-    /// retry needs many in one round trip.
-    async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
-        if statements.is_empty() {
+        if handoffs.is_empty() {
             return Ok(0);
         }
-        let database = self.database().await?;
-        let mut command = doc! { "update": "tasks", "updates": statements, "ordered": false };
-        if let Some(concern) = database.write_concern() {
-            let concern = mongodb::bson::to_document(concern).map_err(JobsError::internal)?;
-            command.insert("writeConcern", concern);
-        }
-        let reply = self.run(database.run_command(command)).await?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            return Err(JobsError::internal(format!("bulk update: {errors:?}")));
-        }
-        // `run_command` hands back the raw reply: a missed write concern is only in it.
-        if let Ok(concern) = reply.get_document("writeConcernError") {
-            tracing::warn!(?concern, "bulk update did not meet its write concern");
-            return Err(JobsError::DbUnavailable);
-        }
-        // `n`: how many statements matched.
-        let matched = reply
-            .get_i32("n")
-            .map(i64::from)
-            .or_else(|_| reply.get_i64("n"));
-        Ok(matched.unwrap_or(0).max(0) as u64)
+        let mut filter = carrying(handoffs);
+        filter.insert("status", TaskStatus::Queued);
+        let tasks = self.tasks().await?;
+        let restored = self
+            .run(tasks.update_many(filter, restore_update(&format!("bulk:{user}"))))
+            .await?
+            .modified_count;
+        tracing::info!(user = %user, restored, transition = "restore_many", "bulk re-queues undone");
+        Ok(restored)
     }
 }

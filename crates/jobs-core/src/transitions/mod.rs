@@ -72,8 +72,8 @@ fn failed_update(attempt: i32, message: &str, event: Event) -> Document {
 }
 
 /// Why `retry` refuses a task: the retry rule (the owner's task, `failed`, with retries left)
-/// read on a task, where [`requeue_filter`] is the same rule as the update's filter. Single and
-/// bulk retry answer from it, and so does the filter page of a bulk retry.
+/// read on a task, which the re-queue's filter then pins ([`requeue_filter`]). Single and bulk
+/// retry answer from it, and so does the filter page of a bulk retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// No such task.
@@ -92,9 +92,7 @@ pub fn retry_refusal(task: Option<&Task>, user: &UserId) -> Option<Refusal> {
         None => Some(Refusal::NotFound),
         Some(task) if task.user_id != *user => Some(Refusal::NotOwner),
         Some(task) if task.status != TaskStatus::Failed => Some(Refusal::NotFailed),
-        Some(task) if task.retry_count >= task.max_retries => {
-            Some(Refusal::MaxRetries(task.max_retries))
-        }
+        Some(task) if task.retries_left() == 0 => Some(Refusal::MaxRetries(task.max_retries)),
         Some(_) => None,
     }
 }
@@ -120,28 +118,52 @@ impl Refusal {
     }
 }
 
-/// The guard of `requeue_for_retry`: the owner's task, failed, with retries left.
-fn requeue_filter(task_id: &TaskId, user_id: &UserId) -> Document {
+/// The guard of `requeue_for_retry` on `task` as read: the caller's task, still `failed`, its
+/// counts still those read (so a task retried, restored or given back since matches nothing).
+/// That the counts read leave a retry is checked before the update is sent
+/// ([`retry_refusal`]); the filter is plain equality, served by the `taskId` index.
+fn requeue_filter(task: &Task, user_id: &UserId) -> Document {
     doc! {
-        "taskId": task_id.as_str(),
+        "taskId": task.task_id.as_str(),
         "userId": user_id.as_str(),
         "status": TaskStatus::Failed,
-        "$expr": { "$lt": ["$retryCount", "$maxRetries"] },
+        "retryCount": task.retry_count,
+        "maxRetries": task.max_retries,
     }
 }
 
-/// The reset of `requeue_for_retry`: queued, progress 0, no error, one retry used, a fresh
-/// automatic-retry budget, and the hand-off that is about to be sent recorded in the same
-/// update, with its event.
-fn requeue_update(handoff: &Handoff, by: &str) -> Document {
-    let mut update = doc! {
-        "$set": { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
-                  "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": handoff.at,
-                  "handoff": handoff.to_bson(), "autoRetries": 0, "nextAttemptAt": Bson::Null },
-        "$inc": { "retryCount": 1 },
-    };
+/// What every re-queue for retry sets to a fixed value: queued, progress 0, no error, a fresh
+/// automatic-retry budget. Single and bulk retry both write exactly these.
+fn requeue_fields(at: DateTime) -> Document {
+    doc! { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
+    "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": at,
+    "autoRetries": 0, "nextAttemptAt": Bson::Null }
+}
+
+/// The reset of `requeue_for_retry` of `task` as read: [`requeue_fields`], one retry used (and
+/// `retriesLeft` set from the counts read, which also fills it in on a task stored before the
+/// field existed), and the hand-off that is about to be sent recorded in the same update, with
+/// its event.
+fn requeue_update(task: &Task, handoff: &Handoff, by: &str) -> Document {
+    let mut set = requeue_fields(handoff.at);
+    set.insert("handoff", handoff.to_bson());
+    set.insert("retriesLeft", task.max_retries - task.retry_count - 1);
+    let mut update = doc! { "$set": set, "$inc": { "retryCount": 1 } };
     push_events(&mut update, &[Event::new(EventKind::Retried, by)]);
     update
+}
+
+/// Gives back the user's retry that queued `task` (read just before; its hand-off fences the
+/// update), in `update`: one retry fewer, and `retriesLeft` set from the counts read, never
+/// `$inc`ed (a task an earlier version re-queued may lack the field), the filter pinned on
+/// those counts.
+fn give_back_retry(filter: &mut Document, update: &mut Document, task: &Task) {
+    filter.insert("retryCount", task.retry_count);
+    update.insert("$inc", doc! { "retryCount": -1 });
+    update
+        .get_document_mut("$set")
+        .expect("a failure sets fields")
+        .insert("retriesLeft", task.max_retries - task.retry_count + 1);
 }
 
 fn worker_fence(task_id: &TaskId, lease_id: &str) -> Document {
@@ -163,7 +185,8 @@ fn claimable(task_id: &TaskId, now: DateTime) -> Document {
 
 /// The update that undoes a retry whose hand-off failed: `failed` again, saying so in
 /// `lastError`, with the `retryUndone` event by `by`. The retry is given back with `$inc`,
-/// never a `$set` of a count read earlier (a concurrent retry could have made it stale); the
+/// never a `$set` of a count read earlier (a concurrent retry could have made it stale):
+/// `retriesLeft` is there, the re-queue being undone set it; the
 /// rest stays as the retry left it (progress 0, a fresh automatic budget, the hand-off that was
 /// not sent, which nothing acts on once the task is `failed`).
 pub(crate) fn restore_update(by: &str) -> Document {
@@ -171,7 +194,7 @@ pub(crate) fn restore_update(by: &str) -> Document {
     let mut update = doc! {
         "$set": { "status": TaskStatus::Failed, "lastError": REQUEUE_FAILED_MESSAGE,
                   "updatedAt": now, "finishedAt": now },
-        "$inc": { "retryCount": -1 },
+        "$inc": { "retryCount": -1, "retriesLeft": 1 },
     };
     push_events(&mut update, &[Event::new(EventKind::RetryUndone, by)]);
     update

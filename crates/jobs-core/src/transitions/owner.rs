@@ -39,27 +39,35 @@ impl Store {
         }
     }
 
-    /// failed -> queued, for the owner, within the retry budget, recording `handoff`. Returns
-    /// the task as it was before. `None` means
-    /// the guard did not hold; the caller reads the task to say why.
+    /// failed -> queued, for `user`, within the retry budget, recording `handoff`: ONE
+    /// conditional update of `task` as the caller read it, pinned on its counts
+    /// ([`requeue_filter`]). `false` means the guard did not hold (counts read that leave no
+    /// retry are refused without a command); the caller reads the task to say why.
     pub async fn requeue_for_retry(
         &self,
-        task_id: &TaskId,
+        task: &Task,
         user_id: &UserId,
         handoff: &Handoff,
-    ) -> Result<Option<Task>> {
+    ) -> Result<bool> {
+        if task.retries_left() == 0 {
+            return Ok(false);
+        }
         let by = format!("user:{user_id}");
-        let before = self
-            .find_one_and_update(
-                requeue_filter(task_id, user_id),
-                requeue_update(handoff, &by),
-                ReturnDocument::Before,
+        let requeued = self
+            .update_one(
+                requeue_filter(task, user_id),
+                requeue_update(task, handoff, &by),
             )
             .await?;
-        if before.is_some() {
-            log(task_id, "failed", TaskStatus::Queued, "requeue_for_retry");
+        if requeued {
+            log(
+                &task.task_id,
+                "failed",
+                TaskStatus::Queued,
+                "requeue_for_retry",
+            );
         }
-        Ok(before)
+        Ok(requeued)
     }
 
     /// queued (just retried) -> failed: a retry that never reached the queue does not use up

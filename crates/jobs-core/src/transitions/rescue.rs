@@ -120,14 +120,15 @@ impl Store {
             .insert("nextAttemptAt", Bson::Null);
         let filter = match &task.handoff {
             Some(handoff) => {
-                if handoff.retry {
-                    update.insert("$inc", doc! { "retryCount": -1 });
-                }
-                doc! {
+                let mut filter = doc! {
                     "taskId": task.task_id.as_str(),
                     "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
                     "handoff.dedupId": handoff.dedup_id.as_str(),
+                };
+                if handoff.retry {
+                    give_back_retry(&mut filter, &mut update, task);
                 }
+                filter
             }
             None => doc! {
                 "taskId": task.task_id.as_str(), "status": TaskStatus::Queued,
@@ -159,16 +160,16 @@ impl Store {
             .get_document_mut("$set")
             .expect("a failure sets fields")
             .insert("nextAttemptAt", Bson::Null);
-        let current = task.handoff.as_ref().filter(|h| h.dedup_id == dedup_id);
-        if current.is_some_and(|h| h.retry) {
-            update.insert("$inc", doc! { "retryCount": -1 });
-        }
         // A scheduled automatic retry whose delivery QStash gave up on fails too.
-        let filter = doc! {
+        let mut filter = doc! {
             "taskId": task.task_id.as_str(),
             "status": { "$in": [TaskStatus::Queued, TaskStatus::Scheduled] },
             "handoff.dedupId": dedup_id,
         };
+        let current = task.handoff.as_ref().filter(|h| h.dedup_id == dedup_id);
+        if current.is_some_and(|h| h.retry) {
+            give_back_retry(&mut filter, &mut update, task);
+        }
         self.fail_where(
             filter,
             update,

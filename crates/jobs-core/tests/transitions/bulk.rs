@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use jobs_core::error::REQUEUE_FAILED_MESSAGE;
+use jobs_core::selection::BulkFilter;
 use jobs_core::store::{Store, count_commands};
 use jobs_core::task::{EventKind as E, Handoff, Task, TaskId, TaskStatus};
 use jobs_core::testing::{self, TaskFixture, assert_legal, task};
@@ -31,8 +32,27 @@ fn candidate(name: &'static str, seed: TaskFixture, moves: bool) -> Candidate {
     }
 }
 
-/// `requeue_many` over a mix moves exactly the retryable tasks, each with its own hand-off, in
-/// ONE command; `requeued_with` names exactly those (ONE command); `restore_many` (ONE
+/// Re-queues `tasks` of `alice` in bulk as one batch, the selection `selection`; returns their
+/// hand-offs (those of the tasks that did not move too) and the command's result.
+async fn requeue_batch(
+    store: &Store,
+    selection: &BulkFilter,
+    tasks: &[Task],
+) -> (Vec<(TaskId, Handoff)>, jobs_core::error::Result<u64>) {
+    let (batch, now) = (Handoff::new_batch(), DateTime::now());
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
+    let handoffs = ids
+        .iter()
+        .map(|id| (id.clone(), Handoff::in_batch(id, &batch, now, true)))
+        .collect();
+    let moved = store
+        .requeue_many(&user("alice"), selection, &ids, &batch, now)
+        .await;
+    (handoffs, moved)
+}
+
+/// `requeue_many` over a mix moves exactly the retryable tasks in the selection, each with its
+/// own hand-off of the batch, in ONE command; `requeued_with` names exactly those (ONE command); `restore_many` (ONE
 /// command) puts back exactly as they were the ones given, except one claimed meanwhile.
 #[tokio::test]
 async fn requeue_many_then_restore_many() {
@@ -69,6 +89,16 @@ async fn requeue_many_then_restore_many() {
             false,
         ),
         candidate("another user's", failed().owner("mallory"), false),
+        candidate(
+            "outside the selection: another type",
+            failed().kind("webhook", mongodb::bson::doc! {}),
+            false,
+        ),
+        candidate(
+            "stored by an earlier version, without retriesLeft (the caller fills it in first)",
+            failed().stored_retries_left(None),
+            false,
+        ),
     ];
     let mut seeded = Vec::new();
     for candidate in &candidates {
@@ -76,15 +106,16 @@ async fn requeue_many_then_restore_many() {
         assert_legal(&task);
         seeded.push(task);
     }
-    let now = DateTime::now();
-    let handoffs: Vec<(TaskId, Handoff)> = seeded
-        .iter()
-        .map(|t| (t.task_id.clone(), Handoff::new(&t.task_id, now, true)))
-        .collect();
-
-    let (requeued, commands) = count_commands(store.requeue_many(&alice, &handoffs)).await;
-    requeued.unwrap();
+    let demo = BulkFilter {
+        kind: Some("demo".into()),
+        ..BulkFilter::default()
+    };
+    let ((handoffs, requeued), commands) =
+        count_commands(requeue_batch(&store, &demo, &seeded)).await;
+    let movers = candidates.iter().filter(|c| c.moves).count();
+    assert_eq!(requeued.unwrap(), movers as u64, "how many moved");
     assert_eq!(commands, 1, "requeue_many is ONE command");
+    let now = handoffs[0].1.at;
     for ((candidate, seed), (_, handoff)) in candidates.iter().zip(&seeded).zip(&handoffs) {
         let name = candidate.name;
         let stored = store.find(&seed.task_id).await.unwrap().unwrap();
@@ -217,10 +248,11 @@ async fn race_single_and_bulk_retries(store: &Arc<Store>) -> usize {
     for _ in 0..10 {
         seeded.push(task().status(Failed).insert(store).await);
     }
-    let now = DateTime::now();
-    let bulk: Vec<(TaskId, Handoff)> = seeded
+    let (batch, now) = (Handoff::new_batch(), DateTime::now());
+    let ids: Vec<TaskId> = seeded.iter().map(|t| t.task_id.clone()).collect();
+    let bulk: Vec<(TaskId, Handoff)> = ids
         .iter()
-        .map(|t| (t.task_id.clone(), Handoff::new(&t.task_id, now, true)))
+        .map(|id| (id.clone(), Handoff::in_batch(id, &batch, now, true)))
         .collect();
     let start = Arc::new(tokio::sync::Barrier::new(seeded.len() + 1));
     let singles: Vec<_> = seeded
@@ -230,16 +262,20 @@ async fn race_single_and_bulk_retries(store: &Arc<Store>) -> usize {
             tokio::spawn(async move {
                 let handoff = Handoff::new(&id, DateTime::now(), true);
                 start.wait().await;
-                let won = store.requeue_for_retry(&id, &user("alice"), &handoff).await;
+                let won =
+                    jobs_core::testing::requeue_as_read(&store, &id, &user("alice"), &handoff)
+                        .await;
                 (handoff, won.unwrap().is_some())
             })
         })
         .collect();
     let many = {
-        let (store, start, bulk) = (store.clone(), start.clone(), bulk.clone());
+        let (store, start) = (store.clone(), start.clone());
         tokio::spawn(async move {
             start.wait().await;
-            store.requeue_many(&user("alice"), &bulk).await.unwrap();
+            let (all, alice) = (BulkFilter::default(), user("alice"));
+            let requeued = store.requeue_many(&alice, &all, &ids, &batch, now);
+            requeued.await.unwrap();
         })
     };
     let mut single_results = Vec::new();
@@ -292,8 +328,7 @@ async fn restore_many_gives_back_one_retry_whatever_happened_since_the_read() {
     let id = &seed.task_id;
     // Between the bulk retry's read and its update: a single retry, claimed, failed again.
     let single = Handoff::new(id, DateTime::now(), true);
-    store
-        .requeue_for_retry(id, &alice, &single)
+    jobs_core::testing::requeue_as_read(&store, id, &alice, &single)
         .await
         .unwrap()
         .unwrap();
@@ -310,8 +345,9 @@ async fn restore_many_gives_back_one_retry_whatever_happened_since_the_read() {
             .unwrap()
     );
     // The bulk retry re-queues it (retryCount 3), its hand-off fails, it is undone.
-    let bulk = vec![(id.clone(), Handoff::new(id, DateTime::now(), true))];
-    store.requeue_many(&alice, &bulk).await.unwrap();
+    let read = store.find(id).await.unwrap().unwrap();
+    let (bulk, requeued) = requeue_batch(&store, &BulkFilter::default(), &[read]).await;
+    assert_eq!(requeued.unwrap(), 1);
     assert_eq!(store.find(id).await.unwrap().unwrap().retry_count, 3);
     store.restore_many(&alice, &bulk).await.unwrap();
     let stored = store.find(id).await.unwrap().unwrap();

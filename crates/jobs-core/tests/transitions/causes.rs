@@ -57,8 +57,7 @@ async fn error_groups() {
         .insert(&store)
         .await;
     let handoff = Handoff::new(&retried.task_id, DateTime::now(), true);
-    store
-        .requeue_for_retry(&retried.task_id, &alice, &handoff)
+    jobs_core::testing::requeue_as_read(&store, &retried.task_id, &alice, &handoff)
         .await
         .unwrap()
         .expect("retried: queued, its cause kept");

@@ -176,8 +176,7 @@ async fn happen(store: &Store, seeded: &Task, meanwhile: Meanwhile) {
                     .unwrap()
             );
             let again = Handoff::new(id, DateTime::now(), true);
-            store
-                .requeue_for_retry(id, &seeded.user_id, &again)
+            jobs_core::testing::requeue_as_read(store, id, &seeded.user_id, &again)
                 .await
                 .unwrap()
                 .expect("second retry");
@@ -240,7 +239,7 @@ pub async fn apply(store: &Store, op: Op, seeded: &Task) -> Applied {
         }
         Op::Requeue { user: name } => {
             let sent = Handoff::new(id, DateTime::now(), true);
-            let before = store.requeue_for_retry(id, &user(name), &sent).await;
+            let before = jobs_core::testing::requeue_as_read(store, id, &user(name), &sent).await;
             let before = before.unwrap();
             Applied {
                 matched: before.is_some(),
@@ -254,8 +253,7 @@ pub async fn apply(store: &Store, op: Op, seeded: &Task) -> Applied {
         } => {
             let sent = Handoff::new(id, DateTime::now(), true);
             if requeued {
-                store
-                    .requeue_for_retry(id, &seeded.user_id, &sent)
+                jobs_core::testing::requeue_as_read(store, id, &seeded.user_id, &sent)
                     .await
                     .unwrap()
                     .expect("the retry re-queues the task");

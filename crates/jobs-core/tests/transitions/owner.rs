@@ -71,6 +71,13 @@ async fn requeue_for_retry() {
             Now(queued(1, 1)),
         ),
         row(
+            "a task an earlier version stored without retriesLeft: stored from the counts",
+            failed().retry_count(1).stored_retries_left(None),
+            alice,
+            true,
+            Now(queued(2, 2)),
+        ),
+        row(
             "guard: retryCount == maxRetries",
             failed().retry_count(3).max_retries(3),
             alice,
@@ -381,7 +388,9 @@ async fn concurrent_retries_of_one_task_one_wins() {
             );
             tokio::spawn(async move {
                 let handoff = Handoff::new(&id, DateTime::now(), true);
-                store.requeue_for_retry(&id, &user, &handoff).await.unwrap()
+                jobs_core::testing::requeue_as_read(&store, &id, &user, &handoff)
+                    .await
+                    .unwrap()
             })
         })
         .collect();

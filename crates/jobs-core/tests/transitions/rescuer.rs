@@ -191,6 +191,17 @@ async fn fail_never_picked_up() {
             }),
         ),
         row(
+            "a retry an earlier version queued, without retriesLeft: given back, stored from the counts",
+            resent().retry_count(2).stored_retries_left(None),
+            Op::FailNeverPickedUp(Read::Current),
+            true,
+            Now(After {
+                retry_count: 1,
+                history_len: 3,
+                ..swept(2)
+            }),
+        ),
+        row(
             "a task stored before hand-offs were recorded: fenced on updatedAt, retry kept",
             task()
                 .without_handoff()
@@ -272,6 +283,17 @@ async fn fail_undelivered() {
             // As with fail_never_picked_up, the retry that never ran is given back.
             "a retry's hand-off undelivered",
             task().retry_count(1),
+            Op::FailUndelivered(Read::Current),
+            true,
+            Now(After {
+                retry_count: 0,
+                history_len: 2,
+                ..undelivered(1)
+            }),
+        ),
+        row(
+            "a retry an earlier version queued, without retriesLeft: given back, stored from the counts",
+            task().retry_count(1).stored_retries_left(None),
             Op::FailUndelivered(Read::Current),
             true,
             Now(After {

@@ -134,6 +134,21 @@ async fn check_row(store: &Store, row: Row) {
         .expect("the task is still stored");
     eprintln!("row {name:?}: {:?} -> {stored:?}", row.op);
     assert_legal(&stored);
+    // `assert_legal` checks `retriesLeft` where it is stored; these, that it is not dropped,
+    // and that a transition that moves `retryCount` stores it (on a task an earlier version
+    // stored without it too).
+    if seeded.stored_retries_left.is_some() {
+        assert!(
+            stored.stored_retries_left.is_some(),
+            "{name}: retriesLeft dropped"
+        );
+    }
+    if stored.retry_count != seeded.retry_count {
+        assert!(
+            stored.stored_retries_left.is_some(),
+            "{name}: retryCount moved without retriesLeft"
+        );
+    }
     assert_eq!(applied.matched, row.matched, "{name}: did the guard match?");
 
     match applied.returned {
