@@ -3,32 +3,37 @@
 //! rest failed for three other causes, cancelled or completed. Through the release `jobs`
 //! binary over HTTP, in development mode, dispatching through QStash to the benchmark's sink:
 //!
-//! 1. `retryMany` by filter `{errorGroup}` page after page until `nextCursor` is null (100
-//!    calls of 100): wall time, per-call latency, MongoDB commands (`x-jobs-db-commands`) and
+//! 1. `groups` against the bare aggregation, alternating request by request (on the fresh
+//!    seed);
+//! 2. `retryMany` by filter `{errorGroup}` page after page until `nextCursor` is null (10 calls
+//!    of 1,000): wall time, per-call latency, MongoDB commands (`x-jobs-db-commands`) and
 //!    QStash requests per call, publishes per task;
-//! 2. its floor on the same data (seeded again): per page a `find`, one `update` command of
-//!    the page's statements and a `find` of the moved tasks, issued directly (`floor.rs`);
-//! 3. the same tasks (seeded again) as single `retry` calls;
-//! 4. `groups` against the bare aggregation, alternating request by request (run first, on
-//!    the fresh seed).
+//! 3. its floor on the same data (seeded again): the whole group in ONE `updateMany`, ONE
+//!    `find` of what it stamped and the batch publishes, issued directly (`floor.rs`);
+//! 4. the same tasks (seeded again) as single `retry` calls, alternating with single retries of
+//!    a user alone in a database of 20 tasks (a second `jobs` on its own database).
 //!
-//! Then, with the server's profiler on, checks that the service and the floor send the same
-//! commands, and records what `explain` says of the page `find` and of the aggregation.
+//! Then records what `explain` says of the page `find`, the floor's filter and both
+//! aggregations.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use jobs_core::task::{Task, TaskStatus};
-use jobs_core::testing::TaskFixture;
 use mongodb::bson::doc;
 use serde_json::json;
 
 use crate::calls::{Call, Figures};
 use crate::floor::{self, BULK_PAGE};
 use crate::run::col::*;
-use crate::run::{Col, Table, alternate, drive, measured, pages, thousands};
+use crate::run::{Col, Table, alternate, measured, pages, thousands};
 use crate::seed::{self, INSERT_BATCH, PAYLOAD_BYTES, SPREAD_SECONDS};
 use crate::{Settings, check, number, qstash_sink::Sink, service::Jobs};
+
+/// The user alone in a database of [`SMALL_TASKS`] tasks whose single retries the big user's
+/// are compared with, and its failed task that each retry takes (put back untimed).
+const SMALL_USER: &str = "small";
+const SMALL_TASKS: usize = 20;
 
 const BIG_USER: &str = "bulk";
 /// The message of the 10,000 failures of the retried group: the `demo` processor's.
@@ -39,10 +44,6 @@ const OTHER_MESSAGES: [&str; 3] = [
     "Timed out after 30000 ms waiting for the render service",
     "Invalid payload: field 'imageUrl' is not a URL",
 ];
-/// A second user whose failed tasks (same cause) serve the profiler check after the runs:
-/// two pages for the service, two for the floor.
-const CHECK_USER: &str = "check";
-const CHECK_TASKS: usize = 4 * BULK_PAGE;
 
 /// `count` tasks of `user`, each with the timeline of its one run (3 events): one in ten
 /// failed with [`GROUP_MESSAGE`] (retries left), one in twenty failed with one of
@@ -103,30 +104,9 @@ const PAGED: [Col; 11] = [
     }),
 ];
 
-/// The columns of the single retries.
-const SINGLE: [Col; 8] = [
-    ("wall time", |s, _| format!("{:.2} s", s.wall_s)),
-    ("p50", |s, _| format!("{:.1} ms", s.p50_ms)),
-    ("p99", |s, _| format!("{:.1} ms", s.p99_ms)),
-    ("MongoDB commands per task", |s, _| {
-        format!("{:.2}", s.per_call(s.commands_total as f64))
-    }),
-    ("QStash requests per task", |s, _| {
-        format!("{:.2}", s.per_call(s.sent().requests as f64))
-    }),
-    ("publishes per task", |s, _| {
-        format!("{:.2}", s.per_call(s.sent().messages as f64))
-    }),
-    ("service CPU per call", |s, _| {
-        format!("{:.2} ms", s.per_call(s.cpu_ms))
-    }),
-    ("failed", |s, _| s.errors.to_string()),
-];
-
 pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
     let count = number("BENCH_BULK_TASKS", 100_000);
     let groups_calls = number("BENCH_BULK_GROUPS_CALLS", 100);
-    let concurrency = number("BENCH_BULK_RETRY_CONCURRENCY", 1);
     let client = floor::client(&settings.mongodb_uri).await?;
     let db = client.database(&format!("{}_bulk", settings.db));
     let tasks = db.collection::<Task>("tasks");
@@ -142,6 +122,16 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
     let mut seeds = vec![insert().await?];
     eprintln!("bulk: seeded {count} tasks in {:.1} s", seeds[0]);
     let jobs = Jobs::start(settings, db.name(), sink).await?;
+
+    // The user alone in a small database, with its own `jobs`.
+    let small_db = client.database(&format!("{}_small", settings.db));
+    let failed = |_, task: jobs_core::testing::TaskFixture| {
+        task.status(TaskStatus::Failed).last_error(GROUP_MESSAGE)
+    };
+    let small_tasks = seed::spread(SMALL_USER, SMALL_TASKS, 3, failed)?;
+    seed::insert(&settings.mongodb_uri, &small_db, &small_tasks).await?;
+    let small_jobs = Jobs::start(settings, small_db.name(), sink).await?;
+    let small = small_db.collection::<Task>("tasks");
 
     let service_groups = async || -> Result<Call> {
         let (mut call, answer) = jobs
@@ -177,13 +167,13 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
         Ok::<_, anyhow::Error>(tasks.count_documents(filter).await? as usize)
     };
 
-    // 4. groups, on the fresh seed (before any retry moves the group's tasks).
+    // 1. groups, on the fresh seed (before any retry moves the group's tasks).
     eprintln!("bulk: groups x {groups_calls}");
     let aggregate = |_| floor::groups(&tasks, BIG_USER);
     let (groups_service, groups_floor) =
         alternate(&jobs, groups_calls, |_| service_groups(), aggregate).await?;
 
-    // 1. retryMany through the service, on the data seeded again: each of the three runs
+    // 2. retryMany through the service, on the data seeded again: each of the three runs
     // starts right after the same drop and insert, so none of them inherits the others'
     // writes (or the server's work of dropping them).
     seeds.push(insert().await?);
@@ -195,63 +185,58 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
         count_in(TaskStatus::Failed).await?,
     ];
 
-    // 2. The floor, on the same data seeded again.
+    // 3. The floor, on the same data seeded again.
     seeds.push(insert().await?);
     eprintln!("bulk: retryMany floor");
-    let started = Instant::now();
-    let floor_pages = pages(max_calls, |cursor| {
-        floor::bulk_page(&db, BIG_USER, group, cursor)
-    });
-    let floor = Figures::of(&floor_pages.await?, started.elapsed().as_secs_f64());
+    let (sink_before, started) = (sink.counts(), Instant::now());
+    let floor_call = floor::bulk_all(&db, BIG_USER, group, &sink.url).await?;
+    let mut floor = Figures::of(&[floor_call], started.elapsed().as_secs_f64());
+    floor.qstash = Some(sink.counts() - sink_before);
     let floor_end = [
         count_in(TaskStatus::Queued).await?,
         count_in(TaskStatus::Failed).await?,
     ];
 
-    // 3. The same tasks, seeded again, one `retry` each.
+    // 4. The same tasks, seeded again, one `retry` each, alternating with a retry of the small
+    // user's task, which is put back to `failed` after each (untimed).
     seeds.push(insert().await?);
     eprintln!(
-        "bulk: {} single retries, {concurrency} in flight",
+        "bulk: {} single retries, alternating with the user of {SMALL_TASKS} tasks",
         group_ids.len()
     );
-    let retry = async |i: usize| -> Result<Option<Call>> {
-        let Some(id) = group_ids.get(i) else {
-            return Ok(None);
-        };
+    let small_id = small_tasks[0].task_id.to_string();
+    let retry = async |i: usize| -> Result<Call> {
+        let id = &group_ids[i % group_ids.len()];
         let body = json!({ "taskId": id, "userId": BIG_USER });
-        Ok(Some(jobs.call("action=retry", Some(body)).await?.0))
+        Ok(jobs.call("action=retry", Some(body)).await?.0)
     };
-    let singles = measured(&jobs, sink, drive(concurrency, None, retry)).await?;
+    let retry_small = async |_| -> Result<Call> {
+        let body = json!({ "taskId": small_id, "userId": SMALL_USER });
+        let (call, answer) = small_jobs.call("action=retry", Some(body)).await?;
+        ensure!(call.ok, "the small user's retry answered {answer}");
+        let failed_again =
+            doc! { "$set": { "status": "failed", "retryCount": 0, "retriesLeft": 3 } };
+        small
+            .update_one(doc! { "taskId": &small_id }, failed_again)
+            .await?;
+        Ok(call)
+    };
+    let singles_n = group_ids.len() - crate::run::WARM_UP;
+    let (singles, singles_small) = alternate(&jobs, singles_n, retry, retry_small).await?;
     let singles_moved = count_in(TaskStatus::Queued).await?;
+    small_jobs.stop();
 
-    // The commands each side sent, and their plans.
-    eprintln!("bulk: profiler check and explain");
-    let failed = |_, task: TaskFixture| task.status(TaskStatus::Failed).last_error(GROUP_MESSAGE);
-    tasks
-        .insert_many(seed::spread(CHECK_USER, CHECK_TASKS, 3, failed)?)
-        .await?;
-    let (same, page_find) =
-        check::same_commands(&db, &["find", "update", "aggregate", "getMore"], async {
-            service_groups().await?;
-            floor::groups(&tasks, BIG_USER).await?;
-            let (_, cursor) = service_page(CHECK_USER, None).await?;
-            service_page(CHECK_USER, cursor).await?;
-            let (_, next) = floor::bulk_page(&db, CHECK_USER, group, None).await?;
-            floor::bulk_page(&db, CHECK_USER, group, next).await?;
-            Ok(())
-        })
-        .await?;
-    let mut page_find = page_find.unwrap_or_else(|| {
-        let filter = doc! { "userId": BIG_USER, "status": "failed", "errorGroup": group };
-        let (sort, projection) = (floor::newest_first(), floor::page_projection());
-        let limit = BULK_PAGE as i64 + 1;
-        doc! { "find": "tasks", "filter": filter, "sort": sort, "projection": projection, "limit": limit }
-    });
-    // The same `find` for the user with 100,000 tasks.
-    if let Ok(filter) = page_find.get_document_mut("filter") {
-        filter.insert("userId", BIG_USER);
-    }
+    // The plans.
+    eprintln!("bulk: explain");
+    let page_find = doc! {
+        "find": "tasks",
+        "filter": { "userId": BIG_USER, "status": "failed", "errorGroup": group },
+        "sort": floor::newest_first(), "projection": floor::page_projection(),
+        "limit": BULK_PAGE as i64 + 1,
+    };
     let find_explain = check::explain(&db, page_find).await;
+    let floor_find = doc! { "find": "tasks", "filter": floor::bulk_filter(BIG_USER, group) };
+    let floor_explain = check::explain(&db, floor_find).await;
     let pipeline = floor::groups_pipeline(BIG_USER);
     let aggregate = doc! { "aggregate": "tasks", "pipeline": pipeline, "cursor": {} };
     let groups_explain = check::explain(&db, aggregate).await;
@@ -272,7 +257,8 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
          {SPREAD_SECONDS} s apart, timelines of 3 events, `errorGroup`/`errorTemplate` as the \
          service records them. Built in {build_s:.1} s; inserted with `insert_many` in batches of \
          {INSERT_BATCH} into the indexed collection four times (before `groups`, before the \
-         service's `retryMany`, before its floor, before the single retries): {} s.",
+         service's `retryMany`, before its floor, before the single retries): {} s. \
+         `{SMALL_USER}`: {SMALL_TASKS} failed tasks alone in a database of their own.",
         thousands(count),
         thousands(group_ids.len()),
         first.error_template.as_deref().unwrap_or_default(),
@@ -289,52 +275,52 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
     let mut paged = Table::new(&[&lead], "floor", &PAGED);
     let label = "service (HTTP, `retryMany` until `nextCursor` is null)";
     paged.row(&[label], &service, &floor);
-    let label =
-        "floor (driver: page `find`, one `update` of the page's statements, `find` of the moved)";
+    let label = "floor (driver: ONE `updateMany` of the whole group, ONE `find` of what it \
+                 stamped, the batch publishes)";
     paged.row(&[label], &floor, &service);
-    let ratios = [
-        (service.wall_s, floor.wall_s),
-        (service.p50_ms, floor.p50_ms),
-    ];
-    let ratios = [ratios[0], ratios[1], (service.p99_ms, floor.p99_ms)];
-    let ratios = ratios.map(|(s, f)| format!("{:.2}", s / f)).to_vec();
-    let (blank, label) = (
-        |n| vec![String::new(); n],
-        "ratio service / floor (target ≤ 1.5)",
-    );
-    paged.cells([vec![label.into()], blank(3), ratios, blank(5)].concat());
+    let wall = format!("{:.2}", service.wall_s / floor.wall_s);
+    let label = "ratio service / floor, wall time (target ≤ 1.3)";
+    let blank = |n| vec![String::new(); n];
+    paged.cells([vec![label.into()], blank(3), vec![wall], blank(7)].concat());
     paged.print();
     println!();
+    let rate = service.retried as f64 / service.wall_s;
     println!(
-        "After the runs: service {} of the group queued, {} still failed; floor {} queued, {} \
-         failed; single retries {} queued. Service time per call beyond the floor at p50: \
-         {:+.1} ms; mean {:+.1} ms.",
+        "Service: {:.0} tasks per second ({:.0}x the 13 of the last release). After the runs: \
+         service {} of the group queued, {} still failed; floor {} queued, {} failed; single \
+         retries {} queued.",
+        rate,
+        rate / 13.0,
         thousands(service_end[0]),
         service_end[1],
         thousands(floor_end[0]),
         floor_end[1],
         thousands(singles_moved),
-        service.p50_ms - floor.p50_ms,
-        service.per_call((service.wall_s - floor.wall_s) * 1000.0),
     );
     println!();
 
-    let lead = format!("the same {in_group} as single `retry` calls");
-    let mut single = Table::new(&[&lead, "concurrency"], "floor", &SINGLE);
-    let label = "service (HTTP, one `retry` per task)";
-    single.row(&[label, &concurrency.to_string()], &singles, &singles);
+    let lead = "single `retry`, one at a time, the two users alternating";
+    let columns = [
+        N, S_P50, S_P99, F_P50, F_P99, RATIO_P50, RATIO_P99, CPU, COMMANDS,
+    ];
+    let mut single = Table::new(&[lead], &format!("`{SMALL_USER}`"), &columns);
+    let label = format!(
+        "`{BIG_USER}` ({} tasks; the {in_group} of the group) against `{SMALL_USER}` \
+         ({SMALL_TASKS} tasks alone; target p50 ratio ≤ 1.5)",
+        thousands(count)
+    );
+    single.row(&[&label], &singles, &singles_small);
     single.print();
     println!();
+    let singles_s = singles.total_ms / 1000.0;
     println!(
-        "`retryMany` against single `retry` for the same {in_group}: wall time {:.2} s against \
-         {:.2} s ({:.1}x), MongoDB commands {} against {}, QStash requests {} against {}.",
+        "`retryMany` against single `retry` for the same {in_group}: {:.2} s against {:.2} s \
+         of single calls ({:.1}x), MongoDB commands {} against {}.",
         service.wall_s,
-        singles.wall_s,
-        singles.wall_s / service.wall_s,
+        singles_s,
+        singles_s / service.wall_s,
         service.commands_total,
         singles.commands_total,
-        service.sent().requests,
-        singles.sent().requests,
     );
     println!();
 
@@ -346,7 +332,7 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
         N, S_P50, S_P99, F_P50, F_P99, RATIO_P50, RATIO_P99, OVERHEAD, CPU, COMMANDS,
     ];
     let mut groups = Table::new(&[&lead], "aggregation", &columns);
-    let label = "`groups` (failed) against the pipeline of `Store::error_groups`";
+    let label = "`groups` (failed) against the bare aggregation (target p50 ratio ≤ 1.3, ≤ 50 ms)";
     groups.row(&[label], &groups_service, &groups_floor);
     groups.print();
     println!();
@@ -354,24 +340,15 @@ pub async fn run(settings: &Settings, sink: &Sink) -> Result<()> {
     println!("Groups found (service and aggregation agree on every call): {found}.");
     println!();
     println!(
-        "The commands as the server received them, service against floor (profiler on for one \
-         `groups` and one aggregation, then two `retryMany` pages of `{CHECK_USER}` ({CHECK_TASKS} \
-         failed tasks of the same group) through each; times shown as `<date>`, generated ids \
-         as `<id>`, long arrays cut):"
+        "`explain` (executionStats) of the service's page `find` (first page; run after the \
+         single retries, when the group has no failed task left): {find_explain}"
     );
     println!();
-    for line in same {
-        println!("- {line}");
-    }
+    println!("`explain` (executionStats) of the floor's filter, as a `find`: {floor_explain}");
     println!();
-    println!(
-        "`explain` (executionStats) of the service's page `find` (first page, `userId` set to \
-         `{BIG_USER}`; run after the single retries, when the group has no failed task left): \
-         {find_explain}"
-    );
-    println!();
-    println!("`explain` (executionStats) of the `groups` aggregation: {groups_explain}");
+    println!("`explain` (executionStats) of the bare aggregation: {groups_explain}");
     db.drop().await?;
+    small_db.drop().await?;
     Ok(())
 }
 

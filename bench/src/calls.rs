@@ -39,6 +39,8 @@ pub struct Figures {
     pub per_second: f64,
     pub errors: usize,
     pub wall_s: f64,
+    /// The calls' latencies added up.
+    pub total_ms: f64,
     /// The service's CPU time over the run (user + system); NaN when not measured.
     pub cpu_ms: f64,
     /// The distinct command counts of the calls, and their sum.
@@ -64,6 +66,7 @@ impl Figures {
             per_second: calls.len() as f64 / wall_s,
             errors: calls.iter().filter(|c| !c.ok).count(),
             wall_s,
+            total_ms: calls.iter().map(|c| c.ms).sum(),
             cpu_ms: f64::NAN,
             commands: distinct(calls.iter().map(|c| c.commands)),
             commands_total: calls.iter().filter_map(|c| c.commands).sum(),
@@ -83,11 +86,6 @@ impl Figures {
     /// The service's CPU time per call, in microseconds.
     pub fn cpu_us(&self) -> f64 {
         self.per_call(self.cpu_ms * 1000.0)
-    }
-
-    /// What the QStash sink was sent (nothing when not counted).
-    pub fn sent(&self) -> Counts {
-        self.qstash.unwrap_or_default()
     }
 }
 

@@ -6,12 +6,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use futures_util::TryStreamExt;
+use anyhow::Result;
+use futures_util::{StreamExt, TryStreamExt};
 use jobs_core::task::Task;
-use mongodb::bson::{self, Bson, DateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::event::{EventHandler, command::CommandEvent};
-use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
 use serde::de::DeserializeOwned;
 
@@ -24,7 +24,7 @@ pub const SERVICE_APP: &str = "jobs";
 pub const FLOOR_APP: &str = "jobs-bench-floor";
 /// A page of `list` in the Task Manager, and of a bulk retry (the service's `MAX_BULK`).
 pub const PAGE: i64 = 20;
-pub const BULK_PAGE: usize = 100;
+pub const BULK_PAGE: usize = 1000;
 
 /// MongoDB commands the floor's client has started (its command monitoring).
 static COMMANDS: AtomicU64 = AtomicU64::new(0);
@@ -69,12 +69,12 @@ where
     Ok(Call::since(started, page.len() >= PAGE as usize))
 }
 
-/// A retry of the failed task `task_id` of `user` by `by`, as one statement. The filter takes
-/// the owner's task only while it is `failed` with retries left (`retriesLeft > 0`).
-/// The update queues it again (progress, error, result and end cleared, one retry more, a
-/// fresh automatic-retry budget), records its new hand-off (a fresh deduplication id, returned
-/// too) and appends a `retried` event by `by` to its timeline, keeping the newest 50.
-pub fn requeue(task_id: &str, user: &str, by: &str) -> (Document, Document, String) {
+/// A retry of the failed task `task_id` of `user` by `by`, the plainest way: the filter takes
+/// the owner's task only while it is `failed` with retries left (`retriesLeft > 0`, the
+/// stored field); the update queues it again (progress, error, result and end cleared, one
+/// retry more and one left fewer, a fresh automatic-retry budget), records its new hand-off (a
+/// fresh deduplication id) and appends a `retried` event by `by`, keeping the newest 50.
+pub fn requeue(task_id: &str, user: &str, by: &str) -> (Document, Document) {
     let now = DateTime::now();
     let dedup = format!("{task_id}-{}", uuid::Uuid::now_v7().simple());
     let filter = doc! {
@@ -91,100 +91,110 @@ pub fn requeue(task_id: &str, user: &str, by: &str) -> (Document, Document, Stri
             "$each": [{ "at": now, "kind": "retried", "by": by }], "$slice": -50,
         } },
     };
-    (filter, update, dedup)
+    (filter, update)
 }
 
-/// `retry`: [`requeue`] by the owner as ONE `findAndModify` that hands back the task as it
-/// was, decoded as `T`. Whether it was retried.
+/// `retry`: [`requeue`] by the owner as ONE `updateOne`. Whether it was retried.
 pub async fn retry<T>(tasks: &Collection<T>, task_id: &str, user: &str) -> Result<Call>
 where
     T: DeserializeOwned + Send + Sync,
 {
     let started = Instant::now();
-    let (filter, update, _) = requeue(task_id, user, &format!("user:{user}"));
-    let find = tasks.find_one_and_update(filter, update);
-    let before = find.return_document(ReturnDocument::Before).await?;
-    Ok(Call::since(started, before.is_some()))
+    let (filter, update) = requeue(task_id, user, &format!("user:{user}"));
+    let updated = tasks.update_one(filter, update).await?;
+    Ok(Call::since(started, updated.matched_count == 1))
 }
 
-/// Where a page of a bulk retry ended: its last task's `createdAt` and `taskId`.
-pub type Cursor = (DateTime, String);
+/// Messages per QStash batch request and requests in flight: the service's (`dispatch.rs`).
+const QSTASH_BATCH: usize = 100;
+const QSTASH_IN_FLIGHT: usize = 4;
 
-/// `retryMany` by `{errorGroup}`, one page: ONE `find` of `user`'s failed tasks of `group`
-/// after `after` (newest first, one more to know whether another page follows), ONE `update`
-/// command of a [`requeue`] statement for each with retries left, with the client's write
-/// concern, and ONE `find` of the tasks that now carry the new hand-offs (the ones moved).
-pub async fn bulk_page(
-    db: &Database,
-    user: &str,
-    group: &str,
-    after: Option<Cursor>,
-) -> Result<(Call, Option<Cursor>)> {
-    let concern = db.write_concern().context("the floor's write concern")?;
-    let concern = bson::to_document(concern)?;
+/// `retryMany` of a whole error group, the cheapest direct way to the same effect: ONE
+/// `updateMany` with the plainest filter that selects the same tasks (`user`'s failed tasks of
+/// `group` with retries left) and the re-queue as an update pipeline (one batch hand-off, each
+/// task's dedup id `<taskId>-<batch>`, the `retried` event); ONE `find` of the tasks it
+/// stamped (`handoff.at` is this call's); and their hand-offs published to QStash at `sink`
+/// in batches of 100, 4 in flight. All tasks at once: no pages.
+pub async fn bulk_all(db: &Database, user: &str, group: &str, sink: &str) -> Result<Call> {
     let (started, commands_before) = (Instant::now(), COMMANDS.load(Ordering::SeqCst));
-    let mut filter = doc! { "userId": user, "status": "failed", "errorGroup": group };
-    if let Some((created, id)) = after {
-        let older = doc! { "createdAt": { "$lt": created } };
-        let tie = doc! { "createdAt": created, "taskId": { "$lt": id } };
-        filter.insert("$or", vec![older, tie]);
-    }
-    let tasks = db.collection::<Task>("tasks");
-    let find = tasks
-        .find(filter)
-        .sort(newest_first())
-        .projection(page_projection());
-    let mut page: Vec<Task> = find
-        .limit(BULK_PAGE as i64 + 1)
-        .await?
-        .try_collect()
-        .await?;
-    let next = (page.len() > BULK_PAGE).then(|| {
-        page.truncate(BULK_PAGE);
-        let last = page.last().expect("a full page");
-        (last.created_at, last.task_id.to_string())
-    });
+    let (now, batch) = (DateTime::now(), uuid::Uuid::now_v7().simple().to_string());
     let by = format!("bulk:{user}");
-    let (mut ids, mut dedups, mut statements) = (Vec::new(), Vec::new(), Vec::new());
-    for task in page.iter().filter(|t| t.retry_count < t.max_retries) {
-        let (q, u, dedup) = requeue(task.task_id.as_str(), user, &by);
-        statements.push(doc! { "q": q, "u": u, "multi": false });
-        ids.push(task.task_id.to_string());
-        dedups.push(dedup);
-    }
-    let mut moved = 0;
-    if !statements.is_empty() {
-        let mut update = doc! { "update": "tasks", "updates": statements, "ordered": false };
-        update.insert("writeConcern", concern);
-        let reply = db.run_command(update).await?;
-        let failed = reply.contains_key("writeErrors") || reply.contains_key("writeConcernError");
-        ensure!(!failed, "the floor's update failed: {reply}");
-        let carrying = doc! { "taskId": { "$in": &ids }, "handoff.dedupId": { "$in": dedups } };
-        let raw = db.collection::<Document>("tasks");
-        let find = raw.find(carrying);
-        let found = find.projection(doc! { "taskId": 1, "_id": 0 }).await?;
-        moved = found.try_collect::<Vec<_>>().await?.len();
-    }
+    let retried = doc! { "at": { "$literal": now }, "kind": "retried", "by": { "$literal": &by } };
+    let requeue = vec![doc! { "$set": {
+        "status": "queued", "progress": 0, "lastError": Bson::Null, "result": Bson::Null,
+        "finishedAt": Bson::Null, "updatedAt": { "$literal": now }, "autoRetries": 0,
+        "nextAttemptAt": Bson::Null,
+        "handoff": { "at": { "$literal": now }, "dedupId": { "$concat": ["$taskId", "-", &batch] },
+                     "retry": true },
+        "retryCount": { "$add": ["$retryCount", 1] },
+        "retriesLeft": { "$subtract": ["$retriesLeft", 1] },
+        "events": { "$slice": [
+            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [retried]] }, -50,
+        ] },
+    } }];
+    let tasks = db.collection::<Document>("tasks");
+    tasks.update_many(bulk_filter(user, group), requeue).await?;
+    let stamped =
+        doc! { "userId": user, "status": "queued", "errorGroup": group, "handoff.at": now };
+    let find = tasks
+        .find(stamped)
+        .projection(doc! { "_id": 0, "taskId": 1, "handoff.dedupId": 1 })
+        .batch_size(u32::MAX / 2);
+    let moved: Vec<Document> = find.await?.try_collect().await?;
+    let process = format!("{sink}/api/jobs?action=process");
+    let messages: Vec<serde_json::Value> = moved
+        .iter()
+        .map(|task| {
+            let task_id = task.get_str("taskId").unwrap_or_default();
+            let handoff = task.get_document("handoff");
+            let dedup = handoff
+                .and_then(|h| h.get_str("dedupId"))
+                .unwrap_or_default();
+            let body = serde_json::json!({ "taskId": task_id, "handoffId": dedup });
+            serde_json::json!({
+                "destination": process,
+                "headers": { "Content-Type": "application/json",
+                             "Upstash-Deduplication-Id": dedup },
+                "body": body.to_string(),
+            })
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let batch_url = format!("{sink}/v2/batch");
+    let publishes = messages.chunks(QSTASH_BATCH).map(|chunk| {
+        let request = http.post(&batch_url).bearer_auth("bench-token").json(chunk);
+        async move { request.send().await?.error_for_status().map(|_| ()) }
+    });
+    let sent: Vec<Result<(), reqwest::Error>> = futures_util::stream::iter(publishes)
+        .buffered(QSTASH_IN_FLIGHT)
+        .collect()
+        .await;
+    sent.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut call = Call::since(started, true);
     call.commands = Some(COMMANDS.load(Ordering::SeqCst) - commands_before);
-    (call.retried, call.skipped) = (moved, page.len() - moved);
-    Ok((call, next))
+    call.retried = moved.len();
+    Ok(call)
 }
 
-/// `groups`: `user`'s failed tasks grouped by cause (`errorGroup`), each group with its
-/// template, size, latest failure and newest example, largest groups first, at most 50.
+/// The floor's filter: `user`'s failed tasks of `group` with retries left.
+pub fn bulk_filter(user: &str, group: &str) -> Document {
+    doc! { "userId": user, "status": "failed", "errorGroup": group, "retriesLeft": { "$gt": 0 } }
+}
+
+/// `groups`: `user`'s failed tasks grouped by cause (`errorGroup`), each group with its size
+/// and its newest failure (when, the template, the task), largest groups first, at most 50:
+/// written plainly, the newest as the `$max` of a document that starts with `updatedAt`.
 pub fn groups_pipeline(user: &str) -> Vec<Document> {
     vec![
         doc! { "$match": {
             "userId": user, "status": "failed", "errorGroup": { "$type": "string" },
         } },
-        doc! { "$sort": { "updatedAt": -1 } },
         doc! { "$group": {
-            "_id": "$errorGroup", "template": { "$first": "$errorTemplate" },
-            "count": { "$sum": 1 }, "lastAt": { "$max": "$updatedAt" },
-            "exampleTaskId": { "$first": "$taskId" },
+            "_id": "$errorGroup", "count": { "$sum": 1 },
+            "newest": { "$max": { "at": "$updatedAt", "taskId": "$taskId",
+                                  "template": "$errorTemplate" } },
         } },
-        doc! { "$sort": { "count": -1, "lastAt": -1 } },
+        doc! { "$sort": { "count": -1, "newest.at": -1 } },
         doc! { "$limit": 50 },
     ]
 }

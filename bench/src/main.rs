@@ -5,13 +5,16 @@
 //! action. `jobs-bench scale`: `list` and `retry` for a user with 100,000 tasks against their
 //! floor, and the list query's shape (`scale.rs`). `jobs-bench bulk`: `retryMany` of 10,000
 //! failed tasks by error group against its floor and against single `retry` calls, and
-//! `groups` over 100,000 tasks against the bare aggregation (`bulk.rs`). Every table goes
+//! `groups` over 100,000 tasks against the bare aggregation (`bulk.rs`). `jobs-bench plan`:
+//! `retry` against the retry handler of the user's plan in Node.js over the same database, and
+//! the commands behind the difference (`plan.rs`). Every table goes
 //! through one runner (`run.rs`). Prints a Markdown report.
 
 mod bulk;
 mod calls;
 mod check;
 mod floor;
+mod plan;
 mod qstash_sink;
 mod run;
 mod scale;
@@ -60,7 +63,10 @@ async fn main() -> Result<()> {
         None | Some("main") => main_benchmark(&settings, &sink).await,
         Some("scale") => scale::run(&settings, &sink).await,
         Some("bulk") => bulk::run(&settings, &sink).await,
-        Some(other) => anyhow::bail!("unknown benchmark {other:?}: expected main, scale or bulk"),
+        Some("plan") => plan::run(&settings, &sink).await,
+        Some(other) => {
+            anyhow::bail!("unknown benchmark {other:?}: expected main, scale, bulk or plan")
+        }
     }
 }
 

@@ -355,8 +355,8 @@ impl App {
         self.route()?;
         let read = self.store.find(&task_id).await?;
         let task = match (retry_refusal(read.as_ref(), &user), read) {
-            (Some(refusal), _) => return Err(refusal.error(task_id)),
-            (None, task) => task.expect("a task without a refusal was found"),
+            (None, Some(task)) => task,
+            (refusal, _) => return Err(refusal.unwrap_or(Refusal::NotFound).error(task_id)),
         };
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
         match self
@@ -367,8 +367,8 @@ impl App {
         {
             Ok(true) => {}
             Ok(false) => {
-                // The task changed since it was read: another retry raced us and won (then
-                // it is no longer failed), or it was given back or restored meanwhile.
+                // The task changed since it was read: another retry raced us and won (then it
+                // is no longer failed), or it was given back or restored meanwhile.
                 let now = self.store.find(&task_id).await?;
                 let refusal = retry_refusal(now.as_ref(), &user).unwrap_or(Refusal::NotFailed);
                 return Err(refusal.error(task_id));

@@ -89,12 +89,14 @@ pub async fn retry_many(
         .requeue_many(user, &selected, &ids, &batch, now)
         .await
         .at("retry_many.requeued");
-    if let Err(error) = requeued {
-        // An error that may hide an applied update: the read-back below says what moved.
-        if !error.may_have_applied() {
-            return Err(error);
-        }
-    }
+    // An error that may hide an applied update: the read-back below says what moved, and the
+    // tasks it does not show are answered with that error, not as lost to a race (the update
+    // may still apply after the read; `sweep` then sends them).
+    let unsure = match requeued {
+        Ok(_) => None,
+        Err(error) if error.may_have_applied() => Some(error.code()),
+        Err(error) => return Err(error),
+    };
     // A read is safe to repeat: once more before giving up on knowing what moved.
     let mut moved = store
         .requeued_with(&handoffs)
@@ -112,21 +114,33 @@ pub async fn retry_many(
             return Err(error);
         }
     };
-    let (ours, raced): (Vec<_>, Vec<_>) =
-        handoffs.into_iter().partition(|(id, _)| moved.contains(id));
+    let status = |id: &TaskId| moved.iter().find(|(m, _)| m == id).map(|(_, past)| *past);
+    let (ours, raced): (Vec<_>, Vec<_>) = handoffs
+        .into_iter()
+        .partition(|(id, _)| status(id).is_some());
     // Another retry won the race for these: exactly as `retry` would answer.
     reply
         .skipped
         .extend(raced.into_iter().map(|(task_id, _)| Skipped {
             task_id,
-            code: "NOT_FAILED",
+            code: unsure.unwrap_or("NOT_FAILED"),
         }));
+    // Past their budget (an earlier version's retry, during a rolling deploy): not sent, undone.
+    let (past_budget, ours): (Vec<_>, Vec<_>) = ours
+        .into_iter()
+        .partition(|(id, _)| status(id) == Some(true));
+    if !past_budget.is_empty() {
+        tracing::warn!(
+            count = past_budget.len(),
+            "bulk re-queue went past a task's budget; undone"
+        );
+    }
 
     let mut sent = dispatcher.dispatch_many(&ours).await;
     if hit("retry_many.handed_off").is_some() {
         sent.fill(false); // sent, but the answers lost
     }
-    let mut undo = Vec::new();
+    let mut undo = past_budget.clone();
     for ((task_id, handoff), sent) in ours.into_iter().zip(sent) {
         match sent {
             true => reply.retried.push(task_id),
@@ -159,10 +173,15 @@ pub async fn retry_many(
                     && t.last_error.as_deref() == Some(REQUEUE_FAILED_MESSAGE)
             }
         };
+        let past = past_budget.iter().any(|(id, _)| *id == task_id);
         match now.map(|t| t.status) {
             _ if undone => reply.skipped.push(Skipped {
+                code: if past {
+                    "MAX_RETRIES"
+                } else {
+                    "REQUEUE_FAILED"
+                },
                 task_id,
-                code: "REQUEUE_FAILED",
             }),
             Some(TaskStatus::Cancelled) => reply.skipped.push(Skipped {
                 task_id,

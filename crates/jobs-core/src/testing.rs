@@ -63,6 +63,13 @@ pub fn store_on(uri: &str, db: &str) -> Store {
     Store::new(&config)
 }
 
+/// The `tasks` collection of `store`, untyped: for a test that writes a task as something
+/// other than this version would (an earlier version, a hand edit).
+pub async fn raw_tasks(store: &Store) -> mongodb::Collection<Document> {
+    let database = store.database().await.expect("the test database");
+    database.collection("tasks")
+}
+
 /// A store on a fresh, empty database `test_<uuid>` of the test server.
 pub fn fresh_store() -> Store {
     let db = format!("test_{}", uuid::Uuid::new_v4().simple());

@@ -130,8 +130,9 @@ impl Store {
     }
 
     /// Up to `limit` of a user's `failed` tasks matching `filter`, newest first, after
-    /// `after`: one page of a bulk retry by filter, in ONE `find` served by the
-    /// `{userId, status, createdAt, taskId}` index.
+    /// `after`, without payloads, timelines and error histories: one page of a bulk retry by
+    /// filter, in ONE `find` served by the `{userId, status, errorGroup, createdAt, taskId}`
+    /// index (by group) or the `{userId, status, createdAt, taskId}` one.
     pub async fn failed_page(
         &self,
         user: &UserId,
@@ -147,24 +148,34 @@ impl Store {
         let find = tasks
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .projection(doc! { "payload": 0, "events": 0 })
+            .projection(doc! { "payload": 0, "events": 0, "errorHistory": 0 })
             .limit(limit)
             .batch_size(limit as u32);
         self.run(async { find.await?.try_collect().await }).await
     }
 
     /// Which of `handoffs` are now the current hand-off of their task: the tasks a bulk
-    /// re-queue moved (ONE `find`, ids only).
-    pub async fn requeued_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<Vec<TaskId>> {
+    /// re-queue moved, each with whether it went past its budget (`retryCount > maxRetries`:
+    /// an earlier version's retry between the candidates' read and the re-queue left
+    /// `retriesLeft` one too high), which the caller undoes. ONE `find`, three fields a task.
+    pub async fn requeued_with(
+        &self,
+        handoffs: &[(TaskId, Handoff)],
+    ) -> Result<Vec<(TaskId, bool)>> {
         let tasks = self.database().await?.collection::<Document>("tasks");
         let find = tasks
             .find(carrying(handoffs))
-            .projection(doc! { "taskId": 1, "_id": 0 });
+            .projection(doc! { "_id": 0, "taskId": 1, "retryCount": 1, "maxRetries": 1 })
+            .limit(handoffs.len() as i64)
+            .batch_size(handoffs.len().max(1) as u32);
         let found: Vec<Document> = self.run(async { find.await?.try_collect().await }).await?;
         Ok(found
             .iter()
-            .filter_map(|d| d.get_str("taskId").ok())
-            .filter_map(|id| TaskId::parse(id).ok())
+            .filter_map(|d| {
+                let id = TaskId::parse(d.get_str("taskId").ok()?).ok()?;
+                let past = d.get_i32("retryCount").ok()? > d.get_i32("maxRetries").ok()?;
+                Some((id, past))
+            })
             .collect())
     }
 
@@ -174,7 +185,9 @@ impl Store {
         let tasks = self.tasks().await?;
         let find = tasks
             .find(carrying(handoffs))
-            .projection(doc! { "payload": 0, "events": 0 });
+            .projection(doc! { "payload": 0, "events": 0 })
+            .limit(handoffs.len() as i64)
+            .batch_size(handoffs.len().max(1) as u32);
         self.run(async { find.await?.try_collect().await }).await
     }
 

@@ -6,42 +6,11 @@ use super::*;
 use crate::selection::BulkFilter;
 use crate::store::{carrying, failed_selection};
 
-/// The re-queue of a bulk retry as an update pipeline: exactly [`requeue_update`]'s effect, for
-/// every task it matches, with each task's hand-off `Handoff::in_batch(task, batch, at, true)`:
-/// its dedup id `<taskId>-<batch>` is built by `$concat` from the task's own id. `retriesLeft`
-/// is one less than stored (the filter requires it above 0). Fixed values are `$literal`, so no
-/// string is ever read as a field path.
-fn requeue_pipeline(batch: &str, at: DateTime, by: &str) -> Vec<Document> {
-    let mut set: Document = requeue_fields(at)
-        .into_iter()
-        .map(|(field, value)| (field, Bson::Document(doc! { "$literal": value })))
-        .collect();
-    set.insert(
-        "handoff",
-        doc! {
-            "at": { "$literal": at },
-            "dedupId": { "$concat": ["$taskId", "-", { "$literal": batch }] },
-            "retry": { "$literal": true },
-        },
-    );
-    set.insert("retryCount", doc! { "$add": ["$retryCount", 1] });
-    set.insert("retriesLeft", doc! { "$subtract": ["$retriesLeft", 1] });
-    let event = Event::new(EventKind::Retried, by).to_bson();
-    set.insert(
-        "events",
-        doc! { "$slice": [
-            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [{ "$literal": event }]] },
-            -EVENTS_LEN,
-        ] },
-    );
-    vec![doc! { "$set": set }]
-}
-
 impl Store {
     /// failed -> queued for many tasks of `user` at once (bulk retry, docs/spec.md §13): those
     /// of `task_ids` that are still in `selection`, `failed` and with `retriesLeft > 0`, in ONE
-    /// `updateMany` served by the `taskId` index, each with `requeue_for_retry`'s effect and its
-    /// hand-off in `batch` ([`Handoff::in_batch`]). Which tasks it moved is read back by their
+    /// `updateMany` served by the `taskId` index, each with `requeue_for_retry`'s effect (the
+    /// same pipeline) and its hand-off in `batch` ([`Handoff::in_batch`]). Which tasks it moved is read back by their
     /// hand-offs ([`Store::requeued_with`]): a task raced by another retry matched nothing.
     /// Returns how many it moved.
     pub async fn requeue_many(
@@ -55,11 +24,14 @@ impl Store {
         if task_ids.is_empty() {
             return Ok(0);
         }
-        let mut filter = failed_selection(user, selection);
+        // `taskId` first: SecantusDB's Python server picks the index led by the first field.
         let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
-        filter.insert("taskId", doc! { "$in": ids });
+        let mut filter = doc! { "taskId": { "$in": ids } };
+        filter.extend(failed_selection(user, selection));
         filter.insert("retriesLeft", doc! { "$gt": 0 });
-        let pipeline = requeue_pipeline(batch, at, &format!("bulk:{user}"));
+        // Each task's hand-off is `Handoff::in_batch(task, batch, at, true)`.
+        let dedup_id = doc! { "$concat": ["$taskId", "-", { "$literal": batch }] };
+        let pipeline = requeue_pipeline(at, dedup_id.into(), &format!("bulk:{user}"));
         let tasks = self.tasks().await?;
         let moved = self
             .run(tasks.update_many(filter, pipeline))

@@ -119,9 +119,12 @@ impl Refusal {
 }
 
 /// The guard of `requeue_for_retry` on `task` as read: the caller's task, still `failed`, its
-/// counts still those read (so a task retried, restored or given back since matches nothing).
-/// That the counts read leave a retry is checked before the update is sent
-/// ([`retry_refusal`]); the filter is plain equality, served by the `taskId` index.
+/// counts still those read, so a task retried, restored or given back since matches nothing.
+/// That those counts leave a retry is checked before the update is sent ([`Task::retries_left`]),
+/// so neither a missing nor a stale `retriesLeft` grants or refuses one. Plain equality,
+/// `taskId` first, no top-level operator: served by the `taskId` index on every server
+/// (SecantusDB's Python server uses no index for a filter with a top-level `$expr`, `$and` or
+/// `$or`).
 fn requeue_filter(task: &Task, user_id: &UserId) -> Document {
     doc! {
         "taskId": task.task_id.as_str(),
@@ -132,25 +135,38 @@ fn requeue_filter(task: &Task, user_id: &UserId) -> Document {
     }
 }
 
-/// What every re-queue for retry sets to a fixed value: queued, progress 0, no error, a fresh
-/// automatic-retry budget. Single and bulk retry both write exactly these.
-fn requeue_fields(at: DateTime) -> Document {
-    doc! { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
+/// The re-queue of a retry, single or bulk, as ONE update pipeline: queued, progress 0, no
+/// error, a fresh automatic-retry budget, one retry used and `retriesLeft` set from the task's
+/// own counts (so a missing or stale value is made right), the hand-off queued at `at` whose
+/// `dedupId` is `dedup_id` (a value, or for a bulk retry an expression of the task's id), and
+/// the `retried` event by `by` (newest [`EVENTS_LEN`] kept). Every fixed value is `$literal`,
+/// so no string is ever read as a field path; every expression sees the task as it was.
+fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str) -> Vec<Document> {
+    let literal = |value: Bson| Bson::Document(doc! { "$literal": value });
+    let fixed = doc! { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
     "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": at,
-    "autoRetries": 0, "nextAttemptAt": Bson::Null }
-}
-
-/// The reset of `requeue_for_retry` of `task` as read: [`requeue_fields`], one retry used (and
-/// `retriesLeft` set from the counts read, which also fills it in on a task stored before the
-/// field existed), and the hand-off that is about to be sent recorded in the same update, with
-/// its event.
-fn requeue_update(task: &Task, handoff: &Handoff, by: &str) -> Document {
-    let mut set = requeue_fields(handoff.at);
-    set.insert("handoff", handoff.to_bson());
-    set.insert("retriesLeft", task.max_retries - task.retry_count - 1);
-    let mut update = doc! { "$set": set, "$inc": { "retryCount": 1 } };
-    push_events(&mut update, &[Event::new(EventKind::Retried, by)]);
-    update
+    "autoRetries": 0, "nextAttemptAt": Bson::Null };
+    let mut set: Document = fixed.into_iter().map(|(k, v)| (k, literal(v))).collect();
+    set.insert(
+        "handoff",
+        doc! { "at": literal(at.into()), "dedupId": dedup_id, "retry": literal(true.into()) },
+    );
+    set.insert("retryCount", doc! { "$add": ["$retryCount", 1] });
+    set.insert(
+        "retriesLeft",
+        doc! { "$subtract": ["$maxRetries", { "$add": ["$retryCount", 1] }] },
+    );
+    let event = literal(Event::new(EventKind::Retried, by).to_bson());
+    set.insert(
+        "events",
+        doc! { "$slice": [
+            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [event]] },
+            -EVENTS_LEN,
+        ] },
+    );
+    // `$set` of an object in a pipeline merges it into the stored one: the old hand-off goes
+    // first, so nothing of it (`redispatched`, `resend`) survives into the new one.
+    vec![doc! { "$unset": "handoff" }, doc! { "$set": set }]
 }
 
 /// Gives back the user's retry that queued `task` (read just before; its hand-off fences the
@@ -186,7 +202,7 @@ fn claimable(task_id: &TaskId, now: DateTime) -> Document {
 /// The update that undoes a retry whose hand-off failed: `failed` again, saying so in
 /// `lastError`, with the `retryUndone` event by `by`. The retry is given back with `$inc`,
 /// never a `$set` of a count read earlier (a concurrent retry could have made it stale):
-/// `retriesLeft` is there, the re-queue being undone set it; the
+/// `retriesLeft` is right, the re-queue being undone set it from the counts; the
 /// rest stays as the retry left it (progress 0, a fresh automatic budget, the hand-off that was
 /// not sent, which nothing acts on once the task is `failed`).
 pub(crate) fn restore_update(by: &str) -> Document {

@@ -39,10 +39,11 @@ impl Store {
         }
     }
 
-    /// failed -> queued, for `user`, within the retry budget, recording `handoff`: ONE
+    /// failed -> queued, for `user_id`, within the retry budget, recording `handoff`: ONE
     /// conditional update of `task` as the caller read it, pinned on its counts
-    /// ([`requeue_filter`]). `false` means the guard did not hold (counts read that leave no
-    /// retry are refused without a command); the caller reads the task to say why.
+    /// ([`requeue_filter`], [`requeue_pipeline`]). `false` means the guard did not hold (counts
+    /// read that leave no retry are refused without a command); the caller reads the task to
+    /// say why.
     pub async fn requeue_for_retry(
         &self,
         task: &Task,
@@ -53,12 +54,15 @@ impl Store {
             return Ok(false);
         }
         let by = format!("user:{user_id}");
+        let dedup_id = Bson::String(handoff.dedup_id.clone());
+        let requeue = requeue_pipeline(handoff.at, doc! { "$literal": dedup_id }.into(), &by);
+        let tasks = self.tasks().await?;
+        let filter = requeue_filter(task, user_id);
         let requeued = self
-            .update_one(
-                requeue_filter(task, user_id),
-                requeue_update(task, handoff, &by),
-            )
-            .await?;
+            .run(tasks.update_one(filter, requeue))
+            .await?
+            .matched_count
+            == 1;
         if requeued {
             log(
                 &task.task_id,

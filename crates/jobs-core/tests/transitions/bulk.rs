@@ -154,7 +154,9 @@ async fn requeue_many_then_restore_many() {
 
     let (moved, commands) = count_commands(store.requeued_with(&handoffs)).await;
     assert_eq!(commands, 1, "requeued_with is ONE command");
-    let mut moved: Vec<String> = moved.unwrap().iter().map(|id| id.to_string()).collect();
+    let moved = moved.unwrap();
+    assert!(moved.iter().all(|(_, past)| !past), "none past its budget");
+    let mut moved: Vec<String> = moved.iter().map(|(id, _)| id.to_string()).collect();
     moved.sort();
     let mut movers: Vec<String> = candidates
         .iter()
@@ -291,7 +293,7 @@ async fn race_single_and_bulk_retries(store: &Arc<Store>) -> usize {
     {
         let stored = store.find(&seed.task_id).await.unwrap().unwrap();
         assert_legal(&stored);
-        let bulk_won = by_bulk.contains(&seed.task_id);
+        let bulk_won = by_bulk.contains(&(seed.task_id.clone(), false));
         assert!(
             bulk_won != *single_won,
             "{}: exactly one retry moved it (bulk {bulk_won}, single {single_won})",
@@ -356,5 +358,109 @@ async fn restore_many_gives_back_one_retry_whatever_happened_since_the_read() {
         (stored.status, stored.retry_count),
         (Failed, 2),
         "the single retry stays counted"
+    );
+}
+
+/// A bulk re-queue writes a whole new hand-off: nothing of the old one (`redispatched`,
+/// `resend`) survives, so the sweep neither fails the just-retried task as never picked up
+/// nor skips re-sending it. (An update pipeline's `$set` of an object merges it into the
+/// stored one on MongoDB and secantusd-rs.)
+#[tokio::test]
+async fn requeue_many_replaces_the_whole_handoff() {
+    let store = testing::fresh_store();
+    let seed = task()
+        .status(Failed)
+        .redispatched_secs_ago(600)
+        .insert(&store)
+        .await;
+    assert!(seed.handoff.as_ref().unwrap().redispatched.is_some());
+    let (handoffs, moved) =
+        requeue_batch(&store, &BulkFilter::default(), std::slice::from_ref(&seed)).await;
+    assert_eq!(moved.unwrap(), 1);
+    let stored = store.find(&seed.task_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.handoff.as_ref(),
+        Some(&handoffs[0].1),
+        "the batch's hand-off only"
+    );
+    let lost = store.never_picked_up(DateTime::now(), 100).await.unwrap();
+    assert!(lost.iter().all(|t| t.task_id != seed.task_id));
+}
+
+/// Reading back a page of 1,000 is ONE command: the whole answer in the first batch.
+#[tokio::test]
+async fn reading_back_a_large_batch_is_one_command() {
+    let store = testing::fresh_store();
+    let mut seeded = Vec::new();
+    for _ in 0..150 {
+        seeded.push(task().status(Failed).insert(&store).await);
+    }
+    let (handoffs, moved) = requeue_batch(&store, &BulkFilter::default(), &seeded).await;
+    assert_eq!(moved.unwrap(), 150);
+    let (moved, commands) = count_commands(store.requeued_with(&handoffs)).await;
+    assert_eq!((moved.unwrap().len(), commands), (150, 1), "requeued_with");
+    let (carrying, commands) = count_commands(store.carrying_tasks(&handoffs)).await;
+    assert_eq!(
+        (carrying.unwrap().len(), commands),
+        (150, 1),
+        "carrying_tasks"
+    );
+}
+
+/// During a rolling deploy the previous version's retry (`$inc retryCount` alone, its `$expr`
+/// guard) can run, with its run and failure, between a bulk retry's read and its re-queue,
+/// leaving `retriesLeft` one too high: the re-queue then takes the task past its budget. The
+/// read-back names it, and the undo (`restore_many`) puts it back as it was.
+#[tokio::test]
+async fn a_task_taken_past_its_budget_is_named_and_undone() {
+    let store = testing::fresh_store();
+    let alice = user("alice");
+    let read = task()
+        .status(Failed)
+        .retry_count(2)
+        .max_retries(3)
+        .insert(&store)
+        .await;
+    let id = &read.task_id;
+    let old = Handoff::new(id, DateTime::now(), true);
+    let raw = testing::raw_tasks(&store).await;
+    let previous_version = raw
+        .update_one(
+            mongodb::bson::doc! { "taskId": id.as_str(), "userId": "alice", "status": "failed",
+            "$expr": { "$lt": ["$retryCount", "$maxRetries"] } },
+            mongodb::bson::doc! { "$set": { "status": "queued", "handoff": old.to_bson(),
+            "lastError": null, "finishedAt": null }, "$inc": { "retryCount": 1 } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(previous_version.modified_count, 1);
+    let claimed = store
+        .claim(id, LEASE, "qstash", DateTime::now())
+        .await
+        .unwrap()
+        .expect("claimed");
+    let lease = claimed.lease.unwrap();
+    assert!(
+        store
+            .fail(id, &lease, claimed.attempts, "boom", false, "qstash")
+            .await
+            .unwrap()
+    );
+
+    let (handoffs, moved) =
+        requeue_batch(&store, &BulkFilter::default(), std::slice::from_ref(&read)).await;
+    assert_eq!(moved.unwrap(), 1, "retriesLeft said 1");
+    let named = store.requeued_with(&handoffs).await.unwrap();
+    assert_eq!(named, vec![(id.clone(), true)], "moved, past its budget");
+    assert_eq!(store.restore_many(&alice, &handoffs).await.unwrap(), 1);
+    let stored = store.find(id).await.unwrap().unwrap();
+    assert_legal(&stored);
+    assert_eq!(
+        (
+            stored.status,
+            stored.retry_count,
+            stored.stored_retries_left
+        ),
+        (Failed, 3, Some(0))
     );
 }
