@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use jobs_core::conditional::{ETag, IfNoneMatch};
 use jobs_core::idempotency::KeySource;
+use jobs_core::replies::Listed;
 use jobs_core::{Action, App, Config, Credentials, Delivery, JobsError, Processors, Query};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -44,8 +46,8 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
     let ((action, outcome), db_commands) =
         jobs_core::store::count_commands(run_action(app, &parts, body, state)).await;
 
-    let (status, body, allow) = match outcome {
-        Ok((status, body)) => (status, body, None),
+    let (status, body, allow, etag) = match outcome {
+        Ok(reply) => (reply.status, reply.body, None, reply.etag),
         Err(error) => {
             if let JobsError::Internal(detail) = &error {
                 tracing::error!(detail, "internal error");
@@ -58,7 +60,7 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
                 JobsError::MethodNotAllowed { allow, .. } => Some(*allow),
                 _ => None,
             };
-            (error.status(), body, allow)
+            (error.status(), Some(body), allow, None)
         }
     };
     tracing::info!(
@@ -67,16 +69,23 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         status,
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         db_commands,
-        task_id = body
-            .get("taskId")
-            .or_else(|| body.pointer("/task/taskId"))
-            .and_then(serde_json::Value::as_str),
+        task_id = body.as_ref().and_then(|body| {
+            body.get("taskId")
+                .or_else(|| body.pointer("/task/taskId"))
+                .and_then(serde_json::Value::as_str)
+        }),
         "request"
     );
+    // `no-store`: no cache keeps a reply, so an `ETag` serves only a client that sends it back.
     let mut response = Response::builder()
         .status(status)
-        .header("content-type", "application/json")
         .header("cache-control", "no-store");
+    if body.is_some() {
+        response = response.header("content-type", "application/json");
+    }
+    if let Some(etag) = &etag {
+        response = response.header("etag", etag.as_str());
+    }
     // In development, the MongoDB commands a request issued (tests and the benchmark count
     // them); deployed, they stay in the request log.
     if !app.is_deployed() {
@@ -86,8 +95,17 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         response = response.header("allow", allow);
     }
     response
-        .body(ResponseBody::from(body.to_string()))
+        .body(ResponseBody::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
         .expect("valid response parts")
+}
+
+/// A success to send: its status, its JSON body (none for a 304) and its `ETag`, if any.
+struct Reply {
+    status: u16,
+    body: Option<Value>,
+    etag: Option<ETag>,
 }
 
 /// Routes one API request to its `jobs-core` call and encodes the typed reply; returns the
@@ -97,7 +115,7 @@ async fn run_action(
     parts: &http::request::Parts,
     body: hyper::body::Incoming,
     state: AppState,
-) -> (Option<Action>, Result<(u16, Value), JobsError>) {
+) -> (Option<Action>, Result<Reply, JobsError>) {
     let query = match Query::parse(parts.uri.query()) {
         Ok(query) => query,
         Err(error) => return (None, Err(error)),
@@ -132,7 +150,21 @@ async fn run_action(
             Err(error) => Err(error),
         },
         Action::Get => encode(200, app.get(&credentials, &query).await),
-        Action::List => encode(200, app.list(&credentials, &query).await),
+        Action::List => {
+            let if_none_match = IfNoneMatch::from_headers(&parts.headers);
+            match app.list(&credentials, &query, &if_none_match).await {
+                Ok(Listed::Page { page, etag }) => encode(200, Ok(page)).map(|reply| Reply {
+                    etag: Some(etag),
+                    ..reply
+                }),
+                Ok(Listed::NotModified(etag)) => Ok(Reply {
+                    status: 304,
+                    body: None,
+                    etag: Some(etag),
+                }),
+                Err(error) => Err(error),
+            }
+        }
         Action::Retry => encode(200, app.retry(&credentials, &body).await),
         Action::Cancel => encode(200, app.cancel(&credentials, &body).await),
         Action::Sweep => encode(200, app.sweep(&credentials).await),
@@ -183,13 +215,14 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<&str>, JobsError>
 }
 
 /// A success reply with its status, as JSON.
-fn encode<T: Serialize>(
-    status: u16,
-    reply: Result<T, JobsError>,
-) -> Result<(u16, Value), JobsError> {
+fn encode<T: Serialize>(status: u16, reply: Result<T, JobsError>) -> Result<Reply, JobsError> {
     let reply = reply?;
     serde_json::to_value(reply)
-        .map(|body| (status, body))
+        .map(|body| Reply {
+            status,
+            body: Some(body),
+            etag: None,
+        })
         .map_err(JobsError::internal)
 }
 

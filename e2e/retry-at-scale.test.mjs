@@ -289,9 +289,9 @@ test('Failures by cause: Retry all (103) pages through nextCursor with visible p
   await shot(page, 'scale-9-toast-group');
 
   assert.equal(bodies.length, 2, JSON.stringify(bodies));
-  assert.deepEqual(bodies[0], { filter: { errorGroup: group.errorGroup }, userId: user });
+  assert.deepEqual(bodies[0], { filter: { errorGroup: group.errorGroup }, limit: 100, userId: user });
   assert.ok(replies[0].nextCursor, 'the first page says more remain');
-  assert.deepEqual(bodies[1], { filter: { errorGroup: group.errorGroup }, cursor: replies[0].nextCursor, userId: user });
+  assert.deepEqual(bodies[1], { filter: { errorGroup: group.errorGroup }, cursor: replies[0].nextCursor, limit: 100, userId: user });
   assert.equal(replies[1].nextCursor, null);
   assert.deepEqual(replies.flatMap((r) => r.skipped), [{ taskId: ids[0], code: 'MAX_RETRIES' }]);
   assert.equal(replies.flatMap((r) => r.retried).length, total - 1);

@@ -189,6 +189,62 @@ test('live refresh pauses while the tab is hidden and resumes when it is shown',
   await page.context().close();
 });
 
+test('a live refresh costs one list read: 304 keeps the rows as they are, and groups are asked for after a retry and on the idle interval only', async () => {
+  const user = 'cheap-refresh';
+  const failed = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  // Scheduled for a minute (nothing hands it off in this test): keeps the page live, changes nothing.
+  const scheduled = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 },
+    { autoRetry: { attempts: 1, delaySeconds: 60, backoff: 'fixed' } });
+  await setup.jobs.waitForStatus(user, failed, 'failed');
+  await setup.jobs.waitForStatus(user, scheduled, 'scheduled');
+
+  const context = await setup.browser.newContext();
+  await context.addInitScript((id) => localStorage.setItem('jobs.userId', id), user);
+  const page = await context.newPage();
+  const actionOf = (r) => new URL(r.url()).searchParams.get('action');
+  const sent = [];
+  const lists = [];
+  page.on('request', (r) => sent.push({ action: actionOf(r), at: Date.now(), ifNoneMatch: r.headers()['if-none-match'] }));
+  page.on('response', (r) => { if (actionOf(r) === 'list') lists.push({ status: r.status(), etag: r.headers().etag }); });
+  const count = (action, since = 0) => sent.filter((s) => s.action === action && s.at >= since).length;
+  await page.goto(`${setup.jobs.base}/`);
+  const box = row(page, failed).getByRole('checkbox', { name: `Select task ${failed}` });
+  await box.check();
+  await box.focus();
+  assert.equal(count('groups'), 1, 'groups once when the page opens');
+
+  const quiet = Date.now();
+  await page.waitForTimeout(3500);
+  assert.ok(count('list', quiet) >= 2, `live refresh goes on (${count('list', quiet)} lists in 3.5 s)`);
+  assert.equal(count('groups', quiet), 0, 'no groups on live refreshes');
+  assert.equal(lists[0].status, 200);
+  assert.ok(lists[0].etag, 'the list answers an ETag');
+  assert.ok(lists.length >= 3 && lists.slice(1).every((l) => l.status === 304), JSON.stringify(lists));
+  assert.ok(sent.filter((s) => s.action === 'list').slice(1).every((s) => s.ifNoneMatch === lists[0].etag), 'each refresh sends the tag back');
+  assert.equal(await box.isChecked(), true, 'the checkbox stays checked');
+  assert.equal(await box.evaluate((el) => el === document.activeElement), true, 'focus stays on it');
+  assert.equal(await page.locator('#state').isHidden(), true, 'a 304 shows no error');
+  assert.equal(await page.locator('#groups').isHidden(), false, 'the failure shows in Failures by cause');
+
+  await row(page, failed).getByRole('button', { name: /^Retry task/ }).click();
+  const retried = Date.now();
+  await page.waitForFunction(() => document.querySelector('#groups').hidden, null, { timeout: 3000 });
+  const afterRetry = sent.filter((s) => s.action === 'groups' && s.at >= retried);
+  assert.equal(afterRetry.length, 1, 'groups asked for once after the retry');
+  const asked = sent.filter((s) => s.action === 'groups').map((s) => s.at);
+  assert.ok(asked.at(-1) - asked.at(-2) < 9000, 'after the retry, not on the idle interval');
+  assert.ok(lists.some((l, i) => i > 0 && l.status === 200), 'the retry changed the list: a full answer');
+
+  // Then, with nothing changing, on the idle interval (10 s) only.
+  const since = asked.at(-1);
+  await page.waitForTimeout(since + 9000 - Date.now());
+  assert.equal(count('groups', since + 1), 0, 'no groups for 9 s');
+  await page.waitForTimeout(since + 12500 - Date.now());
+  assert.equal(count('groups', since + 1), 1, 'groups on the idle interval');
+  await setup.jobs.api('cancel', { method: 'POST', body: { taskId: scheduled, userId: user } });
+  await context.close();
+});
+
 test('with JOBS_AUTH_SECRET the page uses the token the host hands over', async () => {
   const secret = 'e2e-auth-secret';
   const secured = await startService({ JOBS_AUTH_SECRET: secret });

@@ -124,11 +124,15 @@ async function call(action, { method = 'GET', query = {}, body, headers: extra =
     response = await fetch(`/api/jobs?${params}`, {
       method,
       headers,
+      // The API's replies are never cached (`no-store`); the page keeps `list`'s ETag itself.
+      cache: 'no-store',
       body: body === undefined ? undefined : JSON.stringify({ ...body, ...claimed }),
     });
   } catch {
     throw new ApiError('Cannot reach the jobs API. Check your connection and try again.');
   }
+  // Only when the page sent If-None-Match: what it holds is still current.
+  if (response.status === 304) return { notModified: true, etag: response.headers.get('ETag') };
   let data = null;
   try {
     data = await response.json();
@@ -141,13 +145,18 @@ async function call(action, { method = 'GET', query = {}, body, headers: extra =
     if (response.status === 401) unauthenticated(error, { token: Boolean(token) });
     throw error;
   }
-  return data;
+  const etag = response.headers.get('ETag');
+  return etag && data && typeof data === 'object' ? { ...data, etag } : data;
 }
 
 export const newIdempotencyKey = uuid;
 
 export const api = {
-  list: (query) => call('list', { query }),
+  /**
+   * A page of tasks, `{tasks, nextCursor, etag}`. Given the `etag` of the page the caller holds,
+   * `{notModified: true}` when that page is still what the API would answer (HTTP 304).
+   */
+  list: (query, etag) => call('list', { query, headers: etag ? { 'If-None-Match': etag } : {} }),
   get: (taskId) => call('get', { query: { taskId } }),
   /**
    * One create per click: `idempotencyKey` (fresh per click, from `newIdempotencyKey`) is sent

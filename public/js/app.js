@@ -1,7 +1,9 @@
 // The Task Manager page: the user's tasks, one-click retry, cancel, bulk retry (selected rows, or
 // every failed task of a cause), failures by cause, a task's detail with its timeline, a demo
 // task form with optional automatic retries, and live refresh while anything is queued,
-// processing or scheduled (paused while the tab is hidden). A sign-in link that cannot be used
+// processing or scheduled (paused while the tab is hidden). A refresh costs the API little: the
+// list is asked with its ETag (a 304 changes nothing on the page), and failures by cause only
+// after the page changed something and on the idle interval. A sign-in link that cannot be used
 // (malformed or expired token, or one the API answers 401) is a message saying what to do, and
 // nothing polls until the user acts.
 
@@ -15,7 +17,10 @@ import {
 const LIVE_INTERVAL_MS = 1000;
 const IDLE_INTERVAL_MS = 10000;
 const PAGE_SIZE = 20;
-/** `retryMany` takes at most this many ids per call. */
+/**
+ * Tasks per `retryMany` call the page asks for: the API takes up to 1,000, the page takes 100
+ * so its progress ("Retrying… 300 of 10,000") moves several times a second.
+ */
 const BULK_BATCH = 100;
 
 const $ = (selector) => document.querySelector(selector);
@@ -26,6 +31,13 @@ const state = {
   retrying: new Set(),
   selected: new Set(),
   groups: [],
+  // `groups` is asked for again when stale (at start, after anything the page changed, another
+  // user) or IDLE_INTERVAL_MS after it was last asked for; not on every live refresh.
+  groupsStale: true,
+  groupsAskedAt: 0,
+  // The ETag of the first page shown (the last full list answer applied), sent back as
+  // If-None-Match; null when the page must ask for the list in full.
+  listTag: null,
   // Set false when the API does not know `groups` (an older deployment): the panel stays hidden.
   groupsSupported: true,
   // A bulk retry in flight: {kind: 'selected'|'group', errorGroup?, done, total}.
@@ -131,6 +143,21 @@ function render() {
   $('#live').textContent = live ? 'Updating live' : '';
 }
 
+/** After the page changed tasks (or tried to): list answers sent before now are stale, groups too. */
+function changed() {
+  state.freshSince = performance.now();
+  state.groupsStale = true;
+}
+
+/** Whether this refresh asks for `groups`; if so, it counts as asked. */
+function takeGroupsTurn() {
+  const now = performance.now();
+  if (!state.groupsStale && now - state.groupsAskedAt < IDLE_INTERVAL_MS) return false;
+  state.groupsStale = false;
+  state.groupsAskedAt = now;
+  return true;
+}
+
 async function loadGroups() {
   if (!state.groupsSupported) return null;
   try {
@@ -163,6 +190,7 @@ async function load({ append = false } = {}) {
   if (!hasIdentity()) {
     state.tasks = [];
     state.groups = [];
+    state.listTag = null;
     showState('Enter a user id to see its tasks.');
     $('#tasks').hidden = true;
     $('#groups').hidden = true;
@@ -170,17 +198,23 @@ async function load({ append = false } = {}) {
     return;
   }
   const startedAt = performance.now();
-  const groups = append ? Promise.resolve(null) : loadGroups();
+  const groups = !append && takeGroupsTurn() ? loadGroups() : Promise.resolve(null);
   if (!append) refreshDetail();
   try {
     const page = await api.list({
       status: state.status,
       limit: PAGE_SIZE,
       cursor: append ? state.nextCursor : undefined,
-    });
+    }, append ? null : state.listTag);
     const fresh = await groups;
     if (startedAt < state.freshSince) return;
     if (fresh) state.groups = fresh;
+    if (page.notModified) {
+      // The first page is as shown: rows, focus and checkboxes stay as they are.
+      if (fresh) renderGroupsPanel();
+      return;
+    }
+    if (!append) state.listTag = page.etag ?? null;
     if (append) {
       state.tasks = state.tasks.concat(page.tasks);
     } else {
@@ -194,9 +228,13 @@ async function load({ append = false } = {}) {
     render();
   } catch (error) {
     if (state.signedOut) return;
+    // The error replaces the list on screen: the next answer must be in full to show it again.
+    state.listTag = null;
     showState(error.code === 'DB_UNAVAILABLE'
       ? 'The task database is unavailable. Retrying automatically…'
-      : `Could not load tasks: ${error.message}`, true);
+      : error.code === 'DB_TIMEOUT'
+        ? `${error.message}. Retrying automatically…`
+        : `Could not load tasks: ${error.message}`, true);
   }
 }
 
@@ -237,12 +275,12 @@ async function retry(taskId) {
     const result = await api.retry(taskId);
     if (result.success) {
       markRequeued(taskId);
-      state.freshSince = performance.now();
       toast('Task re-queued.', 'success');
     }
   } catch (error) {
     toast(error.message || 'Failed to retry task.');
   } finally {
+    changed();
     state.retrying.delete(taskId);
     render();
     schedule();
@@ -253,9 +291,10 @@ async function cancel(taskId) {
   try {
     await api.cancel(taskId);
     updateTask(taskId, { status: 'cancelled' });
-    state.freshSince = performance.now();
+    changed();
     render();
   } catch (error) {
+    changed();
     toast(error.message || 'Failed to cancel task.');
   }
   schedule();
@@ -341,13 +380,14 @@ async function runBulk(bulk, statusTarget, nextBody) {
       skipped.push(...(reply.skipped ?? []));
       state.bulk.done = retried.length + skipped.length;
       for (const taskId of reply.retried ?? []) markRequeued(taskId);
-      state.freshSince = performance.now();
+      changed();
       showProgress(statusTarget);
       render();
     }
   } catch (error) {
     failure = error;
   }
+  changed();
   state.bulk = null;
   showProgress(statusTarget);
   const summary = retrySummary(retried.length, skipped);
@@ -384,11 +424,11 @@ async function retryGroup(errorGroup) {
   if (!(await confirmRetry(group.count, group.template, opener))) return;
   const seen = new Set();
   await runBulk({ kind: 'group', errorGroup, total: group.count }, '#groups-status', (reply) => {
-    if (!reply) return { filter: { errorGroup } };
+    if (!reply) return { filter: { errorGroup }, limit: BULK_BATCH };
     // Follow nextCursor while it is set; a cursor seen before would loop forever.
     if (!reply.nextCursor || seen.has(reply.nextCursor)) return null;
     seen.add(reply.nextCursor);
-    return { filter: { errorGroup }, cursor: reply.nextCursor };
+    return { filter: { errorGroup }, cursor: reply.nextCursor, limit: BULK_BATCH };
   });
   keepFocus(opener, '#groups-title', '#tasks-title');
 }
@@ -484,6 +524,8 @@ function wire() {
     state.tasks = [];
     state.selected.clear();
     state.groups = [];
+    state.groupsStale = true;
+    state.listTag = null;
     state.nextCursor = null;
     showState('Loading tasks…');
     load().then(schedule);
@@ -512,6 +554,7 @@ function wire() {
     } finally {
       button.disabled = false;
     }
+    changed();
     await load();
     schedule();
   });
@@ -527,11 +570,15 @@ function wire() {
   $('#status-filter').addEventListener('change', (event) => {
     state.status = event.target.value;
     state.tasks = [];
+    state.listTag = null;
     state.nextCursor = null;
     load().then(schedule);
   });
 
-  $('#refresh').addEventListener('click', () => load().then(schedule));
+  $('#refresh').addEventListener('click', () => {
+    state.groupsStale = true;
+    load().then(schedule);
+  });
   $('#more').addEventListener('click', () => load({ append: true }));
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) clearTimeout(state.timer);

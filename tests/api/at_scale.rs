@@ -481,6 +481,39 @@ async fn retry_many_by_filter_pages_through_one_group() {
     );
 }
 
+/// `limit` sizes a filter page: 7 failed tasks in pages of 3 are 3 calls, newest first.
+#[tokio::test]
+async fn retry_many_pages_by_limit() {
+    let recorder = crate::stubs::Recorder::start().await;
+    let jobs = Service::start_with(&[("JOBS_PUBLIC_URL", recorder.url.as_str())]).await;
+    let store = store_of(&jobs);
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let failed = task().status(TaskStatus::Failed).created_secs_ago(100 - n);
+        ids.push(failed.insert(&store).await.task_id.to_string());
+    }
+    ids.reverse();
+    let (mut cursor, mut pages) = (Value::Null, Vec::new());
+    loop {
+        let mut body = json!({ "filter": {}, "limit": 3, "userId": "alice" });
+        if !cursor.is_null() {
+            body["cursor"] = cursor.clone();
+        }
+        let page = jobs.post("retryMany", body).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        pages.push(page.body["retried"].clone());
+        cursor = page.body["nextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(
+        pages,
+        [json!(ids[0..3]), json!(ids[3..6]), json!(ids[6..7])],
+        "newest first, 3 a call"
+    );
+}
+
 /// Bad `retryMany` bodies are refused and change nothing.
 #[tokio::test]
 async fn bad_retry_many_bodies_are_refused() {
@@ -495,6 +528,12 @@ async fn bad_retry_many_bodies_are_refused() {
         json!({ "filter": { "errorGroup": "not-hex" }, "userId": "alice" }),
         json!({ "filter": { "status": "completed" }, "userId": "alice" }),
         json!({ "filter": {}, "cursor": "forged", "userId": "alice" }),
+        json!({ "filter": {}, "limit": 0, "userId": "alice" }),
+        json!({ "filter": {}, "limit": 1001, "userId": "alice" }),
+        json!({ "filter": {}, "limit": -1, "userId": "alice" }),
+        json!({ "filter": {}, "limit": 2.5, "userId": "alice" }),
+        json!({ "filter": {}, "limit": "10", "userId": "alice" }),
+        json!({ "taskIds": ["a"], "limit": 10, "userId": "alice" }),
     ];
     for body in rows {
         let reply = jobs.post("retryMany", body.clone()).await;

@@ -3,6 +3,7 @@
 mod at_scale;
 mod auth;
 mod bad_input;
+mod conditional_list;
 mod crash_points;
 mod hardening;
 mod idempotency;

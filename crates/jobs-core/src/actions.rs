@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::auth::{Auth, Credentials};
 use crate::bulk;
+use crate::conditional::IfNoneMatch;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, NOT_DUE_STATUS, Result};
@@ -17,7 +18,7 @@ use crate::http::{Query, decode};
 use crate::idempotency::{IdempotencyKey, request_hash};
 use crate::processors::Processors;
 use crate::replies::{
-    Created, DeliveryFailed, DestinationProbe, Done, Group, Groups, Health, InvalidSetting,
+    Created, DeliveryFailed, DestinationProbe, Done, Group, Groups, Health, InvalidSetting, Listed,
     Processed, RetriedMany, TaskList, TaskReply, TaskView,
 };
 use crate::requests::{
@@ -325,19 +326,26 @@ impl App {
         })
     }
 
-    /// `list`: a page of the caller's tasks, newest first, without payloads.
-    pub async fn list(&self, credentials: &Credentials, query: &Query) -> Result<TaskList> {
+    /// `list`: a page of the caller's tasks, newest first, without payloads; 304 when
+    /// `if_none_match` names the page's tag. Either way ONE read: the page itself.
+    pub async fn list(
+        &self,
+        credentials: &Credentials,
+        query: &Query,
+        if_none_match: &IfNoneMatch,
+    ) -> Result<Listed> {
         let user = self
             .auth
             .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
-        let page = self
-            .store
-            .list_for(&user, &ListQuery::parse(query)?)
-            .await?;
-        Ok(TaskList {
+        let list_query = ListQuery::parse(query)?;
+        let page = self.store.list_for(&user, &list_query).await?;
+        let page = TaskList {
             tasks: page.tasks.into_iter().map(TaskView::summary).collect(),
             next_cursor: page.next.map(|cursor| cursor.encode()),
-        })
+        };
+        let canonical = list_query.canonical();
+        let scope = [user.as_str().as_bytes(), canonical.as_bytes()];
+        Ok(Listed::answer(&scope, page, if_none_match))
     }
 
     /// The headline feature: read the task, refuse with the precise reason, or re-queue it in
@@ -353,26 +361,32 @@ impl App {
         };
 
         self.route()?;
-        let read = self.store.find(&task_id).await?;
-        let task = match (retry_refusal(read.as_ref(), &user), read) {
-            (None, Some(task)) => task,
-            (refusal, _) => return Err(refusal.unwrap_or(Refusal::NotFound).error(task_id)),
-        };
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
-        match self
-            .store
-            .requeue_for_retry(&task, &user, &handoff)
-            .await
-            .at("retry.requeued")
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                // The task changed since it was read: another retry raced us and won (then it
-                // is no longer failed), or it was given back or restored meanwhile.
-                let now = self.store.find(&task_id).await?;
-                let refusal = retry_refusal(now.as_ref(), &user).unwrap_or(Refusal::NotFailed);
-                return Err(refusal.error(task_id));
+        // Read, then re-queue pinned on the read. A task changed in between (another retry
+        // that ran and failed again, a give-back) is read once more and, if that still allows
+        // a retry, re-queued on it: only a retry that another retry won answers NOT_FAILED.
+        let mut requeued = Ok(false);
+        for _ in 0..2 {
+            let read = self.store.find(&task_id).await?;
+            let task = match (retry_refusal(read.as_ref(), &user), read) {
+                (None, Some(task)) => task,
+                (refusal, _) => {
+                    return Err(refusal.unwrap_or(Refusal::NotFound).error(task_id));
+                }
+            };
+            requeued = self
+                .store
+                .requeue_for_retry(&task, &user, &handoff)
+                .await
+                .at("retry.requeued");
+            if !matches!(requeued, Ok(false)) {
+                break;
             }
+        }
+        match requeued {
+            Ok(true) => {}
+            // Changed twice between read and update: another retry keeps winning.
+            Ok(false) => return Err(Refusal::NotFailed.error(task_id)),
             // The update may have applied without answering: if the task carries this
             // hand-off, it did, and the retry goes on (it was counted).
             Err(error) if error.may_have_applied() => {

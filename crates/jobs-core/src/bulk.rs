@@ -1,4 +1,4 @@
-//! Bulk retry (docs/spec.md §13): up to [`MAX_BULK`] failed tasks of one user retried in one
+//! Bulk retry (docs/spec.md §13): up to [`MAX_BULK`](crate::requests::MAX_BULK) failed tasks of one user retried in one
 //! call, each with exactly the guard and effect of `retry`, in at most four MongoDB commands
 //! whatever their number: read the candidates, re-queue them in ONE `updateMany` that stamps
 //! one batch hand-off, read back which were ours, and undo the ones whose hand-off failed. One
@@ -11,7 +11,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::{REQUEUE_FAILED_MESSAGE, Result};
 use crate::failpoints::{At, hit};
 use crate::replies::{RetriedMany, Skipped};
-use crate::requests::{BulkSelection, MAX_BULK};
+use crate::requests::BulkSelection;
 use crate::selection::{BulkFilter, Cursor};
 use crate::store::Store;
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
@@ -37,12 +37,12 @@ pub async fn retry_many(
                 .collect();
             (ordered, BulkFilter::default())
         }
-        BulkSelection::Filter(filter, after) => {
+        BulkSelection::Filter(filter, after, limit) => {
             let mut page = store
-                .failed_page(user, &filter, after.as_ref(), MAX_BULK as i64 + 1)
+                .failed_page(user, &filter, after.as_ref(), limit as i64 + 1)
                 .await?;
-            if page.len() > MAX_BULK {
-                page.truncate(MAX_BULK);
+            if page.len() > limit {
+                page.truncate(limit);
                 let last = page.last().expect("a full page has a last task");
                 let next = Cursor {
                     created_at: last.created_at,

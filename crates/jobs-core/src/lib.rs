@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod auth;
 pub mod bulk;
+pub mod conditional;
 pub mod config;
 pub mod dispatch;
 pub mod error;

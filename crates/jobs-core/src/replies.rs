@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::conditional::{ETag, IfNoneMatch};
 use crate::task::{
     AutoRetry, BrandId, ErrorEntry, Event, EventKind, Task, TaskId, TaskStatus, UserId,
     document_to_json, rfc3339,
@@ -84,6 +85,35 @@ pub struct TaskList {
     pub tasks: Vec<TaskView>,
     /// Pass it back as `?cursor=` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// What `list` answers: the page with its `ETag`, or 304 when the client holds that page already.
+#[derive(Debug)]
+pub enum Listed {
+    /// 200: the page, with the tag of exactly this reply.
+    Page {
+        /// The body.
+        page: TaskList,
+        /// Its `ETag`.
+        etag: ETag,
+    },
+    /// 304 with no body: `If-None-Match` names the tag this reply would carry.
+    NotModified(ETag),
+}
+
+impl Listed {
+    /// `page`, as the caller (`scope`: who asked and the canonical query) sees it: the body
+    /// unless `if_none_match` already names its tag. The tag hashes the body's JSON, so it
+    /// changes exactly when what the caller would see changes; no clock takes part.
+    pub fn answer(scope: &[&[u8]], page: TaskList, if_none_match: &IfNoneMatch) -> Self {
+        let body = serde_json::to_vec(&page).expect("a task list serializes");
+        let etag = ETag::of(&[scope, &[body.as_slice()]].concat());
+        if if_none_match.matches(&etag) {
+            Self::NotModified(etag)
+        } else {
+            Self::Page { page, etag }
+        }
+    }
 }
 
 /// `process`: 202 `{success, taskId, claimed: true}` when claimed, 200 `{success, claimed:

@@ -130,6 +130,9 @@ pub struct RetryManyRequest {
     /// `cursor`: the previous call's `nextCursor` (with `filter`).
     #[serde(default)]
     pub cursor: Option<String>,
+    /// `limit`: at most this many tasks a call (with `filter`; 1..=[`MAX_BULK`], the default).
+    #[serde(default)]
+    pub limit: Option<u32>,
     /// `userId`, as for `retry`.
     #[serde(default)]
     pub user_id: Option<String>,
@@ -158,8 +161,8 @@ pub const MAX_BULK: usize = 1000;
 pub enum BulkSelection {
     /// These ids (1..=[`MAX_BULK`], duplicates removed, order kept).
     Ids(Vec<TaskId>),
-    /// A page of failed tasks matching the filter, after the cursor.
-    Filter(BulkFilter, Option<Cursor>),
+    /// A page of at most `limit` failed tasks matching the filter, after the cursor.
+    Filter(BulkFilter, Option<Cursor>, usize),
 }
 
 impl RetryManyRequest {
@@ -170,6 +173,9 @@ impl RetryManyRequest {
             (Some(ids), None) => {
                 if self.cursor.is_some() {
                     return Err(invalid("cursor goes with filter, not with taskIds"));
+                }
+                if self.limit.is_some() {
+                    return Err(invalid("limit goes with filter, not with taskIds"));
                 }
                 if ids.is_empty() || ids.len() > MAX_BULK {
                     return Err(invalid("taskIds must hold 1 to 1000 ids"));
@@ -216,7 +222,12 @@ impl RetryManyRequest {
                             .map_err(|_| invalid("cursor is not one this service issued"))
                     })
                     .transpose()?;
-                Ok(BulkSelection::Filter(filter, cursor))
+                let limit = match self.limit {
+                    None => MAX_BULK,
+                    Some(n @ 1..=1000) => n as usize,
+                    Some(_) => return Err(invalid("limit must be 1 to 1000")),
+                };
+                Ok(BulkSelection::Filter(filter, cursor, limit))
             }
             _ => Err(invalid("send exactly one of taskIds and filter")),
         }

@@ -26,6 +26,21 @@ pub struct ListQuery {
     pub error_group: Option<String>,
 }
 
+impl ListQuery {
+    /// The query in one unambiguous form, defaults applied: equal for two requests that ask for
+    /// the same page, whatever order or spelling they used (part of `list`'s `ETag`).
+    pub fn canonical(&self) -> String {
+        serde_json::json!([
+            self.status.map(TaskStatus::as_str),
+            self.brand_id.as_ref().map(BrandId::as_str),
+            self.error_group,
+            self.limit,
+            self.after.as_ref().map(Cursor::encode),
+        ])
+        .to_string()
+    }
+}
+
 /// Which failed tasks a bulk retry by filter selects (checked values).
 #[derive(Debug, Default)]
 pub struct BulkFilter {

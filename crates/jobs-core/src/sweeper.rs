@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, QSTASH_BATCH, SELF_INVOCATIONS_IN_FLIGHT};
 use crate::error::Result;
 use crate::failpoints::{At, hit};
-use crate::store::{MIGRATION_BUDGET, Store};
+use crate::store::{MIGRATION_SWEEP_BUDGET, Store};
 use crate::task::due_everywhere_by;
 
 /// Tasks handled per call and per kind; the next run takes the rest.
@@ -174,10 +174,14 @@ pub async fn sweep(store: &Store, dispatcher: &Dispatcher, config: &Config) -> R
     }
     // Upkeep: tasks stored before `retriesLeft` existed get it, bounded passes at a time,
     // until the migration is done (then it costs nothing). A failure is the next sweep's.
-    if !out_of_time()
-        && let Err(error) = store.migrate_retries_left(MIGRATION_BUDGET).await
-    {
-        tracing::warn!(%error, "migration of retriesLeft stopped; the next sweep carries on");
+    if !out_of_time() {
+        let turn = store.migrate_retries_left(MIGRATION_SWEEP_BUDGET);
+        match tokio::time::timeout(MIGRATION_SWEEP_BUDGET, turn).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "migration of retriesLeft stopped; the next sweep carries on");
+            }
+        }
     }
     tracing::info!(
         timed_out = report.timed_out,

@@ -45,7 +45,12 @@ async fn retries_left_is_migrated_in_resumable_passes_then_never_again() {
     let count = pass * 5 / 2;
     let kinds = [Stored::Absent, Stored::Wrong, Stored::Right];
     let mut all: Vec<Task> = (0..count).map(|i| seeded(i, kinds[i % 3])).collect();
-    tasks.insert_many(&all).await.unwrap();
+    // One stored with `retriesLeft: null`, which counts as missing.
+    let mut null = mongodb::bson::to_document(&all[0]).unwrap();
+    null.insert("retriesLeft", mongodb::bson::Bson::Null);
+    let raw = client.database(&db).collection::<Document>("tasks");
+    raw.insert_one(null).await.unwrap();
+    tasks.insert_many(&all[1..]).await.unwrap();
     all.sort_by(|a, b| a.task_id.as_str().cmp(b.task_id.as_str()));
     let to_fix = |range: std::ops::Range<usize>| {
         all[range]

@@ -33,7 +33,7 @@ use crate::task::Task;
 pub use idempotency::Admission;
 pub use reads::Page;
 pub(crate) use reads::{carrying, failed_selection};
-pub use upkeep::{MIGRATION_BUDGET, MIGRATION_PASS};
+pub use upkeep::{MIGRATION_BUDGET, MIGRATION_PASS, MIGRATION_SWEEP_BUDGET};
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long: a serverless instance may be frozen

@@ -1,7 +1,7 @@
 //! What actions read from `tasks`, each read named after the question it answers.
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 
 use super::Store;
 use crate::error::Result;
@@ -173,7 +173,14 @@ impl Store {
             .iter()
             .filter_map(|d| {
                 let id = TaskId::parse(d.get_str("taskId").ok()?).ok()?;
-                let past = d.get_i32("retryCount").ok()? > d.get_i32("maxRetries").ok()?;
+                // Any number type: a count another writer stored as Int64 or Double still counts.
+                let count = |key| match d.get(key) {
+                    Some(Bson::Int32(n)) => Some(f64::from(*n)),
+                    Some(Bson::Int64(n)) => Some(*n as f64),
+                    Some(Bson::Double(n)) => Some(*n),
+                    _ => None,
+                };
+                let past = count("retryCount")? > count("maxRetries")?;
                 Some((id, past))
             })
             .collect())

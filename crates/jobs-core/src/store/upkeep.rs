@@ -16,8 +16,11 @@ use crate::task::{Task, TaskId};
 /// Tasks one pass of the migration reads (by `taskId`, from where the last pass stopped) and at
 /// most fixes, in one statement-per-task `update`.
 pub const MIGRATION_PASS: i64 = 100;
-/// How long the migration may run at a process's first insert; each sweep carries on as long.
+/// How long the migration may run at a process's first insert (cut short there, mid-pass if
+/// need be).
 pub const MIGRATION_BUDGET: Duration = Duration::from_millis(500);
+/// How long each `sweep` carries it on.
+pub const MIGRATION_SWEEP_BUDGET: Duration = Duration::from_secs(20);
 /// The collection that records migrations: where each stands, and when it finished.
 const MIGRATIONS: &str = "migrations";
 const RETRIES_LEFT: &str = "retriesLeft";
@@ -74,9 +77,16 @@ impl Store {
             .get_or_try_init(|| async {
                 let tasks = self.tasks().await?;
                 self.run(tasks.create_indexes(task_indexes())).await?;
-                // Never in the way of a create: what is left, the sweep carries on.
-                if let Err(error) = self.migrate_retries_left(MIGRATION_BUDGET).await {
-                    tracing::warn!(%error, "migration of retriesLeft stopped; the sweep carries on");
+                // At most MIGRATION_BUDGET in the way of a create, a pass cut short included
+                // (its fixes are pinned, so a pass stopped anywhere is safe to repeat): what is
+                // left, the sweep carries on.
+                let turn = self.migrate_retries_left(MIGRATION_BUDGET);
+                match tokio::time::timeout(MIGRATION_BUDGET, turn).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "migration of retriesLeft stopped; the sweep carries on");
+                    }
+                    Err(_) => tracing::info!("migration of retriesLeft paused; the sweep carries on"),
                 }
                 Ok::<_, JobsError>(())
             })
@@ -173,9 +183,8 @@ impl Store {
 /// `None` when it is right already.
 fn pinned_fix(counts: &Counts) -> Option<Document> {
     let right = counts.wrong()?;
-    let stored = counts
-        .retries_left
-        .map_or(Bson::Document(doc! { "$exists": false }), Bson::Int32);
+    // `null` matches a missing field too.
+    let stored = counts.retries_left.map_or(Bson::Null, Bson::Int32);
     Some(doc! {
         "q": { "taskId": counts.task_id.as_str(), "retryCount": counts.retry_count,
                "maxRetries": counts.max_retries, "retriesLeft": stored },

@@ -10,7 +10,9 @@ use jobs_core::transitions::ENQUEUE_FAILED_MESSAGE;
 use mongodb::bson::DateTime;
 
 use crate::op::{Meanwhile, Op};
-use crate::support::{BOOM_CAUSE, ENQUEUE_CAUSE, assert_events_appended, policy, scheduled_in_ms};
+use crate::support::{
+    BOOM_CAUSE, ENQUEUE_CAUSE, LEASE, assert_events_appended, policy, scheduled_in_ms, user,
+};
 use crate::table::{After, HandoffAfter, LeaseAfter, Now, Unchanged, after, row, run};
 
 use TaskStatus::{Cancelled, Completed, Failed, Processing, Queued};
@@ -410,5 +412,58 @@ async fn concurrent_retries_of_one_task_one_wins() {
         &seeded,
         &stored,
         &[(E::Retried, "user:alice")],
+    );
+}
+
+/// `requeue_for_retry` is pinned on the task as read: a read made stale by another retry that
+/// ran and failed again (still `failed`, one retry more) re-queues nothing; a fresh read does.
+#[tokio::test]
+async fn a_stale_read_requeues_nothing() {
+    let store = testing::fresh_store();
+    let alice = user("alice");
+    let stale = task().status(Failed).insert(&store).await;
+    let id = &stale.task_id;
+    let other = Handoff::new(id, DateTime::now(), true);
+    assert!(
+        store
+            .requeue_for_retry(&stale, &alice, &other)
+            .await
+            .unwrap()
+    );
+    let claimed = store
+        .claim(id, LEASE, "qstash", DateTime::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = claimed.lease.unwrap();
+    assert!(
+        store
+            .fail(id, &lease, claimed.attempts, "boom", false, "qstash")
+            .await
+            .unwrap()
+    );
+
+    let ours = Handoff::new(id, DateTime::now(), true);
+    assert!(
+        !store
+            .requeue_for_retry(&stale, &alice, &ours)
+            .await
+            .unwrap(),
+        "stale"
+    );
+    let fresh = store.find(id).await.unwrap().unwrap();
+    assert_eq!((fresh.status, fresh.retry_count), (Failed, 1));
+    assert!(
+        store
+            .requeue_for_retry(&fresh, &alice, &ours)
+            .await
+            .unwrap(),
+        "fresh"
+    );
+    let now = store.find(id).await.unwrap().unwrap();
+    assert_legal(&now);
+    assert_eq!(
+        (now.status, now.retry_count, now.stored_retries_left),
+        (Queued, 2, Some(1))
     );
 }
