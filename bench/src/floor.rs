@@ -120,18 +120,21 @@ pub async fn bulk_all(db: &Database, user: &str, group: &str, sink: &str) -> Res
     let (now, batch) = (DateTime::now(), uuid::Uuid::now_v7().simple().to_string());
     let by = format!("bulk:{user}");
     let retried = doc! { "at": { "$literal": now }, "kind": "retried", "by": { "$literal": &by } };
-    let requeue = vec![doc! { "$set": {
-        "status": "queued", "progress": 0, "lastError": Bson::Null, "result": Bson::Null,
-        "finishedAt": Bson::Null, "updatedAt": { "$literal": now }, "autoRetries": 0,
-        "nextAttemptAt": Bson::Null,
-        "handoff": { "at": { "$literal": now }, "dedupId": { "$concat": ["$taskId", "-", &batch] },
-                     "retry": true },
-        "retryCount": { "$add": ["$retryCount", 1] },
-        "retriesLeft": { "$subtract": ["$retriesLeft", 1] },
-        "events": { "$slice": [
-            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [retried]] }, -50,
-        ] },
-    } }];
+    let requeue = vec![
+        doc! { "$unset": "handoff" },
+        doc! { "$set": {
+            "status": "queued", "progress": 0, "lastError": Bson::Null, "result": Bson::Null,
+            "finishedAt": Bson::Null, "updatedAt": { "$literal": now }, "autoRetries": 0,
+            "nextAttemptAt": Bson::Null,
+            "handoff": { "at": { "$literal": now }, "dedupId": { "$concat": ["$taskId", "-", &batch] },
+                         "retry": true },
+            "retryCount": { "$add": ["$retryCount", 1] },
+            "retriesLeft": { "$subtract": ["$retriesLeft", 1] },
+            "events": { "$slice": [
+                { "$concatArrays": [{ "$ifNull": ["$events", []] }, [retried]] }, -50,
+            ] },
+        } },
+    ];
     let tasks = db.collection::<Document>("tasks");
     tasks.update_many(bulk_filter(user, group), requeue).await?;
     let stamped =
@@ -183,17 +186,17 @@ pub fn bulk_filter(user: &str, group: &str) -> Document {
 
 /// `groups`: `user`'s failed tasks grouped by cause (`errorGroup`), each group with its size
 /// and its newest failure (when, the template, the task), largest groups first, at most 50:
-/// written plainly, the newest as the `$max` of a document that starts with `updatedAt`.
+/// written plainly, the `$match` a prefix of an index, tasks without a cause grouped under
+/// `null` and dropped, the newest as the `$max` of a document that starts with `updatedAt`.
 pub fn groups_pipeline(user: &str) -> Vec<Document> {
     vec![
-        doc! { "$match": {
-            "userId": user, "status": "failed", "errorGroup": { "$type": "string" },
-        } },
+        doc! { "$match": { "userId": user, "status": "failed" } },
         doc! { "$group": {
             "_id": "$errorGroup", "count": { "$sum": 1 },
             "newest": { "$max": { "at": "$updatedAt", "taskId": "$taskId",
                                   "template": "$errorTemplate" } },
         } },
+        doc! { "$match": { "_id": { "$ne": Bson::Null } } },
         doc! { "$sort": { "count": -1, "newest.at": -1 } },
         doc! { "$limit": 50 },
     ]

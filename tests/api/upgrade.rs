@@ -54,7 +54,7 @@ async fn assert_migrated(jobs: &Service, count: usize) {
 #[tokio::test]
 async fn the_first_create_of_a_process_migrates_the_tasks_stored_before() {
     let jobs = Service::start().await;
-    seed_legacy(&jobs, 60).await;
+    seed_legacy(&jobs, 20).await;
     let created = jobs
         .post(
             "create",
@@ -62,7 +62,7 @@ async fn the_first_create_of_a_process_migrates_the_tasks_stored_before() {
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
-    assert_migrated(&jobs, 61).await;
+    assert_migrated(&jobs, 21).await;
 }
 
 #[tokio::test]

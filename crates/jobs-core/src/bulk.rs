@@ -1,9 +1,10 @@
-//! Bulk retry (docs/spec.md §13): up to [`MAX_BULK`](crate::requests::MAX_BULK) failed tasks of one user retried in one
-//! call, each with exactly the guard and effect of `retry`, in at most four MongoDB commands
-//! whatever their number: read the candidates, re-queue them in ONE `updateMany` that stamps
-//! one batch hand-off, read back which were ours, and undo the ones whose hand-off failed. One
-//! more command only for tasks an earlier version stored without `retriesLeft`, and one more
-//! read only when an undo did not apply to every task.
+//! Bulk retry (docs/spec.md §13): up to [`MAX_BULK`](crate::requests::MAX_BULK) failed tasks
+//! of one user retried in one call, each with the guard and effect of `retry`, in at most four
+//! MongoDB commands whatever their number: read the candidates, re-queue them in ONE
+//! `updateMany` that stamps one batch hand-off, read back which were ours (only when the
+//! update did not move every candidate), and undo the ones whose hand-off failed. One more
+//! command only for tasks an earlier version stored without a true `retriesLeft`, and one
+//! more read only when an undo did not apply to every task.
 
 use mongodb::bson::DateTime;
 
@@ -92,19 +93,24 @@ pub async fn retry_many(
     // An error that may hide an applied update: the read-back below says what moved, and the
     // tasks it does not show are answered with that error, not as lost to a race (the update
     // may still apply after the read; `sweep` then sends them).
-    let unsure = match requeued {
-        Ok(_) => None,
-        Err(error) if error.may_have_applied() => Some(error.code()),
+    let (unsure, all_moved) = match requeued {
+        Ok(moved) => (None, moved as usize == ids.len()),
+        Err(error) if error.may_have_applied() => (Some(error.code()), false),
         Err(error) => return Err(error),
     };
-    // A read is safe to repeat: once more before giving up on knowing what moved.
-    let mut moved = store
-        .requeued_with(&handoffs)
-        .await
-        .at("retry_many.read_back");
+    // Every candidate moved (the update's own count says so): no read-back. Otherwise, a read
+    // is safe to repeat: once more before giving up on knowing what moved.
+    let mut moved = match all_moved && hit("retry_many.read_back").is_none() {
+        true => Ok(ids.iter().map(|id| (id.clone(), false)).collect()),
+        false => store
+            .requeued_with(&handoffs)
+            .await
+            .at("retry_many.read_back"),
+    };
     if moved.is_err() {
         moved = store.requeued_with(&handoffs).await;
     }
+    let moved: Result<Vec<(TaskId, bool)>> = moved;
     let moved = match moved {
         Ok(moved) => moved,
         Err(error) => {

@@ -18,7 +18,7 @@ use crate::task::{Task, TaskId};
 pub const MIGRATION_PASS: i64 = 100;
 /// How long the migration may run at a process's first insert (cut short there, mid-pass if
 /// need be).
-pub const MIGRATION_BUDGET: Duration = Duration::from_millis(500);
+pub const MIGRATION_BUDGET: Duration = Duration::from_secs(1);
 /// How long each `sweep` carries it on.
 pub const MIGRATION_SWEEP_BUDGET: Duration = Duration::from_secs(20);
 /// The collection that records migrations: where each stands, and when it finished.
