@@ -110,7 +110,6 @@ pub async fn retry_many(
     if moved.is_err() {
         moved = store.requeued_with(&handoffs).await;
     }
-    let moved: Result<Vec<(TaskId, bool)>> = moved;
     let moved = match moved {
         Ok(moved) => moved,
         Err(error) => {

@@ -27,9 +27,9 @@ const RETRIES_LEFT: &str = "retriesLeft";
 
 /// The indexes of the `tasks` collection: `taskId` unique; a user's tasks newest first, with
 /// and without a status filter, in exactly `list`'s sort order (so MongoDB serves a page from
-/// the index without a blocking sort; `brandId` only filters what that walk finds); a user's
-/// tasks in one status and error group, newest first (bulk retry's `failed_page` by group, and
-/// the `$match` of `groups`); and the sweeper's scan by status and age.
+/// the index without a blocking sort; `brandId` only filters what that walk finds; the second
+/// also serves the `$match` of `groups`); a user's tasks in one status and error group, newest
+/// first (bulk retry's `failed_page` by group); and the sweeper's scan by status and age.
 fn task_indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
