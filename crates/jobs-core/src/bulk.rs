@@ -14,7 +14,7 @@ use crate::failpoints::{At, hit};
 use crate::replies::{RetriedMany, Skipped};
 use crate::requests::BulkSelection;
 use crate::selection::{BulkFilter, Cursor};
-use crate::store::Store;
+use crate::store::{ReadBack, Store};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 use crate::transitions::retry_refusal;
 
@@ -100,18 +100,21 @@ pub async fn retry_many(
     };
     // Every candidate moved (the update's own count says so): no read-back. Otherwise, a read
     // is safe to repeat: once more before giving up on knowing what moved.
-    let mut moved = match all_moved && hit("retry_many.read_back").is_none() {
-        true => Ok(ids.iter().map(|id| (id.clone(), false)).collect()),
+    let mut read_back = match all_moved && hit("retry_many.read_back").is_none() {
+        true => Ok(ReadBack {
+            moved: ids.clone(),
+            out_of_retries: Vec::new(),
+        }),
         false => store
             .requeued_with(&handoffs)
             .await
             .at("retry_many.read_back"),
     };
-    if moved.is_err() {
-        moved = store.requeued_with(&handoffs).await;
+    if read_back.is_err() {
+        read_back = store.requeued_with(&handoffs).await;
     }
-    let moved = match moved {
-        Ok(moved) => moved,
+    let read_back = match read_back {
+        Ok(read_back) => read_back,
         Err(error) => {
             // What moved is unknown: hand them all off rather than leave re-queued tasks with
             // nothing sent (a hand-off of a task that did not move claims nothing).
@@ -119,33 +122,27 @@ pub async fn retry_many(
             return Err(error);
         }
     };
-    let status = |id: &TaskId| moved.iter().find(|(m, _)| m == id).map(|(_, past)| *past);
     let (ours, raced): (Vec<_>, Vec<_>) = handoffs
         .into_iter()
-        .partition(|(id, _)| status(id).is_some());
-    // Another retry won the race for these: exactly as `retry` would answer.
-    reply
-        .skipped
-        .extend(raced.into_iter().map(|(task_id, _)| Skipped {
+        .partition(|(id, _)| read_back.moved.contains(id));
+    // Not moved: another retry won the race (exactly as `retry` would answer), or the task's
+    // stored `retriesLeft` was stale and its counts leave no retry.
+    reply.skipped.extend(raced.into_iter().map(|(task_id, _)| {
+        let spent = read_back.out_of_retries.contains(&task_id);
+        Skipped {
+            code: match spent {
+                true => "MAX_RETRIES",
+                false => unsure.unwrap_or("NOT_FAILED"),
+            },
             task_id,
-            code: unsure.unwrap_or("NOT_FAILED"),
-        }));
-    // Past their budget (an earlier version's retry, during a rolling deploy): not sent, undone.
-    let (past_budget, ours): (Vec<_>, Vec<_>) = ours
-        .into_iter()
-        .partition(|(id, _)| status(id) == Some(true));
-    if !past_budget.is_empty() {
-        tracing::warn!(
-            count = past_budget.len(),
-            "bulk re-queue went past a task's budget; undone"
-        );
-    }
+        }
+    }));
 
     let mut sent = dispatcher.dispatch_many(&ours).await;
     if hit("retry_many.handed_off").is_some() {
         sent.fill(false); // sent, but the answers lost
     }
-    let mut undo = past_budget.clone();
+    let mut undo = Vec::new();
     for ((task_id, handoff), sent) in ours.into_iter().zip(sent) {
         match sent {
             true => reply.retried.push(task_id),
@@ -178,15 +175,10 @@ pub async fn retry_many(
                     && t.last_error.as_deref() == Some(REQUEUE_FAILED_MESSAGE)
             }
         };
-        let past = past_budget.iter().any(|(id, _)| *id == task_id);
         match now.map(|t| t.status) {
             _ if undone => reply.skipped.push(Skipped {
-                code: if past {
-                    "MAX_RETRIES"
-                } else {
-                    "REQUEUE_FAILED"
-                },
                 task_id,
+                code: "REQUEUE_FAILED",
             }),
             Some(TaskStatus::Cancelled) => reply.skipped.push(Skipped {
                 task_id,

@@ -31,7 +31,7 @@ use crate::error::{JobsError, Result};
 use crate::task::Task;
 
 pub use idempotency::Admission;
-pub use reads::Page;
+pub use reads::{Page, ReadBack};
 pub(crate) use reads::{carrying, failed_selection};
 pub use upkeep::{MIGRATION_BUDGET, MIGRATION_PASS, MIGRATION_SWEEP_BUDGET};
 

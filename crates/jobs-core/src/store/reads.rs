@@ -64,6 +64,15 @@ pub(crate) fn failed_selection(user: &UserId, filter: &BulkFilter) -> Document {
     query
 }
 
+/// What a bulk re-queue did, read back ([`Store::requeued_with`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct ReadBack {
+    /// The tasks that carry the batch's hand-off.
+    pub moved: Vec<TaskId>,
+    /// Tasks not moved whose counts leave no retry.
+    pub out_of_retries: Vec<TaskId>,
+}
+
 /// A page of `list`: its tasks and, when more follow, where the next page starts.
 pub struct Page {
     /// At most the requested number of tasks, newest first, payloads left out.
@@ -156,36 +165,50 @@ impl Store {
         self.run(async { find.await?.try_collect().await }).await
     }
 
-    /// Which of `handoffs` are now the current hand-off of their task: the tasks a bulk
-    /// re-queue moved, each with whether it went past its budget (`retryCount > maxRetries`:
-    /// an earlier version's retry between the candidates' read and the re-queue left
-    /// `retriesLeft` one too high), which the caller undoes. ONE `find`, three fields a task.
-    pub async fn requeued_with(
-        &self,
-        handoffs: &[(TaskId, Handoff)],
-    ) -> Result<Vec<(TaskId, bool)>> {
+    /// What a bulk re-queue did with `handoffs`' tasks, in ONE `find` of four fields a task:
+    /// the tasks that now carry their hand-off (moved), and among the others those whose counts
+    /// leave no retry (the re-queue matched them on a stale `retriesLeft` and left them as
+    /// they were).
+    pub async fn requeued_with(&self, handoffs: &[(TaskId, Handoff)]) -> Result<ReadBack> {
         let tasks = self.database().await?.collection::<Document>("tasks");
+        let ids: Vec<&str> = handoffs.iter().map(|(id, _)| id.as_str()).collect();
+        let projection =
+            doc! { "_id": 0, "taskId": 1, "handoff.dedupId": 1, "retryCount": 1, "maxRetries": 1 };
         let find = tasks
-            .find(carrying(handoffs))
-            .projection(doc! { "_id": 0, "taskId": 1, "retryCount": 1, "maxRetries": 1 })
+            .find(doc! { "taskId": { "$in": ids } })
+            .projection(projection)
             .limit(handoffs.len() as i64)
             .batch_size(handoffs.len().max(1) as u32);
         let found: Vec<Document> = self.run(async { find.await?.try_collect().await }).await?;
-        Ok(found
-            .iter()
-            .filter_map(|d| {
-                let id = TaskId::parse(d.get_str("taskId").ok()?).ok()?;
-                // Any number type: a count another writer stored as Int64 or Double still counts.
-                let count = |key| match d.get(key) {
-                    Some(Bson::Int32(n)) => Some(f64::from(*n)),
-                    Some(Bson::Int64(n)) => Some(*n as f64),
-                    Some(Bson::Double(n)) => Some(*n),
-                    _ => None,
-                };
-                let past = count("retryCount")? > count("maxRetries")?;
-                Some((id, past))
-            })
-            .collect())
+        let mut read_back = ReadBack::default();
+        for task in &found {
+            let Some(id) = task
+                .get_str("taskId")
+                .ok()
+                .and_then(|id| TaskId::parse(id).ok())
+            else {
+                continue;
+            };
+            let carries = task
+                .get_document("handoff")
+                .and_then(|h| h.get_str("dedupId"));
+            let ours = handoffs
+                .iter()
+                .any(|(t, h)| *t == id && Ok(h.dedup_id.as_str()) == carries);
+            // Any number type: a count another writer stored as Int64 or Double still counts.
+            let count = |key| match task.get(key) {
+                Some(Bson::Int32(n)) => Some(f64::from(*n)),
+                Some(Bson::Int64(n)) => Some(*n as f64),
+                Some(Bson::Double(n)) => Some(*n),
+                _ => None,
+            };
+            if ours {
+                read_back.moved.push(id);
+            } else if count("retryCount") >= count("maxRetries") {
+                read_back.out_of_retries.push(id);
+            }
+        }
+        Ok(read_back)
     }
 
     /// The tasks that still carry one of `handoffs`, without payloads and timelines, in ONE

@@ -139,34 +139,40 @@ fn requeue_filter(task: &Task, user_id: &UserId) -> Document {
 /// error, a fresh automatic-retry budget, one retry used and `retriesLeft` set from the task's
 /// own counts (so a missing or stale value is made right), the hand-off queued at `at` whose
 /// `dedupId` is `dedup_id` (a value, or for a bulk retry an expression of the task's id), and
-/// the `retried` event by `by` (newest [`EVENTS_LEN`] kept). Every fixed value is `$literal`,
-/// so no string is ever read as a field path; every expression sees the task as it was.
+/// the `retried` event by `by` (newest [`EVENTS_LEN`] kept). Every field is set only while the
+/// task's own counts leave a retry (`retryCount < maxRetries`, an expression of the update, not
+/// of the filter): a task whose stored `retriesLeft` was stale (an earlier version's retry) is
+/// matched but left exactly as it was, so the update does not count it as modified. Every
+/// fixed value is `$literal`, so no string is read as a field path; every expression sees the
+/// task as it was. A hand-off computed by an expression replaces the stored one whole.
 fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str) -> Vec<Document> {
     let literal = |value: Bson| Bson::Document(doc! { "$literal": value });
+    let within_budget = doc! { "$lt": ["$retryCount", "$maxRetries"] };
+    let mut set = Document::new();
+    let mut guarded = |field: &str, value: Bson| {
+        let kept = Bson::String(format!("${field}"));
+        let value = doc! { "$cond": [within_budget.clone(), value, kept] };
+        set.insert(field, value);
+    };
     let fixed = doc! { "status": TaskStatus::Queued, "progress": 0, "lastError": Bson::Null,
     "result": Bson::Null, "finishedAt": Bson::Null, "updatedAt": at,
     "autoRetries": 0, "nextAttemptAt": Bson::Null };
-    let mut set: Document = fixed.into_iter().map(|(k, v)| (k, literal(v))).collect();
-    set.insert(
-        "handoff",
-        doc! { "at": literal(at.into()), "dedupId": dedup_id, "retry": literal(true.into()) },
-    );
-    set.insert("retryCount", doc! { "$add": ["$retryCount", 1] });
-    set.insert(
-        "retriesLeft",
-        doc! { "$subtract": ["$maxRetries", { "$add": ["$retryCount", 1] }] },
-    );
+    for (field, value) in fixed {
+        guarded(&field, literal(value));
+    }
+    let handoff = doc! { "at": literal(at.into()), "dedupId": dedup_id,
+    "retry": literal(true.into()) };
+    guarded("handoff", handoff.into());
+    guarded("retryCount", doc! { "$add": ["$retryCount", 1] }.into());
+    let left = doc! { "$subtract": ["$maxRetries", { "$add": ["$retryCount", 1] }] };
+    guarded("retriesLeft", left.into());
     let event = literal(Event::new(EventKind::Retried, by).to_bson());
-    set.insert(
-        "events",
-        doc! { "$slice": [
-            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [event]] },
-            -EVENTS_LEN,
-        ] },
-    );
-    // `$set` of an object in a pipeline merges it into the stored one: the old hand-off goes
-    // first, so nothing of it (`redispatched`, `resend`) survives into the new one.
-    vec![doc! { "$unset": "handoff" }, doc! { "$set": set }]
+    let events = doc! { "$slice": [
+        { "$concatArrays": [{ "$ifNull": ["$events", []] }, [event]] },
+        -EVENTS_LEN,
+    ] };
+    guarded("events", events.into());
+    vec![doc! { "$set": set }]
 }
 
 /// Gives back the user's retry that queued `task` (read just before; its hand-off fences the

@@ -61,7 +61,7 @@ impl Store {
         let requeued = self
             .run(tasks.update_one(filter, requeue))
             .await?
-            .matched_count
+            .modified_count
             == 1;
         if requeued {
             log(

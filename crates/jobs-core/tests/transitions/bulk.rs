@@ -154,9 +154,8 @@ async fn requeue_many_then_restore_many() {
 
     let (moved, commands) = count_commands(store.requeued_with(&handoffs)).await;
     assert_eq!(commands, 1, "requeued_with is ONE command");
-    let moved = moved.unwrap();
-    assert!(moved.iter().all(|(_, past)| !past), "none past its budget");
-    let mut moved: Vec<String> = moved.iter().map(|(id, _)| id.to_string()).collect();
+    let read_back = moved.unwrap();
+    let mut moved: Vec<String> = read_back.moved.iter().map(|id| id.to_string()).collect();
     moved.sort();
     let mut movers: Vec<String> = candidates
         .iter()
@@ -293,7 +292,7 @@ async fn race_single_and_bulk_retries(store: &Arc<Store>) -> usize {
     {
         let stored = store.find(&seed.task_id).await.unwrap().unwrap();
         assert_legal(&stored);
-        let bulk_won = by_bulk.contains(&(seed.task_id.clone(), false));
+        let bulk_won = by_bulk.moved.contains(&seed.task_id);
         assert!(
             bulk_won != *single_won,
             "{}: exactly one retry moved it (bulk {bulk_won}, single {single_won})",
@@ -398,7 +397,11 @@ async fn reading_back_a_large_batch_is_one_command() {
     let (handoffs, moved) = requeue_batch(&store, &BulkFilter::default(), &seeded).await;
     assert_eq!(moved.unwrap(), 150);
     let (moved, commands) = count_commands(store.requeued_with(&handoffs)).await;
-    assert_eq!((moved.unwrap().len(), commands), (150, 1), "requeued_with");
+    assert_eq!(
+        (moved.unwrap().moved.len(), commands),
+        (150, 1),
+        "requeued_with"
+    );
     let (carrying, commands) = count_commands(store.carrying_tasks(&handoffs)).await;
     assert_eq!(
         (carrying.unwrap().len(), commands),
@@ -409,12 +412,12 @@ async fn reading_back_a_large_batch_is_one_command() {
 
 /// During a rolling deploy the previous version's retry (`$inc retryCount` alone, its `$expr`
 /// guard) can run, with its run and failure, between a bulk retry's read and its re-queue,
-/// leaving `retriesLeft` one too high: the re-queue then takes the task past its budget. The
-/// read-back names it, and the undo (`restore_many`) puts it back as it was.
+/// leaving `retriesLeft` one too high: the re-queue matches the task on it, but its update
+/// checks the counts and leaves the task exactly as it was (not counted as moved), and the
+/// read-back names it as out of retries.
 #[tokio::test]
-async fn a_task_taken_past_its_budget_is_named_and_undone() {
+async fn a_task_out_of_retries_by_its_counts_is_left_as_it_was() {
     let store = testing::fresh_store();
-    let alice = user("alice");
     let read = task()
         .status(Failed)
         .retry_count(2)
@@ -446,21 +449,22 @@ async fn a_task_taken_past_its_budget_is_named_and_undone() {
             .await
             .unwrap()
     );
+    let before = store.find(id).await.unwrap().unwrap();
+    assert_eq!(
+        (before.retry_count, before.stored_retries_left),
+        (3, Some(1)),
+        "stale"
+    );
 
     let (handoffs, moved) =
         requeue_batch(&store, &BulkFilter::default(), std::slice::from_ref(&read)).await;
-    assert_eq!(moved.unwrap(), 1, "retriesLeft said 1");
-    let named = store.requeued_with(&handoffs).await.unwrap();
-    assert_eq!(named, vec![(id.clone(), true)], "moved, past its budget");
-    assert_eq!(store.restore_many(&alice, &handoffs).await.unwrap(), 1);
-    let stored = store.find(id).await.unwrap().unwrap();
-    assert_legal(&stored);
+    assert_eq!(moved.unwrap(), 0, "matched on retriesLeft 1, not moved");
     assert_eq!(
-        (
-            stored.status,
-            stored.retry_count,
-            stored.stored_retries_left
-        ),
-        (Failed, 3, Some(0))
+        store.find(id).await.unwrap().unwrap(),
+        before,
+        "left exactly as it was"
     );
+    let read_back = store.requeued_with(&handoffs).await.unwrap();
+    assert_eq!(read_back.moved, Vec::<TaskId>::new());
+    assert_eq!(read_back.out_of_retries, vec![id.clone()]);
 }
