@@ -10,7 +10,7 @@ use jobs_core::task::{EventKind as E, Handoff, Task, TaskId, TaskStatus};
 use jobs_core::testing::{self, TaskFixture, assert_legal, task};
 use mongodb::bson::DateTime;
 
-use crate::support::{LEASE, assert_events_appended, policy, scheduled_in_ms, user};
+use crate::support::{LEASE, assert_events_appended, policy, run_and_fail, scheduled_in_ms, user};
 
 use TaskStatus::{Completed, Failed, Processing, Queued};
 
@@ -333,18 +333,7 @@ async fn restore_many_gives_back_one_retry_whatever_happened_since_the_read() {
         .await
         .unwrap()
         .unwrap();
-    let claimed = store
-        .claim(id, LEASE, "self", DateTime::now())
-        .await
-        .unwrap()
-        .unwrap();
-    let lease = claimed.lease.unwrap();
-    assert!(
-        store
-            .fail(id, &lease, claimed.attempts, "boom", false, "self")
-            .await
-            .unwrap()
-    );
+    run_and_fail(&store, id, "self").await;
     // The bulk retry re-queues it (retryCount 3), its hand-off fails, it is undone.
     let read = store.find(id).await.unwrap().unwrap();
     let (bulk, requeued) = requeue_batch(&store, &BulkFilter::default(), &[read]).await;
@@ -437,18 +426,7 @@ async fn a_task_out_of_retries_by_its_counts_is_left_as_it_was() {
         .await
         .unwrap();
     assert_eq!(previous_version.modified_count, 1);
-    let claimed = store
-        .claim(id, LEASE, "qstash", DateTime::now())
-        .await
-        .unwrap()
-        .expect("claimed");
-    let lease = claimed.lease.unwrap();
-    assert!(
-        store
-            .fail(id, &lease, claimed.attempts, "boom", false, "qstash")
-            .await
-            .unwrap()
-    );
+    run_and_fail(&store, id, "qstash").await;
     let before = store.find(id).await.unwrap().unwrap();
     assert_eq!(
         (before.retry_count, before.stored_retries_left),

@@ -11,7 +11,7 @@ use mongodb::bson::DateTime;
 
 use crate::op::{Meanwhile, Op};
 use crate::support::{
-    BOOM_CAUSE, ENQUEUE_CAUSE, LEASE, assert_events_appended, policy, scheduled_in_ms, user,
+    BOOM_CAUSE, ENQUEUE_CAUSE, assert_events_appended, policy, run_and_fail, scheduled_in_ms, user,
 };
 use crate::table::{After, HandoffAfter, LeaseAfter, Now, Unchanged, after, row, run};
 
@@ -430,18 +430,7 @@ async fn a_stale_read_requeues_nothing() {
             .await
             .unwrap()
     );
-    let claimed = store
-        .claim(id, LEASE, "qstash", DateTime::now())
-        .await
-        .unwrap()
-        .unwrap();
-    let lease = claimed.lease.unwrap();
-    assert!(
-        store
-            .fail(id, &lease, claimed.attempts, "boom", false, "qstash")
-            .await
-            .unwrap()
-    );
+    run_and_fail(&store, id, "qstash").await;
 
     let ours = Handoff::new(id, DateTime::now(), true);
     assert!(

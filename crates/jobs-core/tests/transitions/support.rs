@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use jobs_core::task::{AutoRetry, Backoff, EVENTS_LEN, EventKind as E, Task, TaskStatus, UserId};
+use jobs_core::store::Store;
+use jobs_core::task::{
+    AutoRetry, Backoff, EVENTS_LEN, EventKind as E, Task, TaskId, TaskStatus, UserId,
+};
 use jobs_core::testing::{TaskFixture, task};
 use jobs_core::transitions::ENQUEUE_FAILED_MESSAGE;
 use mongodb::bson::DateTime;
@@ -100,4 +103,17 @@ pub fn assert_events_appended(name: &str, seeded: &Task, stored: &Task, appended
             "{name}: event {event:?} written just now"
         );
     }
+}
+
+/// The queued task `id` is claimed by `by` and its run fails ("boom"): what a retry that ran
+/// and failed again leaves behind. Both steps must take effect.
+pub async fn run_and_fail(store: &Store, id: &TaskId, by: &str) {
+    let claimed = store
+        .claim(id, LEASE, by, DateTime::now())
+        .await
+        .unwrap()
+        .expect("claimed");
+    let lease = claimed.lease.unwrap();
+    let failed = store.fail(id, &lease, claimed.attempts, "boom", false, by);
+    assert!(failed.await.unwrap(), "the run failed");
 }
