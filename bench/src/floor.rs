@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use futures_util::{StreamExt, TryStreamExt};
+// Messages per QStash batch request and requests in flight: the service's.
+use jobs_core::dispatch::{QSTASH_BATCH, QSTASH_BATCHES_IN_FLIGHT as QSTASH_IN_FLIGHT};
 use jobs_core::task::Task;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::event::{EventHandler, command::CommandEvent};
@@ -105,16 +107,12 @@ where
     Ok(Call::since(started, updated.matched_count == 1))
 }
 
-/// Messages per QStash batch request and requests in flight: the service's (`dispatch.rs`).
-const QSTASH_BATCH: usize = 100;
-const QSTASH_IN_FLIGHT: usize = 4;
-
 /// `retryMany` of a whole error group, the cheapest direct way to the same effect: ONE
 /// `updateMany` with the plainest filter that selects the same tasks (`user`'s failed tasks of
 /// `group` with retries left) and the re-queue as an update pipeline (one batch hand-off, each
 /// task's dedup id `<taskId>-<batch>`, the `retried` event); ONE `find` of the tasks it
 /// stamped (`handoff.at` is this call's); and their hand-offs published to QStash at `sink`
-/// in batches of 100, 4 in flight. All tasks at once: no pages.
+/// in batches of 100, 10 in flight. All tasks at once: no pages.
 pub async fn bulk_all(db: &Database, user: &str, group: &str, sink: &str) -> Result<Call> {
     let (started, commands_before) = (Instant::now(), COMMANDS.load(Ordering::SeqCst));
     let (now, batch) = (DateTime::now(), uuid::Uuid::now_v7().simple().to_string());

@@ -409,7 +409,10 @@ async fn retry_many_by_filter_pages_through_one_group() {
     jobs.tasks.insert_many(seeded).await.unwrap();
     let groups = jobs.get("action=groups&userId=alice").await;
     assert_eq!(groups.status, 200, "{}", groups.body);
-    assert_eq!(groups.db_commands(), 1);
+    // Aggregated and kept (find, aggregate, keep); asked again, the kept answer (one find).
+    assert_eq!(groups.db_commands(), 3);
+    let again = jobs.get("action=groups&userId=alice").await;
+    assert_eq!((again.db_commands(), &again.body), (1, &groups.body));
     let rows = groups.body["groups"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 2, "{}", groups.body);
     assert_eq!(
@@ -447,6 +450,12 @@ async fn retry_many_by_filter_pages_through_one_group() {
         }
     }
     assert_eq!((retried, calls), (GROUP, 2));
+    // The retries moved the version: the group is gone from `groups` at once.
+    let after = jobs.get("action=groups&userId=alice").await;
+    let rows = after.body["groups"].as_array().unwrap();
+    assert_eq!(after.db_commands(), 3, "aggregated again");
+    assert_eq!(rows.len(), 1, "{}", after.body);
+    assert_eq!(rows[0]["count"], json!(100));
     let tasks = jobs.snapshot().await;
     for stored in &tasks {
         let in_group = stored.get_str("errorGroup") == Ok(group.as_str());

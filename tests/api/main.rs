@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod conditional_list;
 mod crash_points;
+mod groups;
 mod hardening;
 mod idempotency;
 mod lease_loss;

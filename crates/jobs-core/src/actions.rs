@@ -544,7 +544,13 @@ impl App {
                 JobsError::InvalidQuery(format!("unknown status {shown:?}"))
             })?,
         };
-        let found = self.store.error_groups(&user, status).await?;
+        let found = match status {
+            TaskStatus::Failed => {
+                let max_age = self.config.groups_cache;
+                self.store.failed_groups(&user, max_age).await?
+            }
+            other => self.store.error_groups(&user, other).await?,
+        };
         let groups = found
             .iter()
             .filter_map(|g| {

@@ -1,10 +1,11 @@
 //! Bulk retry (docs/spec.md §13): up to [`MAX_BULK`](crate::requests::MAX_BULK) failed tasks
-//! of one user retried in one call, each with the guard and effect of `retry`, in at most four
-//! MongoDB commands whatever their number: read the candidates, re-queue them in ONE
-//! `updateMany` that stamps one batch hand-off, read back which were ours (only when the
-//! update did not move every candidate), and undo the ones whose hand-off failed. One more
-//! command only for tasks an earlier version stored without a true `retriesLeft`, and one
-//! more read only when an undo did not apply to every task.
+//! of one user retried in one call, each with the guard and effect of `retry`, in a number of
+//! MongoDB commands that does not depend on theirs: read the candidates, re-queue them in ONE
+//! `updateMany` that stamps one batch hand-off (then the note for `groups`), read back which
+//! were ours (only when the update did not move every candidate), and undo the ones whose
+//! hand-off failed (then the note again): 3 in the common case, at most 6. One more command
+//! only for tasks an earlier version stored without a true `retriesLeft`, and one more read
+//! only when an undo did not apply to every task.
 
 use mongodb::bson::DateTime;
 

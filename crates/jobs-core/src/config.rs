@@ -136,6 +136,9 @@ pub struct Config {
     /// must be before `sweep` re-sends it with the same deduplication id (and, through QStash,
     /// how long past due a `scheduled` task's).
     pub redispatch_after: Duration,
+    /// `JOBS_GROUPS_CACHE_SECONDS` (default 30, 0..=3600): the longest `groups` answers a
+    /// user's failures from the answer kept for them (docs/spec.md §14); 0 turns keeping off.
+    pub groups_cache: Duration,
     /// `JOBS_DB_TIMEOUT_MS` (default 10000, 100..=120000): the longest one database operation
     /// may take before the request answers 503 `DB_UNAVAILABLE`.
     pub db_operation_timeout: Duration,
@@ -280,6 +283,7 @@ impl Config {
             lease: seconds("JOBS_LEASE_SECONDS", 300, lease_floor..=86_400),
             queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800),
             redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400),
+            groups_cache: seconds("JOBS_GROUPS_CACHE_SECONDS", 30, 0..=3_600),
             db_operation_timeout: Duration::from_millis(number(
                 "JOBS_DB_TIMEOUT_MS",
                 10_000,

@@ -139,6 +139,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
     let attempt = task.attempts;
     let policy = task.auto_retry.filter(|p| task.auto_retries < p.attempts);
     let auto_retries = task.auto_retries;
+    let user = task.user_id.clone();
 
     let outcome = match processors.get(&task.kind) {
         None => Err(ProcessorError::Failed(format!(
@@ -213,7 +214,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
             None => {
                 with_backoff(&task_id, || async {
                     store
-                        .fail(&task_id, lease, attempt, &message, false, by)
+                        .fail((&task_id, &user), lease, attempt, &message, false, by)
                         .await
                         .at("worker.recorded")
                 })
@@ -223,7 +224,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         Err(ProcessorError::Permanent(message)) => {
             with_backoff(&task_id, || async {
                 store
-                    .fail(&task_id, lease, attempt, &message, true, by)
+                    .fail((&task_id, &user), lease, attempt, &message, true, by)
                     .await
                     .at("worker.recorded")
             })

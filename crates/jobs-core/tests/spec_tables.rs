@@ -380,7 +380,14 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
         "fail" => {
             let attempt = seeded.attempts;
             store
-                .fail(id, &lease, attempt, "boom", false, DELIVERER)
+                .fail(
+                    (id, &seeded.user_id),
+                    &lease,
+                    attempt,
+                    "boom",
+                    false,
+                    DELIVERER,
+                )
                 .await
         }
         "schedule_retry" => {
@@ -471,7 +478,12 @@ fn statuses(cell: &str) -> Vec<TaskStatus> {
 /// The transitions of `src/transitions/`: every `async fn` of a `Store` there but the helpers
 /// the transitions share.
 fn transitions_in_the_code() -> BTreeSet<String> {
-    const HELPERS: [&str; 3] = ["update_one", "find_one_and_update", "fail_where"];
+    const HELPERS: [&str; 4] = [
+        "update_one",
+        "find_one_and_update",
+        "fail_where",
+        "noting_failed",
+    ];
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/transitions");
     let mut names = BTreeSet::new();
     for file in std::fs::read_dir(dir).expect("src/transitions") {
@@ -491,7 +503,8 @@ fn transitions_in_the_code() -> BTreeSet<String> {
 
 /// §4: every row's transition, tried on a task in each of the six statuses that meets its other
 /// guards, matches exactly from the row's `from` statuses, leaves the task in its `to` status
-/// (legal, with the row's events appended), and leaves any other task exactly as it was. The
+/// (legal, with the row's events appended, the failure version moved once when `failed` is
+/// either end, §14), and leaves any other task exactly as it was. The
 /// rows are every transition of `src/transitions/`, `Task::new` standing for `create`'s `insert`.
 #[tokio::test]
 async fn the_transition_table_is_what_the_transitions_do() {
@@ -530,8 +543,22 @@ async fn the_transition_table_is_what_the_transitions_do() {
         for status in TaskStatus::ALL {
             let seeded = seed(name, status).insert(&store).await;
             assert_legal(&seeded);
+            let version = async || {
+                let summary = store.failure_summary(&seeded.user_id).await;
+                summary.expect("the failure summary").version
+            };
+            let before = version().await;
             let matched = drive(&store, name, &seeded).await;
             let stored = store.find(&seeded.task_id).await.unwrap().expect("stored");
+            // §14: a change into or out of `failed` moves the user's version once, nothing
+            // else does.
+            let into_or_out_of_failed =
+                status == TaskStatus::Failed || to == Some(TaskStatus::Failed);
+            assert_eq!(
+                version().await - before,
+                i64::from(matched && into_or_out_of_failed),
+                "docs/spec.md §14: the failure version after `{name}` from {status}"
+            );
             assert_eq!(
                 matched,
                 from.contains(&status),

@@ -6,6 +6,8 @@
 //! - `reads`: what actions read, each named after the question it answers;
 //! - `scans`: what the sweep looks for;
 //! - `idempotency`: create's idempotency keys, in their own collection;
+//! - `summary`: the answer of `groups` kept per user, and the version that every change of
+//!   a user's `failed` tasks moves;
 //! - every write of `tasks` is a transition (`crate::transitions`, one file per who makes
 //!   them). `store/` itself never calls one on `self` (`tests/layers.rs` checks it).
 //!
@@ -14,6 +16,7 @@
 mod idempotency;
 mod reads;
 mod scans;
+mod summary;
 mod upkeep;
 
 use std::cell::Cell;
@@ -33,6 +36,7 @@ use crate::task::Task;
 pub use idempotency::Admission;
 pub use reads::{Page, ReadBack};
 pub(crate) use reads::{carrying, failed_selection};
+pub use summary::Summary;
 pub use upkeep::{MIGRATION_BUDGET, MIGRATION_PASS, MIGRATION_SWEEP_BUDGET};
 
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);

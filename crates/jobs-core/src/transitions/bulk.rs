@@ -33,10 +33,9 @@ impl Store {
         let dedup_id = doc! { "$concat": ["$taskId", "-", { "$literal": batch }] };
         let pipeline = requeue_pipeline(at, dedup_id.into(), &format!("bulk:{user}"));
         let tasks = self.tasks().await?;
-        let moved = self
-            .run(tasks.update_many(filter, pipeline))
-            .await?
-            .modified_count;
+        let outcome = self.run(tasks.update_many(filter, pipeline)).await;
+        let outcome = outcome.map(|updated| updated.modified_count);
+        let moved = self.noting_failed(user, outcome, |n| *n > 0).await?;
         tracing::info!(user = %user, batch, moved, transition = "requeue_many", "tasks re-queued in bulk");
         Ok(moved)
     }
@@ -51,10 +50,10 @@ impl Store {
         let mut filter = carrying(handoffs);
         filter.insert("status", TaskStatus::Queued);
         let tasks = self.tasks().await?;
-        let restored = self
-            .run(tasks.update_many(filter, restore_update(&format!("bulk:{user}"))))
-            .await?
-            .modified_count;
+        let update = restore_update(&format!("bulk:{user}"));
+        let outcome = self.run(tasks.update_many(filter, update)).await;
+        let outcome = outcome.map(|updated| updated.modified_count);
+        let restored = self.noting_failed(user, outcome, |n| *n > 0).await?;
         tracing::info!(user = %user, restored, transition = "restore_many", "bulk re-queues undone");
         Ok(restored)
     }

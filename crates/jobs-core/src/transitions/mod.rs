@@ -3,6 +3,8 @@
 //! racing callers cannot both win. Worker writes are fenced on `lease.id`: a worker whose lease
 //! was taken away (swept, cancelled) matches nothing and stops. Writes about a hand-off are
 //! fenced on `handoff.dedupId`: a later retry's hand-off is never mistaken for an earlier one.
+//! A transition into or out of `failed` then notes the change for `groups` (docs/spec.md §14,
+//! `Store::failed_changed`): a second write, which only tells a kept answer it is out of date.
 
 use std::time::Duration;
 
@@ -252,15 +254,35 @@ impl Store {
         .await
     }
 
+    /// Passes on the outcome of a transition into or out of `failed` for `user`'s task(s),
+    /// after noting the change for `groups` (docs/spec.md §14) when it `applied`, or may
+    /// have (an error that may hide an applied write).
+    async fn noting_failed<T>(
+        &self,
+        user: &UserId,
+        outcome: Result<T>,
+        applied: impl FnOnce(&T) -> bool,
+    ) -> Result<T> {
+        let changed = match &outcome {
+            Ok(value) => applied(value),
+            Err(error) => error.may_have_applied(),
+        };
+        if changed {
+            self.failed_changed(user).await;
+        }
+        outcome
+    }
+
     async fn fail_where(
         &self,
         filter: Document,
         update: Document,
-        task_id: &TaskId,
+        (task_id, user): (&TaskId, &UserId),
         from: &str,
         transition: &'static str,
     ) -> Result<bool> {
-        let failed = self.update_one(filter, update).await?;
+        let outcome = self.update_one(filter, update).await;
+        let failed = self.noting_failed(user, outcome, |failed| *failed).await?;
         if failed {
             log(task_id, from, TaskStatus::Failed, transition);
         }

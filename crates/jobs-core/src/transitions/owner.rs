@@ -58,11 +58,9 @@ impl Store {
         let requeue = requeue_pipeline(handoff.at, doc! { "$literal": dedup_id }.into(), &by);
         let tasks = self.tasks().await?;
         let filter = requeue_filter(task, user_id);
-        let requeued = self
-            .run(tasks.update_one(filter, requeue))
-            .await?
-            .modified_count
-            == 1;
+        let outcome = self.run(tasks.update_one(filter, requeue)).await;
+        let outcome = outcome.map(|updated| updated.modified_count == 1);
+        let requeued = self.noting_failed(user_id, outcome, |r| *r).await?;
         if requeued {
             log(
                 &task.task_id,
@@ -84,9 +82,10 @@ impl Store {
         handoff: &Handoff,
     ) -> Result<bool> {
         let update = restore_update(&format!("user:{user_id}"));
-        let restored = self
+        let outcome = self
             .update_one(handoff_fence(task_id, &handoff.dedup_id), update)
-            .await?;
+            .await;
+        let restored = self.noting_failed(user_id, outcome, |r| *r).await?;
         if restored {
             log(
                 task_id,
@@ -110,7 +109,7 @@ impl Store {
         self.fail_where(
             handoff_fence(&task.task_id, &handoff.dedup_id),
             update,
-            &task.task_id,
+            (&task.task_id, &task.user_id),
             "queued",
             "fail_unqueued",
         )

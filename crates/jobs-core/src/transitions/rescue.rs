@@ -21,7 +21,7 @@ impl Store {
         self.fail_where(
             filter,
             update,
-            &task.task_id,
+            (&task.task_id, &task.user_id),
             "processing",
             "fail_lost_worker",
         )
@@ -138,7 +138,7 @@ impl Store {
         self.fail_where(
             filter,
             update,
-            &task.task_id,
+            (&task.task_id, &task.user_id),
             task.status.as_str(),
             "fail_never_picked_up",
         )
@@ -173,7 +173,7 @@ impl Store {
         self.fail_where(
             filter,
             update,
-            &task.task_id,
+            (&task.task_id, &task.user_id),
             task.status.as_str(),
             "fail_undelivered",
         )

@@ -117,7 +117,7 @@ impl Store {
     /// it automatically (recorded on the `errorHistory` entry).
     pub async fn fail(
         &self,
-        task_id: &TaskId,
+        (task_id, user): (&TaskId, &UserId),
         lease: &Lease,
         attempt: i32,
         message: &str,
@@ -132,7 +132,7 @@ impl Store {
         self.fail_where(
             worker_fence(task_id, &lease.id),
             update,
-            task_id,
+            (task_id, user),
             "processing",
             "fail",
         )

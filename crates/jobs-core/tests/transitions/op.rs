@@ -171,7 +171,14 @@ async fn happen(store: &Store, seeded: &Task, meanwhile: Meanwhile) {
             let lease = claimed.lease.unwrap();
             assert!(
                 store
-                    .fail(id, &lease, claimed.attempts, BOOM, false, "self")
+                    .fail(
+                        (id, &seeded.user_id),
+                        &lease,
+                        claimed.attempts,
+                        BOOM,
+                        false,
+                        "self"
+                    )
                     .await
                     .unwrap()
             );
@@ -215,14 +222,28 @@ pub async fn apply(store: &Store, op: Op, seeded: &Task) -> Applied {
         Op::Fail(fence) => {
             let lease = lease_of(seeded, fence);
             let ok = store
-                .fail(id, &lease, seeded.attempts, BOOM, false, "self")
+                .fail(
+                    (id, &seeded.user_id),
+                    &lease,
+                    seeded.attempts,
+                    BOOM,
+                    false,
+                    "self",
+                )
                 .await;
             Applied::matched(ok.unwrap())
         }
         Op::FailWith { message, permanent } => {
             let lease = lease_of(seeded, Fence::Own);
             let ok = store
-                .fail(id, &lease, seeded.attempts, message, permanent, "qstash")
+                .fail(
+                    (id, &seeded.user_id),
+                    &lease,
+                    seeded.attempts,
+                    message,
+                    permanent,
+                    "qstash",
+                )
                 .await;
             Applied::matched(ok.unwrap())
         }

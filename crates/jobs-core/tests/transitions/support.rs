@@ -114,6 +114,13 @@ pub async fn run_and_fail(store: &Store, id: &TaskId, by: &str) {
         .unwrap()
         .expect("claimed");
     let lease = claimed.lease.unwrap();
-    let failed = store.fail(id, &lease, claimed.attempts, "boom", false, by);
+    let failed = store.fail(
+        (id, &claimed.user_id),
+        &lease,
+        claimed.attempts,
+        "boom",
+        false,
+        by,
+    );
     assert!(failed.await.unwrap(), "the run failed");
 }
