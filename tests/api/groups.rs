@@ -23,6 +23,26 @@ fn counts(reply: &Value) -> Vec<(String, i64)> {
 
 const FAILURE: &str = "Simulated failure on attempt <n>";
 
+/// Waits until `user`'s failure version is `version`: the worker notes a failure right after
+/// writing it, so a task reads `failed` a moment before its note.
+async fn wait_for_version(jobs: &Service, user: &str, version: i64) {
+    let summaries = jobs.tasks.client().database(&jobs.db_name);
+    let summaries = summaries.collection::<mongodb::bson::Document>("failureGroups");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = summaries.find_one(doc! { "_id": user }).await.unwrap();
+        let now = found.and_then(|d| d.get_i64("version").ok()).unwrap_or(0);
+        if now == version {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{user}'s version is {now}, not {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A task failed by the worker and a retry each move the user's version: the next `groups`
 /// aggregates again and is right at once; with nothing changed it is the kept answer, one
 /// `find`.
@@ -30,6 +50,7 @@ const FAILURE: &str = "Simulated failure on attempt <n>";
 async fn a_failure_and_a_retry_show_at_once_and_nothing_else_costs_more_than_one_read() {
     let jobs = Service::start().await;
     let first = jobs.failed_task("alice", 1, 3).await;
+    wait_for_version(&jobs, "alice", 1).await;
     let groups = jobs.get("action=groups&userId=alice").await;
     assert_eq!(
         (groups.status, groups.db_commands()),
@@ -43,14 +64,17 @@ async fn a_failure_and_a_retry_show_at_once_and_nothing_else_costs_more_than_one
 
     // Failed by the worker (`fail`): counted at once.
     jobs.failed_task("alice", 1, 3).await;
+    wait_for_version(&jobs, "alice", 2).await;
     let two = jobs.get("action=groups&userId=alice").await;
     assert_eq!(counts(&two.body), [(FAILURE.to_owned(), 2)], "{}", two.body);
     // Another user's failure does not move alice's answer.
     jobs.failed_task("bob", 1, 3).await;
+    wait_for_version(&jobs, "bob", 1).await;
     let still = jobs.get("action=groups&userId=alice").await;
     assert_eq!((still.db_commands(), &still.body), (1, &two.body));
 
-    // Retried (`requeue_for_retry`): gone from the count at once, before it runs again.
+    // Retried (`requeue_for_retry`, noted before `retry` answers): gone from the count at
+    // once, before it runs again.
     let retry = jobs.retry(&first, "alice").await;
     assert_eq!(retry.status, 200, "{}", retry.body);
     let one = jobs.get("action=groups&userId=alice").await;
@@ -77,8 +101,9 @@ async fn a_failure_and_a_retry_show_at_once_and_nothing_else_costs_more_than_one
 /// `JOBS_GROUPS_CACHE_SECONDS` old, and never later.
 #[tokio::test]
 async fn a_change_nobody_noted_shows_once_the_kept_answer_expires() {
-    let jobs = Service::start_with(&[("JOBS_GROUPS_CACHE_SECONDS", "2")]).await;
+    let jobs = Service::start_with(&[("JOBS_GROUPS_CACHE_SECONDS", "5")]).await;
     let id = jobs.failed_task("alice", 1, 3).await;
+    wait_for_version(&jobs, "alice", 1).await;
     let kept = jobs.get("action=groups&userId=alice").await;
     assert_eq!(counts(&kept.body), [(FAILURE.to_owned(), 1)]);
     // Re-queued behind the service's back, as the previous version would (no note).
@@ -91,7 +116,11 @@ async fn a_change_nobody_noted_shows_once_the_kept_answer_expires() {
         .await
         .unwrap();
     assert_eq!(moved.modified_count, 1);
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // Within the 5 s, the kept answer (what makes the bound necessary)...
+    let stale = jobs.get("action=groups&userId=alice").await;
+    assert_eq!((stale.db_commands(), &stale.body), (1, &kept.body));
+    // ...and not after them.
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
     let expired = jobs.get("action=groups&userId=alice").await;
     assert_eq!(expired.db_commands(), 3, "aggregated again");
     assert_eq!(counts(&expired.body), [], "{}", expired.body);

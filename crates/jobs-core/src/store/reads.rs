@@ -2,6 +2,7 @@
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{ReadPreference, SelectionCriteria};
 
 use super::Store;
 use crate::error::Result;
@@ -227,7 +228,11 @@ impl Store {
     pub async fn error_groups(&self, user: &UserId, status: TaskStatus) -> Result<Vec<Document>> {
         let pipeline = error_groups_pipeline(user, status);
         let tasks = self.tasks().await?;
-        let aggregate = tasks.aggregate(pipeline);
+        // From the primary: `failed_groups` pairs it with a version read there.
+        let primary = ReadPreference::Primary;
+        let aggregate = tasks
+            .aggregate(pipeline)
+            .selection_criteria(SelectionCriteria::ReadPreference(primary));
         self.run(async { aggregate.await?.try_collect().await })
             .await
     }

@@ -14,12 +14,14 @@
 use std::time::Duration;
 
 use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::{ReadPreference, SelectionCriteria};
 
 use super::Store;
 use crate::error::{Result, is_duplicate_key};
 use crate::task::{TaskStatus, UserId};
 
 const FAILURE_GROUPS: &str = "failureGroups";
+const PRIMARY: SelectionCriteria = SelectionCriteria::ReadPreference(ReadPreference::Primary);
 
 /// What `failureGroups` holds for one user, as read.
 #[derive(Debug, Default)]
@@ -56,9 +58,12 @@ impl Store {
             .database()
             .await?
             .collection::<Document>(FAILURE_GROUPS);
-        let found = self
-            .run(summaries.find_one(doc! { "_id": user.as_str() }))
-            .await?;
+        // From the primary, as the aggregation: a lagging secondary could pair a new version
+        // with old tasks.
+        let find = summaries
+            .find_one(doc! { "_id": user.as_str() })
+            .selection_criteria(PRIMARY);
+        let found = self.run(find).await?;
         let Some(found) = found else {
             return Ok(Summary::default());
         };
@@ -84,14 +89,17 @@ impl Store {
         if max_age.is_zero() {
             return self.error_groups(user, TaskStatus::Failed).await;
         }
+        // The kept answer's age counts from before the version was read, not from after the
+        // aggregation.
+        let read_at = DateTime::now();
         let summary = self.failure_summary(user).await?;
-        if let Some(groups) = summary.fresh(DateTime::now(), max_age) {
+        if let Some(groups) = summary.fresh(read_at, max_age) {
             return Ok(groups.to_vec());
         }
         let groups = self.error_groups(user, TaskStatus::Failed).await?;
         // Not kept: answered all the same, and aggregated again next time.
         if let Err(error) = self
-            .keep_failure_groups(user, summary.version, &groups)
+            .keep_failure_groups(user, (summary.version, read_at), &groups)
             .await
         {
             tracing::warn!(user = %user, %error, "could not keep the groups of failed tasks");
@@ -99,20 +107,20 @@ impl Store {
         Ok(groups)
     }
 
-    /// Keeps `groups`, aggregated after reading `version`, unless the version moved since
-    /// (then the answer may predate a change and is dropped): ONE `update` with upsert, whose
-    /// insert breaks `_id`'s uniqueness exactly when another version is stored.
+    /// Keeps `groups`, aggregated after reading `version` at `read_at`, unless the version
+    /// moved since (then the answer may predate a change and is dropped): ONE `update` with
+    /// upsert, whose insert breaks `_id`'s uniqueness exactly when another version is stored.
     pub async fn keep_failure_groups(
         &self,
         user: &UserId,
-        version: i64,
+        (version, read_at): (i64, DateTime),
         groups: &[Document],
     ) -> Result<()> {
         let summaries = self
             .database()
             .await?
             .collection::<Document>(FAILURE_GROUPS);
-        let cached = doc! { "version": version, "at": DateTime::now(), "groups": groups.to_vec() };
+        let cached = doc! { "version": version, "at": read_at, "groups": groups.to_vec() };
         let filter = match version {
             0 => doc! { "_id": user.as_str(), "version": { "$in": [0_i64, Bson::Null] } },
             _ => doc! { "_id": user.as_str(), "version": version },
@@ -130,11 +138,12 @@ impl Store {
     }
 
     /// Notes that `user`'s `failed` tasks changed (or may have: a write that did not answer):
-    /// ONE `update` adding one to its version, after the transition's own write. A failure
-    /// here is logged, not returned: the transition took place, and the kept answer expires
-    /// by itself ([`Summary::fresh`]).
+    /// ONE `update` adding one to its version, after the transition's own write; once more if
+    /// it fails (an upsert racing a keep's insert of the same `_id` can, and one more is
+    /// harmless). A second failure is logged, not returned: the transition took place, and
+    /// the kept answer expires by itself ([`Summary::fresh`]).
     pub(crate) async fn failed_changed(&self, user: &UserId) {
-        let noted = async {
+        let note = async || {
             let summaries = self
                 .database()
                 .await?
@@ -147,7 +156,10 @@ impl Store {
                 .upsert(true);
             self.run(bump).await
         };
-        if let Err(error) = noted.await {
+        if note().await.is_ok() {
+            return;
+        }
+        if let Err(error) = note().await {
             tracing::warn!(user = %user, %error, "could not note a change of failed tasks");
         }
     }

@@ -256,17 +256,14 @@ impl Store {
 
     /// Passes on the outcome of a transition into or out of `failed` for `user`'s task(s),
     /// after noting the change for `groups` (docs/spec.md §14) when it `applied`, or may
-    /// have (an error that may hide an applied write).
+    /// have (any error: a write concern error, for one, comes after the write applied).
     async fn noting_failed<T>(
         &self,
         user: &UserId,
         outcome: Result<T>,
         applied: impl FnOnce(&T) -> bool,
     ) -> Result<T> {
-        let changed = match &outcome {
-            Ok(value) => applied(value),
-            Err(error) => error.may_have_applied(),
-        };
+        let changed = outcome.as_ref().map_or(true, applied);
         if changed {
             self.failed_changed(user).await;
         }

@@ -119,3 +119,49 @@ async fn error_groups() {
         "alice's scheduled tasks by cause"
     );
 }
+
+/// §14: an answer aggregated after reading version v is kept only while the version is still
+/// v: a change noted between the read and the keep (first for a user without a document, then
+/// for one with) drops it, and the answer at the current version is kept.
+#[tokio::test]
+async fn a_kept_answer_is_never_older_than_the_version_it_carries() {
+    let store = testing::fresh_store();
+    let alice = user("alice");
+    let groups = vec![mongodb::bson::doc! { "_id": "g", "count": 1 }];
+    let now = DateTime::now();
+    let fresh = |summary: &jobs_core::store::Summary| {
+        summary
+            .fresh(now, std::time::Duration::from_secs(60))
+            .is_some()
+    };
+    for _ in 0..2 {
+        let read = store.failure_summary(&alice).await.unwrap();
+        // A failure noted between the read and the keep.
+        failed_for(&store, &alice).await;
+        store
+            .keep_failure_groups(&alice, (read.version, now), &groups)
+            .await
+            .unwrap();
+        let after = store.failure_summary(&alice).await.unwrap();
+        assert_eq!(after.version, read.version + 1);
+        assert!(
+            !fresh(&after),
+            "the answer read at {} was kept at {}",
+            read.version,
+            after.version
+        );
+    }
+    let read = store.failure_summary(&alice).await.unwrap();
+    store
+        .keep_failure_groups(&alice, (read.version, now), &groups)
+        .await
+        .unwrap();
+    let after = store.failure_summary(&alice).await.unwrap();
+    assert!(fresh(&after), "kept at the version it was read at");
+}
+
+/// A task of `user` run and failed by the worker (`fail`, which notes the change).
+async fn failed_for(store: &jobs_core::store::Store, user: &jobs_core::task::UserId) {
+    let queued = task().owner(user.as_str()).insert(store).await;
+    crate::support::run_and_fail(store, &queued.task_id, "self").await;
+}
