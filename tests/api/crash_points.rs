@@ -56,7 +56,7 @@ fn step_of(point: &str) -> Step {
         "create.failed_unqueued" => Step::Create {
             handoff_fails: true,
         },
-        "retry.requeued" | "retry.handed_off" => Step::Retry {
+        "retry.requeued" | "retry.handed_off" | "failed.changed" => Step::Retry {
             handoff_fails: false,
         },
         "retry.restored" => Step::Retry {
@@ -73,8 +73,9 @@ fn step_of(point: &str) -> Step {
 }
 
 /// Short enough that each rescue happens within the row's window.
-const TIMING: [(&str, &str); 4] = [
+const TIMING: [(&str, &str); 5] = [
     ("JOBS_LEASE_SECONDS", "1"),
+    ("JOBS_GROUPS_CACHE_SECONDS", "1"),
     ("JOBS_REDISPATCH_SECONDS", "1"),
     ("JOBS_QUEUE_TIMEOUT_SECONDS", "2"),
     ("RUST_LOG", "info,mongodb=warn"),
@@ -151,6 +152,9 @@ async fn run_row(point: &'static str, mode: Mode) -> Outcome {
         Step::Retry { .. } => {
             let seed = failed().insert(&store).await;
             seeded_retry_count = seed.retry_count;
+            // The kept answer of `groups` counts it, before the retry moves it.
+            let groups = rescuer.get("action=groups&userId=alice").await;
+            assert_eq!(groups_total(&groups.body), 1, "{point}: {}", groups.body);
             let body = json!({ "taskId": seed.task_id, "userId": "alice" });
             let reply = try_post(&a, "retry", body).await;
             if reply.as_ref().is_some_and(|r| r.status == 200) {
@@ -270,6 +274,20 @@ async fn run_row(point: &'static str, mode: Mode) -> Outcome {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     drop(a);
+    // A change whose note was lost with the process shows once the kept answer is
+    // JOBS_GROUPS_CACHE_SECONDS (1 s here) old: `groups` then counts exactly the failed tasks.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let groups = rescuer.get("action=groups&userId=alice").await;
+    let failed = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .count();
+    assert_eq!(
+        groups_total(&groups.body),
+        failed as i64,
+        "{point} ({mode:?}): groups {}",
+        groups.body
+    );
     Outcome {
         point,
         mode,
@@ -278,6 +296,12 @@ async fn run_row(point: &'static str, mode: Mode) -> Outcome {
         retried_with_200,
         seeded_retry_count,
     }
+}
+
+/// How many tasks `groups` counts, all groups together.
+fn groups_total(body: &Value) -> i64 {
+    let groups = body["groups"].as_array().expect("groups");
+    groups.iter().map(|g| g["count"].as_i64().unwrap()).sum()
 }
 
 /// A POST that may find the process dead: `None` when no answer came.

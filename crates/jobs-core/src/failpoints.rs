@@ -11,7 +11,7 @@
 
 /// Every crash point of the build, with the side effect it follows. A unit test checks that
 /// the code names no other and leaves none of these unused; the table test has a row for each.
-pub const ALL: [(&str, &str); 18] = [
+pub const ALL: [(&str, &str); 19] = [
     (
         "create.key_admitted",
         "create: its Idempotency-Key stored, before the task",
@@ -33,6 +33,10 @@ pub const ALL: [(&str, &str); 18] = [
     (
         "retry.restored",
         "retry: a re-queue whose hand-off failed undone",
+    ),
+    (
+        "failed.changed",
+        "a transition into or out of failed: its write applied, before its note for groups",
     ),
     (
         "retry_many.requeued",

@@ -264,6 +264,10 @@ impl Store {
         applied: impl FnOnce(&T) -> bool,
     ) -> Result<T> {
         let changed = outcome.as_ref().map_or(true, applied);
+        let outcome = match changed && outcome.is_ok() {
+            true => outcome.at("failed.changed"),
+            false => outcome,
+        };
         if changed {
             self.failed_changed(user).await;
         }
