@@ -6,7 +6,12 @@
 //! would repeat is repeated to B. After each row: every task is settled (nothing left `queued`
 //! or `scheduled` past the rescue window), legal, never had two runs in flight, and its
 //! `retryCount` counts exactly the retries that answered 200 (plus, when the process died
-//! before answering, at most the one that took effect and ran).
+//! before answering, at most the one that took effect and ran); and, once any answer of
+//! `groups` kept before the step is `JOBS_GROUPS_CACHE_SECONDS` (1 s) old, B's `groups` counts
+//! exactly the failed tasks. Only the retry rows keep one before the step (B asks `groups`
+//! first), so only they exercise that bound: the `failed.changed` kill row is the crash
+//! between a write and its note (§14). That every transition notes its change is pinned by the
+//! transition table test, not here.
 
 use std::time::{Duration, Instant};
 
