@@ -147,3 +147,16 @@ ensure_secantus_rs() {
     --locked --ignore-rust-version --quiet --root "$TOOLS")
   [ -x "$SECANTUS_RS" ] || { echo "secantus-mdb $SECANTUS_RS_VERSION installed no $SECANTUS_RS" >&2; return 1; }
 }
+
+# start_secantus_rs PORT DIR LOG: secantusd-rs in the background; sets SECANTUS_RS_PID.
+start_secantus_rs() {
+  local port=$1 dir=$2 log=$3
+  mkdir -p "$dir"
+  "$SECANTUS_RS" --host 127.0.0.1 --port "$port" --storage-path "$dir" >"$log" 2>&1 &
+  SECANTUS_RS_PID=$!
+  if ! wait_for_port "$port" 30; then
+    echo "secantusd-rs did not start on port $port; its log:" >&2
+    cat "$log" >&2
+    return 1
+  fi
+}
