@@ -156,3 +156,22 @@ async fn a_refused_list_ignores_if_none_match() {
     let anonymous = list(&jobs, "action=list", Some(&tag)).await;
     assert_eq!(anonymous.status, 400, "{}", anonymous.body);
 }
+
+/// `HEAD` counts as `GET` (§5): the same `ETag` without a body, and 304 for a tag that still
+/// matches.
+#[tokio::test]
+async fn head_answers_the_same_tag_and_honours_if_none_match() {
+    let jobs = Service::start().await;
+    jobs.failed_task("alice", 1, 3).await;
+    let tag = etag(&list(&jobs, ALICE, None).await);
+    let head = jobs.send(jobs.request(Method::HEAD, ALICE)).await;
+    assert_eq!(
+        (head.status, head.header("etag")),
+        (200, Some(tag.as_str()))
+    );
+    assert_eq!(head.body, json!(""), "HEAD has no body");
+    let matched = jobs
+        .request(Method::HEAD, ALICE)
+        .header("if-none-match", &tag);
+    assert_not_modified(&jobs.send(matched).await, &tag);
+}
