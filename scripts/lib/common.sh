@@ -49,6 +49,7 @@ start_secantus() {
   if ! wait_for_port "$port" 30; then
     echo "SecantusDB did not start on port $port; its log:" >&2
     cat "$log" >&2
+    stop_pid "$SECANTUS_PID"
     return 1
   fi
 }
@@ -128,9 +129,10 @@ ensure_toolchain() {
 ensure_toolchain
 
 # SecantusDB's Rust server, `secantusd-rs` (crates.io `secantus-mdb`, pinned), for the scale
-# benchmark only (scripts/bench): ~10x faster than the Python server on 100,000 tasks, same
-# flags. Built once per machine into .local/tools (~5 min on two cores); needs Debian's cmake
-# (installed here as root when missing). scripts/dev and scripts/test keep the Python server.
+# benchmarks (scripts/bench; ~10x faster than the Python server on 100,000 tasks, same flags)
+# and the second pass of the store's tests (scripts/test). Built once per machine into
+# .local/tools (~5 min on two cores); needs Debian's cmake (installed here as root when
+# missing). scripts/dev keeps the Python server.
 SECANTUS_RS_VERSION="0.5.3-beta.196"
 SECANTUS_RS="$TOOLS/bin/secantusd-rs"
 
@@ -157,6 +159,7 @@ start_secantus_rs() {
   if ! wait_for_port "$port" 30; then
     echo "secantusd-rs did not start on port $port; its log:" >&2
     cat "$log" >&2
+    stop_pid "$SECANTUS_RS_PID"
     return 1
   fi
 }

@@ -44,7 +44,7 @@ const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// between invocations, and MongoDB's guidance for Vercel functions is `maxIdleTimeMS=5000`
 /// so frozen instances do not pile up connections on the cluster.
 const DEFAULT_MAX_IDLE_TIME: Duration = Duration::from_secs(5);
-/// Connections per function instance: a request issues one or two commands in sequence, so a
+/// Connections per function instance: a request issues a few commands in sequence, so a
 /// few connections serve many concurrent requests, and instances x pool stays within Atlas's
 /// connection limits (README, "Database connections at scale").
 pub const DEFAULT_MAX_POOL_SIZE: u32 = 5;

@@ -228,11 +228,12 @@ impl Store {
     pub async fn error_groups(&self, user: &UserId, status: TaskStatus) -> Result<Vec<Document>> {
         let pipeline = error_groups_pipeline(user, status);
         let tasks = self.tasks().await?;
-        // From the primary: `failed_groups` pairs it with a version read there.
-        let primary = ReadPreference::Primary;
-        let aggregate = tasks
-            .aggregate(pipeline)
-            .selection_criteria(SelectionCriteria::ReadPreference(primary));
+        let mut aggregate = tasks.aggregate(pipeline);
+        if status == TaskStatus::Failed {
+            // From the primary: `failed_groups` pairs it with a version read there.
+            let primary = SelectionCriteria::ReadPreference(ReadPreference::Primary);
+            aggregate = aggregate.selection_criteria(primary);
+        }
         self.run(async { aggregate.await?.try_collect().await })
             .await
     }

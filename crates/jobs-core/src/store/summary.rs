@@ -21,6 +21,8 @@ use crate::error::{Result, is_duplicate_key};
 use crate::task::{TaskStatus, UserId};
 
 const FAILURE_GROUPS: &str = "failureGroups";
+/// The longest a note may take: it follows a transition that already took place.
+const NOTE_TIMEOUT: Duration = Duration::from_secs(2);
 const PRIMARY: SelectionCriteria = SelectionCriteria::ReadPreference(ReadPreference::Primary);
 
 /// What `failureGroups` holds for one user, as read.
@@ -138,29 +140,33 @@ impl Store {
     }
 
     /// Notes that `user`'s `failed` tasks changed (or may have: a write that did not answer):
-    /// ONE `update` adding one to its version, after the transition's own write; once more if
-    /// it fails (an upsert racing a keep's insert of the same `_id` can, and one more is
-    /// harmless). A second failure is logged, not returned: the transition took place, and
-    /// the kept answer expires by itself ([`Summary::fresh`]).
+    /// ONE `update` adding one to its version, after the transition's own write, given at most
+    /// [`NOTE_TIMEOUT`] (an outage must not double a transition's wait); once more only when
+    /// its upsert raced a keep's insert of the same `_id`. A failure is logged, not returned:
+    /// the transition took place, and the kept answer expires by itself ([`Summary::fresh`]).
     pub(crate) async fn failed_changed(&self, user: &UserId) {
         let note = async || {
-            let summaries = self
-                .database()
-                .await?
-                .collection::<Document>(FAILURE_GROUPS);
+            let database = self.database().await.map_err(|e| e.to_string())?;
+            let summaries = database.collection::<Document>(FAILURE_GROUPS);
             let bump = summaries
                 .update_one(
                     doc! { "_id": user.as_str() },
                     doc! { "$inc": { "version": 1_i64 } },
                 )
                 .upsert(true);
-            self.run(bump).await
+            let timeout = self.operation_timeout.min(NOTE_TIMEOUT);
+            match tokio::time::timeout(timeout, bump.into_future()).await {
+                Ok(Err(error)) if is_duplicate_key(&error) => Ok(false),
+                Ok(outcome) => outcome.map(|_| true).map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            }
         };
-        if note().await.is_ok() {
-            return;
-        }
-        if let Err(error) = note().await {
-            tracing::warn!(user = %user, %error, "could not note a change of failed tasks");
+        let noted = match note().await {
+            Ok(false) => note().await, // the keep's insert won: the document exists now
+            other => other,
+        };
+        if let Err(error) = noted {
+            tracing::warn!(user = %user, error, "could not note a change of failed tasks");
         }
     }
 }

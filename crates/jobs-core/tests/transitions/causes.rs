@@ -165,3 +165,31 @@ async fn failed_for(store: &jobs_core::store::Store, user: &jobs_core::task::Use
     let queued = task().owner(user.as_str()).insert(store).await;
     crate::support::run_and_fail(store, &queued.task_id, "self").await;
 }
+
+/// §14: a user whose document a keep created (no `version` field: 0) is kept again at 0 when
+/// the answer expired and nothing changed (`null` matches the missing field), not refused.
+#[tokio::test]
+async fn an_expired_answer_at_version_zero_is_kept_again() {
+    let store = testing::fresh_store();
+    let carol = user("carol");
+    let groups = vec![mongodb::bson::doc! { "_id": "g", "count": 1 }];
+    let at = |ms: i64| DateTime::from_millis(1_700_000_000_000 + ms);
+    let max_age = std::time::Duration::from_secs(5);
+    store
+        .keep_failure_groups(&carol, (0, at(0)), &groups)
+        .await
+        .unwrap();
+    let first = store.failure_summary(&carol).await.unwrap();
+    assert_eq!(first.version, 0);
+    assert!(first.fresh(at(1_000), max_age).is_some());
+    assert!(first.fresh(at(10_000), max_age).is_none(), "expired");
+    store
+        .keep_failure_groups(&carol, (0, at(10_000)), &groups)
+        .await
+        .unwrap();
+    let again = store.failure_summary(&carol).await.unwrap();
+    assert!(
+        again.fresh(at(11_000), max_age).is_some(),
+        "kept again at version 0"
+    );
+}
