@@ -40,18 +40,25 @@ wait_for_port() { # port, seconds
   done
 }
 
-# start_secantus PORT DATA_DIR LOG: starts it in the background, sets SECANTUS_PID.
-start_secantus() {
-  local port=$1 dir=$2 log=$3
+# start_server BINARY PORT DATA_DIR LOG: a SecantusDB server (either; same flags) in the
+# background; sets SERVER_PID, and stops it again when it does not come up.
+start_server() {
+  local binary=$1 port=$2 dir=$3 log=$4
   mkdir -p "$dir"
-  "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$dir" >"$log" 2>&1 &
-  SECANTUS_PID=$!
+  "$binary" --host 127.0.0.1 --port "$port" --storage-path "$dir" >"$log" 2>&1 &
+  SERVER_PID=$!
   if ! wait_for_port "$port" 30; then
-    echo "SecantusDB did not start on port $port; its log:" >&2
+    echo "$(basename "$binary") did not start on port $port; its log:" >&2
     cat "$log" >&2
-    stop_pid "$SECANTUS_PID"
+    stop_pid "$SERVER_PID"
     return 1
   fi
+}
+
+# start_secantus PORT DATA_DIR LOG: the Python server; sets SECANTUS_PID.
+start_secantus() {
+  start_server "$VENV/bin/secantusd-py" "$@"
+  SECANTUS_PID=$SERVER_PID
 }
 
 stop_pid() {
@@ -150,16 +157,8 @@ ensure_secantus_rs() {
   [ -x "$SECANTUS_RS" ] || { echo "secantus-mdb $SECANTUS_RS_VERSION installed no $SECANTUS_RS" >&2; return 1; }
 }
 
-# start_secantus_rs PORT DIR LOG: secantusd-rs in the background; sets SECANTUS_RS_PID.
+# start_secantus_rs PORT DATA_DIR LOG: secantusd-rs; sets SECANTUS_RS_PID.
 start_secantus_rs() {
-  local port=$1 dir=$2 log=$3
-  mkdir -p "$dir"
-  "$SECANTUS_RS" --host 127.0.0.1 --port "$port" --storage-path "$dir" >"$log" 2>&1 &
-  SECANTUS_RS_PID=$!
-  if ! wait_for_port "$port" 30; then
-    echo "secantusd-rs did not start on port $port; its log:" >&2
-    cat "$log" >&2
-    stop_pid "$SECANTUS_RS_PID"
-    return 1
-  fi
+  start_server "$SECANTUS_RS" "$@"
+  SECANTUS_RS_PID=$SERVER_PID
 }
