@@ -557,11 +557,7 @@ impl App {
                 Some(Group {
                     error_group: g.get_str("_id").ok()?.to_owned(),
                     template: g.get_str("template").unwrap_or_default().to_owned(),
-                    count: g
-                        .get_i32("count")
-                        .map(i64::from)
-                        .or_else(|_| g.get_i64("count"))
-                        .ok()?,
+                    count: crate::store::integer(g, "count")?,
                     last_at: rfc3339(*g.get_datetime("lastAt").ok()?),
                     example_task_id: g.get_str("exampleTaskId").ok()?.to_owned(),
                 })

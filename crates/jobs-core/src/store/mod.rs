@@ -22,10 +22,12 @@ mod upkeep;
 use std::cell::Cell;
 use std::time::Duration;
 
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
-use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, ReadPreference, SelectionCriteria, WriteConcern,
+};
 use mongodb::{Client, Collection, Database};
 use tokio::sync::OnceCell;
 
@@ -63,6 +65,20 @@ pub async fn count_commands<F: Future>(work: F) -> (F::Output, u32) {
         })
         .await
 }
+
+/// An integer field MongoDB may send as Int32 or Int64 (counts, `$inc`ed versions).
+pub(crate) fn integer(document: &Document, key: &str) -> Option<i64> {
+    match document.get(key)? {
+        Bson::Int64(n) => Some(*n),
+        Bson::Int32(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Reads from the primary: for reads paired with one another (`summary`'s version and the
+/// aggregation of `groups`), a lagging secondary could mix a new one with an old one.
+pub(crate) const PRIMARY: SelectionCriteria =
+    SelectionCriteria::ReadPreference(ReadPreference::Primary);
 
 /// The MongoDB store: the client is created on first use, once per process, and reused.
 pub struct Store {
@@ -194,11 +210,7 @@ impl Store {
             return Err(JobsError::DbUnavailable);
         }
         // `n`: how many statements matched.
-        let matched = reply
-            .get_i32("n")
-            .map(i64::from)
-            .or_else(|_| reply.get_i64("n"));
-        Ok(matched.unwrap_or(0).max(0) as u64)
+        Ok(integer(&reply, "n").unwrap_or(0).max(0) as u64)
     }
 
     /// One `ping` round trip: is the database reachable?

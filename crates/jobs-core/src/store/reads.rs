@@ -2,9 +2,8 @@
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::{ReadPreference, SelectionCriteria};
 
-use super::Store;
+use super::{PRIMARY, Store};
 use crate::error::Result;
 use crate::selection::{BulkFilter, Cursor, ListQuery};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
@@ -230,9 +229,8 @@ impl Store {
         let tasks = self.tasks().await?;
         let mut aggregate = tasks.aggregate(pipeline);
         if status == TaskStatus::Failed {
-            // From the primary: `failed_groups` pairs it with a version read there.
-            let primary = SelectionCriteria::ReadPreference(ReadPreference::Primary);
-            aggregate = aggregate.selection_criteria(primary);
+            // `failed_groups` pairs it with a version read there.
+            aggregate = aggregate.selection_criteria(PRIMARY);
         }
         self.run(async { aggregate.await?.try_collect().await })
             .await

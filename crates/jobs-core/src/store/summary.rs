@@ -14,16 +14,14 @@
 use std::time::Duration;
 
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::options::{ReadPreference, SelectionCriteria};
 
-use super::Store;
+use super::{PRIMARY, Store, integer};
 use crate::error::{Result, is_duplicate_key};
 use crate::task::{TaskStatus, UserId};
 
 const FAILURE_GROUPS: &str = "failureGroups";
 /// The longest a note may take: it follows a transition that already took place.
 const NOTE_TIMEOUT: Duration = Duration::from_secs(2);
-const PRIMARY: SelectionCriteria = SelectionCriteria::ReadPreference(ReadPreference::Primary);
 
 /// What `failureGroups` holds for one user, as read.
 #[derive(Debug, Default)]
@@ -42,14 +40,6 @@ impl Summary {
         let age = now.timestamp_millis() - at.timestamp_millis();
         let fresh = *version == self.version && (0..max_age.as_millis() as i64).contains(&age);
         fresh.then_some(groups.as_slice())
-    }
-}
-
-fn number(document: &Document, key: &str) -> i64 {
-    match document.get(key) {
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Int32(n)) => i64::from(*n),
-        _ => 0,
     }
 }
 
@@ -73,13 +63,13 @@ impl Store {
             let groups = cached.get_array("groups").ok()?;
             let groups = groups.iter().filter_map(Bson::as_document).cloned();
             Some((
-                number(cached, "version"),
+                integer(cached, "version").unwrap_or(0),
                 *cached.get_datetime("at").ok()?,
                 groups.collect(),
             ))
         });
         Ok(Summary {
-            version: number(&found, "version"),
+            version: integer(&found, "version").unwrap_or(0),
             cached,
         })
     }
