@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -15,15 +16,32 @@ pub fn db_uri() -> String {
         .expect("JOBS_TEST_MONGODB_URI is not set: run the tests with scripts/test, which starts SecantusDB")
 }
 
+/// A port for a service a test starts, never handed out twice in a run. Ports bound at `:0`
+/// and released can be handed out again at once: two services of concurrent tests then raced
+/// for one port, and the loser's test talked to the winner (another database). So they come
+/// from a counter over 10000..32000, below Linux's ephemeral range (where `:0` binds and
+/// outgoing connections take theirs), starting at a point of this process's own, and each is
+/// checked free when handed out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
-/// A port nothing listens on: bound, then released.
+/// A port nothing listens on: handed out like [`free_port`]'s, so no service of this run will
+/// take it later.
 pub fn closed_port() -> u16 {
     free_port()
 }
@@ -135,7 +153,7 @@ impl Service {
             .find(|(k, v)| *k == "MONGODB_URI" && v.starts_with("mongodb://"))
             .map_or_else(db_uri, |(_, v)| v.to_string());
         let client = mongodb::Client::with_uri_str(uri).await.unwrap();
-        let service = Self {
+        let mut service = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             tasks: client.database(&db_name).collection("tasks"),
@@ -147,16 +165,16 @@ impl Service {
         service
     }
 
-    async fn wait_until_ready(&self) {
+    /// Until the service answers `health`, and it is this process that answers: one that
+    /// exited (its port taken) fails the test instead of leaving it to talk to another.
+    async fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if self
-                .http
-                .get(self.url("action=health"))
-                .send()
-                .await
-                .is_ok()
-            {
+            let answered = self.http.get(self.url("action=health")).send().await;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("jobs exited ({status}); log:\n{}", self.logs());
+            }
+            if answered.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
