@@ -173,6 +173,21 @@ fn wrongly_typed_fields(failed: &str) -> Vec<Case> {
             retry_with(json!([failed])),
         ),
         invalid_body(
+            "retry from a place that is not failedStep or start",
+            "action=retry",
+            json!({ "taskId": failed, "userId": "alice", "from": "step-4" }).to_string(),
+        ),
+        invalid_body(
+            "retry from a number",
+            "action=retry",
+            json!({ "taskId": failed, "userId": "alice", "from": 4 }).to_string(),
+        ),
+        invalid_body(
+            "retryMany from a place that is not failedStep or start",
+            "action=retryMany",
+            json!({ "taskIds": [failed], "userId": "alice", "from": "START" }).to_string(),
+        ),
+        invalid_body(
             "maxRetries is a string",
             "action=create",
             r#"{"type":"demo","userId":"alice","maxRetries":"3"}"#,
@@ -361,6 +376,14 @@ fn invalid_tasks(_failed: &str) -> Vec<Case> {
             Method::POST,
             "action=create",
             r#"{"type":"demo","userId":"alice","payload":{"steps":0}}"#,
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "demo failAtStep beyond its steps",
+            Method::POST,
+            "action=create",
+            r#"{"type":"demo","userId":"alice","payload":{"steps":3,"failAtStep":4}}"#,
             400,
             "INVALID_PAYLOAD",
         ),

@@ -236,7 +236,8 @@ async fn unreachable_self_invocation_restores_the_task() {
     );
     assert_eq!(
         after.get_i32("progress").unwrap(),
-        before.get_i32("progress").unwrap()
+        0,
+        "the rest as the retry left it (docs/spec.md §4, restore_after_failed_requeue)"
     );
 
     // With the queue back, the same task retries normally.

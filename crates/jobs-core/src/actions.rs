@@ -22,8 +22,8 @@ use crate::replies::{
     Processed, RetriedMany, TaskList, TaskReply, TaskView,
 };
 use crate::requests::{
-    CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, Source,
-    TaskRequest, task_id, user_id,
+    CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, RetryRequest,
+    Source, TaskRequest, resume_from, task_id, user_id,
 };
 use crate::store::{Admission, Store};
 use crate::sweeper::{self, SweepReport};
@@ -352,13 +352,14 @@ impl App {
     /// ONE conditional update pinned on what was read, then the re-publish.
     pub async fn retry(&self, credentials: &Credentials, body: &[u8]) -> Result<Done> {
         const MISSING: JobsError = JobsError::MissingFields("taskId, userId");
-        let request: TaskRequest = decode(body)?;
+        let request: RetryRequest = decode(body)?;
         let task_id = task_id(request.task_id.as_deref(), Source::Body)?.ok_or(MISSING)?;
         let claimed = user_id(request.user_id.as_deref(), Source::Body)?;
         let user = match self.auth.user(credentials, claimed) {
             Err(JobsError::MissingFields(_)) => return Err(MISSING),
             other => other?,
         };
+        let from = resume_from(request.from.as_deref())?;
 
         self.route()?;
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
@@ -376,7 +377,7 @@ impl App {
             };
             requeued = self
                 .store
-                .requeue_for_retry(&task, &user, &handoff)
+                .requeue_for_retry(&task, &user, &handoff, from)
                 .await
                 .at("retry.requeued");
             if !matches!(requeued, Ok(false)) {
@@ -572,9 +573,10 @@ impl App {
         let request: RetryManyRequest = decode(body)?;
         let claimed = user_id(request.user_id.as_deref(), Source::Body)?;
         let user = self.auth.user(credentials, claimed)?;
+        let from = resume_from(request.from.as_deref())?;
         let selection = request.selection()?;
         self.route()?;
-        bulk::retry_many(&self.store, &self.dispatcher, &user, selection).await
+        bulk::retry_many(&self.store, &self.dispatcher, &user, (selection, from)).await
     }
 
     /// The rescuer (see [`sweeper`]), for Vercel Cron or a signed QStash schedule.

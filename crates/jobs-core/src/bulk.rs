@@ -15,6 +15,7 @@ use crate::failpoints::{At, hit};
 use crate::replies::{RetriedMany, Skipped};
 use crate::requests::BulkSelection;
 use crate::selection::{BulkFilter, Cursor};
+use crate::steps::Resume;
 use crate::store::{ReadBack, Store};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 use crate::transitions::retry_refusal;
@@ -24,7 +25,7 @@ pub async fn retry_many(
     store: &Store,
     dispatcher: &Dispatcher,
     user: &UserId,
-    selection: BulkSelection,
+    (selection, from): (BulkSelection, Resume),
 ) -> Result<RetriedMany> {
     let mut reply = RetriedMany::default();
     let (read, selected): (Vec<(TaskId, Option<Task>)>, BulkFilter) = match selection {
@@ -88,7 +89,7 @@ pub async fn retry_many(
         .map(|id| (id.clone(), Handoff::in_batch(id, &batch, now, true)))
         .collect();
     let requeued = store
-        .requeue_many(user, &selected, &ids, &batch, now)
+        .requeue_many(user, &selected, &ids, &batch, (now, from))
         .await
         .at("retry_many.requeued");
     // An error that may hide an applied update: the read-back below says what moved, and the

@@ -18,6 +18,7 @@ pub mod processors;
 pub mod replies;
 pub mod requests;
 pub mod selection;
+pub mod steps;
 pub mod store;
 pub mod sweeper;
 pub mod task;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::conditional::{ETag, IfNoneMatch};
+use crate::steps::{StepRecord, StepStatus};
 use crate::task::{
     AutoRetry, BrandId, ErrorEntry, Event, EventKind, Task, TaskId, TaskStatus, UserId,
     document_to_json, rfc3339,
@@ -283,6 +284,50 @@ pub struct TaskView {
     /// `events`: the timeline, oldest first (`get` only; `list` leaves it out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
+    /// `steps`: the processor's memoised steps in order, completed ones then at most the one
+    /// an attempt failed in (`get` only; `list` leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+/// One stored step as a client sees it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepView {
+    /// `name`: unique within the task.
+    pub name: String,
+    /// `status`: `completed` or `failed`.
+    pub status: StepStatus,
+    /// `output`: what the step returned (`completed`); a retry from the failed step gets it
+    /// back without running the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// `error`: why it failed (`failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `startedAt`: RFC 3339.
+    pub started_at: String,
+    /// `finishedAt`: RFC 3339.
+    pub finished_at: String,
+    /// `durationMs`: `finishedAt - startedAt`.
+    pub duration_ms: i64,
+    /// `attempt`: the attempt that ran it.
+    pub attempt: i32,
+}
+
+impl From<StepRecord> for StepView {
+    fn from(step: StepRecord) -> Self {
+        Self {
+            output: step.output.as_ref().map(|_| step.output_json()),
+            duration_ms: step.finished_at.timestamp_millis() - step.started_at.timestamp_millis(),
+            started_at: rfc3339(step.started_at),
+            finished_at: rfc3339(step.finished_at),
+            name: step.name,
+            status: step.status,
+            error: step.error,
+            attempt: step.attempt,
+        }
+    }
 }
 
 /// One timeline entry as a client sees it: `{at, kind, by, attempt?, message?}`.
@@ -291,7 +336,8 @@ pub struct EventView {
     /// `at`: RFC 3339.
     pub at: String,
     /// `kind`: `created`, `claimed`, `completed`, `failed`, `scheduled`, `retried`,
-    /// `retryUndone`, `redispatched`, `cancelled`, `swept` or `deliveryFailed`.
+    /// `retryUndone`, `redispatched`, `cancelled`, `swept`, `deliveryFailed`, `stepCompleted` or
+    /// `resumed`.
     pub kind: EventKind,
     /// `by`: `user:<id>`, `bulk:<id>`, `auto`, `qstash`, `self` or `sweep`.
     pub by: String,
@@ -301,6 +347,9 @@ pub struct EventView {
     /// `message`, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `step`, when the event concerns one (`stepCompleted`, `resumed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 impl From<Event> for EventView {
@@ -311,6 +360,7 @@ impl From<Event> for EventView {
             by: event.by,
             attempt: event.attempt,
             message: event.message,
+            step: event.step,
         }
     }
 }
@@ -347,6 +397,7 @@ impl TaskView {
         Self {
             payload: None,
             events: None,
+            steps: None,
             ..Self::from(task)
         }
     }
@@ -386,6 +437,7 @@ impl From<Task> for TaskView {
             error_group: task.error_group,
             error_template: task.error_template,
             events: Some(task.events.into_iter().map(EventView::from).collect()),
+            steps: Some(task.steps.into_iter().map(StepView::from).collect()),
         }
     }
 }

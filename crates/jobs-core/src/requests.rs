@@ -9,6 +9,7 @@ use crate::error::{JobsError, Result};
 use crate::error_groups::is_group_id;
 use crate::http::Query;
 pub use crate::selection::{BulkFilter, Cursor, ListQuery};
+use crate::steps::Resume;
 use crate::task::{
     AutoRetry, Backoff, BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus, UserId,
 };
@@ -136,6 +137,9 @@ pub struct RetryManyRequest {
     /// `userId`, as for `retry`.
     #[serde(default)]
     pub user_id: Option<String>,
+    /// `from`, as for `retry`: every task of the call resumes from it.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// `retryMany`'s `filter` as sent.
@@ -234,7 +238,7 @@ impl RetryManyRequest {
     }
 }
 
-/// `retry` and `cancel`: the plan's `{taskId, userId}`.
+/// `cancel`: the plan's `{taskId, userId}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaskRequest {
@@ -245,6 +249,27 @@ pub struct TaskRequest {
     /// `sub`.
     #[serde(default)]
     pub user_id: Option<String>,
+}
+
+/// `retry`: the plan's `{taskId, userId}`, and `from` (docs/spec.md §16): `"failedStep"` (the
+/// default) or `"start"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryRequest {
+    /// `taskId`, as for [`TaskRequest`].
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// `userId`, as for [`TaskRequest`].
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// `from`: where the retried run starts.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// `from` of `retry` or `retryMany`, checked: anything but the two is an `InvalidBody`.
+pub fn resume_from(from: Option<&str>) -> Result<Resume> {
+    Resume::parse(from).map_err(JobsError::InvalidBody)
 }
 
 /// `process`'s body, sent by a hand-off: `{taskId, handoffId}` through QStash,

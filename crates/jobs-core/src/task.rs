@@ -289,6 +289,11 @@ pub enum EventKind {
     Swept,
     /// QStash gave up delivering it.
     DeliveryFailed,
+    /// A step of the processor completed and its output was stored (`step` names it).
+    StepCompleted,
+    /// An attempt started where an earlier one stopped: its completed steps were replayed, and
+    /// `step` is the first one it ran.
+    Resumed,
 }
 
 /// One entry of a task's timeline: what happened, when, and who did it.
@@ -307,6 +312,9 @@ pub struct Event {
     /// A message (a failure's), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The step it concerns (`stepCompleted`, `resumed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 impl Event {
@@ -318,6 +326,7 @@ impl Event {
             by: by.into(),
             attempt: None,
             message: None,
+            step: None,
         }
     }
 
@@ -333,9 +342,76 @@ impl Event {
         self
     }
 
+    /// The same, about the step `name`.
+    pub fn step(mut self, name: impl Into<String>) -> Self {
+        self.step = Some(name.into());
+        self
+    }
+
     /// As stored.
     pub fn to_bson(&self) -> bson::Bson {
         bson::to_bson(self).expect("an event is always representable as BSON")
+    }
+}
+
+/// How a stored step ended (docs/spec.md §16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Ran to the end; its `output` is returned to later attempts instead of running it again.
+    Completed,
+    /// The attempt failed in it; a resumed attempt runs it again.
+    Failed,
+}
+
+/// One entry of a task's `steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Unique within the task.
+    pub name: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// What the step returned (`Completed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<bson::Bson>,
+    /// Why it failed (`Failed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: DateTime,
+    /// When it ended.
+    pub finished_at: DateTime,
+    /// The attempt that ran it.
+    pub attempt: i32,
+}
+
+impl StepRecord {
+    /// The record of a step that ran from `started_at` in `attempt` and failed with `error`.
+    pub fn failed(name: &str, error: &str, (started_at, attempt): (DateTime, i32)) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: StepStatus::Failed,
+            output: None,
+            error: Some(error.to_owned()),
+            started_at,
+            finished_at: DateTime::now(),
+            attempt,
+        }
+    }
+
+    /// The output as JSON (`null` when there is none).
+    pub fn output_json(&self) -> Value {
+        self.output
+            .clone()
+            .map_or(Value::Null, |b| b.into_relaxed_extjson())
+    }
+
+    /// The output's size as JSON, in bytes (0 without one).
+    pub fn output_len(&self) -> usize {
+        self.output.as_ref().map_or(0, |_| {
+            serde_json::to_vec(&self.output_json()).map_or(usize::MAX, |v| v.len())
+        })
     }
 }
 
@@ -426,6 +502,11 @@ pub struct Task {
     /// The timeline, oldest first, the newest [`EVENTS_LEN`] kept (docs/spec.md §15).
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The processor's memoised steps (docs/spec.md §16): completed ones, then at most the one
+    /// an attempt failed in. A retry from the failed step keeps them; one from the start
+    /// empties them. Empty, and absent from the document, for a task without steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
 }
 
 impl Task {
@@ -451,6 +532,7 @@ impl Task {
             error_group: None,
             error_template: None,
             events: vec![created],
+            steps: Vec::new(),
             task_id,
             user_id,
             brand_id,

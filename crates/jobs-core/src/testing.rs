@@ -25,6 +25,7 @@ pub mod spec;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 
 use crate::config::Config;
+use crate::steps::{MAX_STEPS, MAX_STEPS_OUTPUT, Resume, StepRecord, StepStatus};
 use crate::store::Store;
 use crate::task::{
     AutoRetry, DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Event, EventKind, Handoff,
@@ -134,6 +135,7 @@ pub struct TaskFixture {
     /// `Some(stored)` overrides `retriesLeft` (`None` inside: absent, as an earlier version
     /// stored tasks); otherwise it is what the counts call for.
     retries_left: Option<Option<i32>>,
+    steps: Vec<StepRecord>,
 }
 
 /// A fixture task with the defaults of [`TaskFixture`]: a fresh `queued` `demo` task of `alice`.
@@ -161,6 +163,7 @@ pub fn task() -> TaskFixture {
         error_group: true,
         events_len: 0,
         retries_left: None,
+        steps: Vec::new(),
     }
 }
 
@@ -285,6 +288,12 @@ impl TaskFixture {
     /// No `errorTemplate` / `errorGroup`: a failure stored before causes were recorded.
     pub fn without_error_group(mut self) -> Self {
         self.error_group = false;
+        self
+    }
+
+    /// These memoised `steps` (docs/spec.md §16), as an earlier attempt stored them.
+    pub fn steps(mut self, steps: Vec<StepRecord>) -> Self {
+        self.steps = steps;
         self
     }
 
@@ -433,6 +442,7 @@ impl TaskFixture {
             error_group: cause.as_ref().map(|c| c.group.clone()),
             error_template: cause.map(|c| c.template),
             events,
+            steps: self.steps.clone(),
         }
     }
 
@@ -471,6 +481,38 @@ pub fn assert_legal(task: &Task) {
     assert!(
         (0..=task.max_retries).contains(&task.retry_count),
         "retryCount in 0..=maxRetries: {task:?}"
+    );
+    // Memoised steps (docs/spec.md §16): a prefix of one run's sequence, completed steps then
+    // at most the one an attempt failed in, each name once, within the limits.
+    let steps = &task.steps;
+    assert!(
+        steps.len() <= MAX_STEPS,
+        "at most {MAX_STEPS} steps: {task:?}"
+    );
+    for (k, step) in steps.iter().enumerate() {
+        let last = k + 1 == steps.len();
+        assert!(
+            step.status == StepStatus::Completed || last,
+            "only the last step may be failed: {steps:?}"
+        );
+        assert_eq!(
+            step.output.is_some(),
+            step.status == StepStatus::Completed,
+            "an output exactly on a completed step: {step:?}"
+        );
+        assert!(
+            steps[..k].iter().all(|s| s.name != step.name),
+            "step names are unique: {steps:?}"
+        );
+        assert!(
+            step.started_at <= step.finished_at,
+            "a step ends after it starts: {step:?}"
+        );
+    }
+    let outputs: usize = steps.iter().map(StepRecord::output_len).sum();
+    assert!(
+        outputs <= MAX_STEPS_OUTPUT,
+        "step outputs within 1 MiB: {outputs}"
     );
     // Absent only on a task an earlier version stored (the store's upkeep fills it in).
     if let Some(left) = task.stored_retries_left {
@@ -602,6 +644,8 @@ pub async fn requeue_as_read(
     let Some(task) = store.find(task_id).await? else {
         return Ok(None);
     };
-    let moved = store.requeue_for_retry(&task, user, handoff).await?;
+    let moved = store
+        .requeue_for_retry(&task, user, handoff, Resume::FailedStep)
+        .await?;
     Ok(moved.then_some(task))
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{self, Document};
@@ -15,18 +15,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::failpoints::{At, hit};
-use crate::processors::{Job, ProcessorError, Processors, ProgressSink};
+use crate::processors::{Job, ProcessorError, Processors, Recorder};
+use crate::steps::{Memo, StepRecord};
 use crate::store::Store;
 use crate::task::{AutoRetry, Handoff, Lease, Task, TaskId, document_to_json};
 
-struct FencedProgress {
+/// A run's progress and steps, written on its task fenced on its lease.
+struct FencedRecorder {
     store: Arc<Store>,
     task_id: TaskId,
     lease: Lease,
     lease_for: Duration,
+    by: &'static str,
 }
 
-impl ProgressSink for FencedProgress {
+impl Recorder for FencedRecorder {
     fn report(
         &self,
         percent: i32,
@@ -47,7 +50,46 @@ impl ProgressSink for FencedProgress {
             }
         })
     }
+
+    fn record_step(
+        &self,
+        index: usize,
+        step: StepRecord,
+        resumed: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>> {
+        Box::pin(async move {
+            let write = || {
+                self.store.record_step(
+                    (&self.task_id, &self.lease),
+                    (index, &step),
+                    resumed,
+                    (self.lease_for, self.by),
+                )
+            };
+            // Writing the same record again leaves one (`record_step`): a write that failed,
+            // or applied without answering, is made once more after a pause.
+            let mut written = write().await;
+            if written.is_err() {
+                tokio::time::sleep(STEP_WRITE_PAUSE).await;
+                written = write().await;
+            }
+            match written {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ProcessorError::Stopped),
+                // A step whose record is not stored must not let later ones be stored after
+                // it (what is stored is a prefix of one run): the attempt fails, and the next
+                // one runs it again.
+                Err(error) => Err(ProcessorError::Failed(format!(
+                    "Step \"{}\" could not be recorded: {error}",
+                    step.name
+                ))),
+            }
+        })
+    }
 }
+
+/// The pause before a step's record is written once more.
+const STEP_WRITE_PAUSE: Duration = Duration::from_millis(250);
 
 /// Processor output as a document: objects as they are, anything else under `value`.
 fn result_document(value: Value) -> Document {
@@ -147,12 +189,14 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
             task.kind
         ))),
         Some(processor) => {
-            let sink = FencedProgress {
+            let recorder = FencedRecorder {
                 store: store.clone(),
                 task_id: task_id.clone(),
                 lease: lease.clone(),
                 lease_for,
+                by,
             };
+            let steps = Mutex::new(Memo::new(task.steps));
             let payload = document_to_json(task.payload);
             let id = task_id.to_string();
             let cancel = stop.clone();
@@ -161,7 +205,8 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                     task_id: &id,
                     attempt,
                     payload: &payload,
-                    progress: &sink,
+                    recorder: &recorder,
+                    steps: &steps,
                     cancel: &cancel,
                 };
                 processor.run(job).await

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use jobs_core::config::Config;
 use jobs_core::dispatch::decide;
+use jobs_core::steps::Resume;
 use jobs_core::store::Store;
 use jobs_core::task::{AutoRetry, Backoff, Handoff, Lease, Task, TaskStatus, UserId};
 use jobs_core::testing::spec::{self, one_line, quoted};
@@ -372,6 +373,18 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
             .map(|t| t.is_some()),
         "report_progress" => store.report_progress(id, &lease, 50, LEASE).await,
         "renew_lease" => store.renew_lease(id, &lease, LEASE).await,
+        "record_step" => {
+            let started = (DateTime::now(), seeded.attempts);
+            let step = jobs_core::steps::Memo::default().completed(
+                "step-1",
+                &serde_json::json!({ "n": 1 }),
+                started,
+            );
+            let at = (id, &lease);
+            store
+                .record_step(at, (0, &step), false, (LEASE, DELIVERER))
+                .await
+        }
         "complete" => {
             store
                 .complete(id, &lease, doc! { "ok": true }, DELIVERER)
@@ -405,7 +418,7 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
             let all = jobs_core::selection::BulkFilter::default();
             let ids = [id.clone()];
             store
-                .requeue_many(user, &all, &ids, &batch, at)
+                .requeue_many(user, &all, &ids, &batch, (at, Resume::FailedStep))
                 .await
                 .map(|moved| moved == 1)
         }

@@ -1,5 +1,7 @@
-//! `demo`: counts through steps, reporting progress, and fails (or panics) on the first
-//! attempts when asked to. It is how a user watches a failure and a retry end to end.
+//! `demo`: counts through steps, each a memoised [`Job::step`] (`step-1` … `step-n`),
+//! reporting progress, and fails (or panics) in one of them on the first attempts when asked
+//! to. It is how a user watches a failure and a retry end to end, and a retry resume at the
+//! step that failed.
 
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ struct DemoPayload {
     fail_attempts: u32,
     #[serde(default)]
     panic_attempts: u32,
+    #[serde(default)]
+    fail_at_step: Option<u32>,
 }
 
 fn default_steps() -> u32 {
@@ -44,6 +48,15 @@ impl DemoPayload {
         if parsed.fail_attempts > 100 || parsed.panic_attempts > 100 {
             return Err("failAttempts and panicAttempts must be between 0 and 100".into());
         }
+        if parsed
+            .fail_at_step
+            .is_some_and(|at| !(1..=parsed.steps).contains(&at))
+        {
+            return Err(format!(
+                "failAtStep must be between 1 and steps ({})",
+                parsed.steps
+            ));
+        }
         // The work must fit the function's `maxDuration`, or the platform kills it midway and
         // the task is only failed later, by `sweep`, as a lost worker.
         let work_ms = u64::from(parsed.steps) * parsed.step_ms;
@@ -58,10 +71,12 @@ impl DemoPayload {
     }
 }
 
-/// The `demo` processor. Payload `{steps?, stepMs?, failAttempts?, panicAttempts?}`: `steps`
-/// (1..=100, default 5) of `stepMs` each (0..=5000, default 200), in all at most the work budget
-/// (`steps * stepMs`, see [`Demo::new`]); attempts up to `failAttempts` fail halfway, attempts up
-/// to `panicAttempts` panic halfway (both 0..=100, default 0).
+/// The `demo` processor. Payload `{steps?, stepMs?, failAttempts?, panicAttempts?,
+/// failAtStep?}`: `steps` (1..=100, default 5) of `stepMs` each (0..=5000, default 200), in all
+/// at most the work budget (`steps * stepMs`, see [`Demo::new`]); attempts up to
+/// `failAttempts` fail, and attempts up to `panicAttempts` panic (both 0..=100, default 0), in
+/// step `failAtStep` (1..=steps, default the last). Each step is `step-<k>`, its output
+/// `{step, attempt}`: a retry from the failed step runs only that step and the ones after it.
 pub struct Demo {
     work_budget: Duration,
 }
@@ -91,20 +106,25 @@ impl Processor for Demo {
         Box::pin(async move {
             let p = DemoPayload::parse(job.payload, self.work_budget)?;
             let attempt = job.attempt.max(0) as u32;
-            // Failing attempts stop halfway, so the user sees partial progress, then the error.
+            // Failing attempts stop in `failAtStep`, so the user sees the steps before it
+            // completed, then the error.
             let fails_at = (attempt <= p.fail_attempts || attempt <= p.panic_attempts)
-                .then(|| p.steps.div_ceil(2));
+                .then(|| p.fail_at_step.unwrap_or(p.steps));
             for step in 1..=p.steps {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(p.step_ms)) => {}
-                    () = job.cancelled() => return Err(ProcessorError::Stopped),
-                }
-                if Some(step) == fails_at {
-                    if attempt <= p.panic_attempts {
-                        panic!("demo processor panicked on attempt {attempt}");
+                let work = async {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(p.step_ms)) => {}
+                        () = job.cancelled() => return Err(ProcessorError::Stopped),
                     }
-                    return Err(format!("Simulated failure on attempt {attempt}").into());
-                }
+                    if Some(step) == fails_at {
+                        if attempt <= p.panic_attempts {
+                            panic!("demo processor panicked on attempt {attempt}");
+                        }
+                        return Err(format!("Simulated failure on attempt {attempt}").into());
+                    }
+                    Ok(json!({ "step": step, "attempt": attempt }))
+                };
+                let _: Value = job.step(&format!("step-{step}"), work).await?;
                 job.progress((step * 100 / p.steps) as i32).await?;
             }
             Ok(json!({ "steps": p.steps, "attempt": attempt }))
@@ -130,6 +150,12 @@ mod tests {
             (json!({ "stepMs": 5001 }), false),
             (json!({ "steps": "5" }), false),
             (json!({ "unknown": 1 }), false),
+            (json!({ "steps": 5, "failAtStep": 1 }), true),
+            (json!({ "steps": 5, "failAtStep": 5 }), true),
+            (json!({ "steps": 5, "failAtStep": 0 }), false),
+            (json!({ "steps": 5, "failAtStep": 6 }), false),
+            (json!({ "failAtStep": 6 }), false),
+            (json!({ "failAtStep": "2" }), false),
             (json!([1, 2]), false),
         ];
         for (payload, ok) in cases {

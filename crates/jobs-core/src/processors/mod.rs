@@ -1,5 +1,6 @@
 //! Processors: the work a task type does. A processor is a Rust type registered under a name;
-//! it receives the task's payload and a progress reporter and returns a result or a message.
+//! it receives the task's payload, reports progress, runs its work as memoised steps, and
+//! returns a result or a message.
 //!
 //! ```
 //! use jobs_core::{Job, Processor, ProcessorFuture, Processors};
@@ -9,8 +10,10 @@
 //! impl Processor for Thumbnail {
 //!     fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {
 //!         Box::pin(async move {
+//!             // Stored on the task: a later attempt gets `size` back without running it.
+//!             let size: u64 = job.step("measure", async { Ok(1024) }).await?;
 //!             job.progress(50).await?; // `?` stops quietly when the task was cancelled
-//!             Ok(serde_json::json!({ "done": true }))
+//!             Ok(serde_json::json!({ "done": true, "size": size }))
 //!         })
 //!     }
 //! }
@@ -25,8 +28,11 @@ mod webhook;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use mongodb::bson::DateTime;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +40,7 @@ pub use demo::Demo;
 pub use webhook::Webhook;
 
 use crate::config::Config;
+use crate::steps::{Memo, Plan, StepRecord};
 
 /// Why a processor stopped without a result. `Failed` carries the message the user sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +56,16 @@ pub enum ProcessorError {
     Stopped,
 }
 
+impl ProcessorError {
+    /// The message the user sees; `None` for `Stopped`.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Self::Failed(message) | Self::Permanent(message) => Some(message),
+            Self::Stopped => None,
+        }
+    }
+}
+
 impl<T: Into<String>> From<T> for ProcessorError {
     fn from(message: T) -> Self {
         Self::Failed(message.into())
@@ -59,14 +76,24 @@ impl<T: Into<String>> From<T> for ProcessorError {
 pub type ProcessorFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Value, ProcessorError>> + Send + 'a>>;
 
-/// Reports progress for the running task (0..=100). Implemented by the worker, which fences
-/// the write on the task's lease.
-pub trait ProgressSink: Send + Sync {
+/// What a run writes on its task besides its outcome: progress and steps. Implemented by the
+/// worker, which fences every write on the task's lease.
+pub trait Recorder: Send + Sync {
     /// Records `percent` and renews the lease; `Err(Stopped)` when the task is no longer this
     /// worker's.
     fn report(
         &self,
         percent: i32,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>>;
+
+    /// Stores `step` as entry `index` of the task's `steps` (dropping any after it), with its
+    /// event and, when `resumed`, the `resumed` event; renews the lease. `Err(Stopped)` when
+    /// the task is no longer this worker's; `Err(Failed)` when the write could not be made.
+    fn record_step(
+        &self,
+        index: usize,
+        step: StepRecord,
+        resumed: bool,
     ) -> Pin<Box<dyn Future<Output = Result<(), ProcessorError>> + Send + '_>>;
 }
 
@@ -79,14 +106,73 @@ pub struct Job<'a> {
     pub attempt: i32,
     /// The payload given at `create`, already accepted by [`Processor::validate`].
     pub payload: &'a Value,
-    pub(crate) progress: &'a dyn ProgressSink,
+    pub(crate) recorder: &'a dyn Recorder,
+    pub(crate) steps: &'a Mutex<Memo>,
     pub(crate) cancel: &'a CancellationToken,
 }
 
 impl Job<'_> {
     /// Records progress; an `Err(Stopped)` means the task was cancelled: return it with `?`.
     pub async fn progress(&self, percent: i32) -> Result<(), ProcessorError> {
-        self.progress.report(percent).await
+        self.recorder.report(percent).await
+    }
+
+    /// Runs `work` as the step `name`, memoised on the task (docs/spec.md §16): its output is
+    /// stored in one write fenced on the lease, and a later attempt (a retry from the failed
+    /// step, an automatic retry, a redelivery) gets the stored output back without polling
+    /// `work`. A step that fails is stored as failed and its error returned; the next attempt
+    /// runs it again. Names are unique within a task and come in the same order on every
+    /// attempt: a repeated name, a changed order, a 101st step, an output above 64 KiB or
+    /// outputs above 1 MiB in all fail the attempt with [`ProcessorError::Permanent`] saying
+    /// which.
+    pub async fn step<T, F>(&self, name: &str, work: F) -> Result<T, ProcessorError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, ProcessorError>>,
+    {
+        let plan = self.memo().next(name).map_err(ProcessorError::Permanent)?;
+        let (index, resumed) = match plan {
+            Plan::Replay(output) => {
+                return serde_json::from_value(output).map_err(|error| {
+                    ProcessorError::Permanent(format!(
+                        "Step \"{name}\" has a stored output its type no longer reads \
+                         ({error}); retry from the start"
+                    ))
+                });
+            }
+            Plan::Run { index, resumed } => (index, resumed),
+        };
+        let started = (DateTime::now(), self.attempt);
+        let (record, outcome) = match work.await {
+            Ok(value) => {
+                let json = serde_json::to_value(&value).map_err(|error| {
+                    ProcessorError::Permanent(format!(
+                        "Step \"{name}\" output is not JSON: {error}"
+                    ))
+                })?;
+                let record = self.memo().completed(name, &json, started);
+                match record.error.clone() {
+                    None => (record, Ok(value)),
+                    Some(refused) => (record, Err(ProcessorError::Permanent(refused))),
+                }
+            }
+            Err(error) => {
+                // Stopped: this run no longer owns the task, nothing is recorded.
+                let Some(message) = error.message() else {
+                    return Err(error);
+                };
+                (StepRecord::failed(name, message, started), Err(error))
+            }
+        };
+        self.recorder.record_step(index, record, resumed).await?;
+        outcome
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        // A panic while the lock is held cannot leave the memo half-changed: recover it.
+        self.steps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Resolves when this run must stop: the task was cancelled or swept, or the worker could
@@ -104,7 +190,8 @@ impl Job<'_> {
 }
 
 /// The work of one task type, registered under its name in [`Processors`]. A run may fail, panic
-/// (caught: the task fails) or be stopped; a retry runs it again from the start.
+/// (caught: the task fails) or be stopped; a retry runs it again, from its failed step when its
+/// work is in [`Job::step`]s (completed ones are not run again), else from the start.
 pub trait Processor: Send + Sync + 'static {
     /// Rejects a payload at `create` time, so bad input never becomes a failed task.
     fn validate(&self, _payload: &Value) -> Result<(), String> {

@@ -8,12 +8,13 @@
 
 use std::time::Duration;
 
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{self, Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
 use crate::error::{JobsError, REQUEUE_FAILED_MESSAGE, Result};
 use crate::error_groups::Cause;
 use crate::failpoints::At;
+use crate::steps::{RESTARTED_MESSAGE, Resume, StepRecord, StepStatus};
 use crate::store::Store;
 use crate::task::{
     ERROR_HISTORY_LEN, EVENTS_LEN, Event, EventKind, Handoff, Lease, Task, TaskId, TaskStatus,
@@ -141,13 +142,14 @@ fn requeue_filter(task: &Task, user_id: &UserId) -> Document {
 /// error, a fresh automatic-retry budget, one retry used and `retriesLeft` set from the task's
 /// own counts (so a missing or stale value is made right), the hand-off queued at `at` whose
 /// `dedupId` is `dedup_id` (a value, or for a bulk retry an expression of the task's id), and
-/// the `retried` event by `by` (newest [`EVENTS_LEN`] kept). Every field is set only while the
+/// the `retried` event by `by` (newest [`EVENTS_LEN`] kept); `from` the start, the stored
+/// steps emptied and the event saying so (docs/spec.md §16). Every field is set only while the
 /// task's own counts leave a retry (`retryCount < maxRetries`, an expression of the update, not
 /// of the filter): a task whose stored `retriesLeft` was stale (an earlier version's retry) is
 /// matched but left exactly as it was, so the update does not count it as modified. Every
 /// fixed value is `$literal`, so no string is read as a field path; every expression sees the
 /// task as it was. A hand-off computed by an expression replaces the stored one whole.
-fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str) -> Vec<Document> {
+fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str, from: Resume) -> Vec<Document> {
     let literal = |value: Bson| Bson::Document(doc! { "$literal": value });
     let within_budget = doc! { "$lt": ["$retryCount", "$maxRetries"] };
     let mut set = Document::new();
@@ -168,7 +170,12 @@ fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str) -> Vec<Document> {
     guarded("retryCount", doc! { "$add": ["$retryCount", 1] }.into());
     let left = doc! { "$subtract": ["$maxRetries", { "$add": ["$retryCount", 1] }] };
     guarded("retriesLeft", left.into());
-    let event = literal(Event::new(EventKind::Retried, by).to_bson());
+    let mut retried = Event::new(EventKind::Retried, by);
+    if from == Resume::Start {
+        guarded("steps", literal(Bson::Array(Vec::new())));
+        retried = retried.message(RESTARTED_MESSAGE);
+    }
+    let event = literal(retried.to_bson());
     let events = doc! { "$slice": [
         { "$concatArrays": [{ "$ifNull": ["$events", []] }, [event]] },
         -EVENTS_LEN,

@@ -39,7 +39,8 @@ impl Store {
         }
     }
 
-    /// failed -> queued, for `user_id`, within the retry budget, recording `handoff`: ONE
+    /// failed -> queued, for `user_id`, within the retry budget, recording `handoff`, resuming
+    /// `from` the failed step or the start (docs/spec.md §16): ONE
     /// conditional update of `task` as the caller read it, pinned on its counts
     /// ([`requeue_filter`], [`requeue_pipeline`]). `false` means the guard did not hold (counts
     /// read that leave no retry are refused without a command); the caller reads the task to
@@ -49,13 +50,15 @@ impl Store {
         task: &Task,
         user_id: &UserId,
         handoff: &Handoff,
+        from: Resume,
     ) -> Result<bool> {
         if task.retries_left() == 0 {
             return Ok(false);
         }
         let by = format!("user:{user_id}");
         let dedup_id = Bson::String(handoff.dedup_id.clone());
-        let requeue = requeue_pipeline(handoff.at, doc! { "$literal": dedup_id }.into(), &by);
+        let dedup_id = doc! { "$literal": dedup_id }.into();
+        let requeue = requeue_pipeline(handoff.at, dedup_id, &by, from);
         let tasks = self.tasks().await?;
         let filter = requeue_filter(task, user_id);
         let outcome = self.run(tasks.update_one(filter, requeue)).await;

@@ -74,6 +74,42 @@ impl Store {
         .await
     }
 
+    /// A step of the running attempt (docs/spec.md §16): `step` stored as entry `index` of
+    /// `steps`, every entry after it dropped (so what is stored stays a prefix of one run's
+    /// sequence, and writing the same record twice leaves one), with its `stepCompleted` event
+    /// and, when `resumed`, the `resumed` event first; renews the lease. ONE update fenced on
+    /// the lease: `false` means the worker no longer owns the task and must stop.
+    pub async fn record_step(
+        &self,
+        (task_id, lease): (&TaskId, &Lease),
+        (index, step): (usize, &StepRecord),
+        resumed: bool,
+        (lease_for, by): (Duration, &str),
+    ) -> Result<bool> {
+        let index = index as i32;
+        let record = bson::to_bson(step).expect("a step record is always representable as BSON");
+        let mut update = doc! {
+            "$set": { "lease.expiresAt": later(lease_for), "updatedAt": DateTime::now() },
+            "$push": { "steps": { "$each": [record], "$position": index, "$slice": index + 1 } },
+        };
+        let about = |kind| Event::new(kind, by).attempt(step.attempt).step(&step.name);
+        let mut events = Vec::new();
+        if resumed {
+            events.push(about(EventKind::Resumed));
+        }
+        if step.status == StepStatus::Completed {
+            events.push(about(EventKind::StepCompleted));
+        }
+        push_events(&mut update, &events);
+        let recorded = self
+            .update_one(worker_fence(task_id, &lease.id), update)
+            .await?;
+        if recorded {
+            tracing::info!(task_id = %task_id, step = %step.name, status = ?step.status, index, resumed, "step recorded");
+        }
+        Ok(recorded)
+    }
+
     /// The worker's own heartbeat, whatever the processor reports. `false` means the lease
     /// was taken (cancelled, swept): the worker stops its processor.
     pub async fn renew_lease(

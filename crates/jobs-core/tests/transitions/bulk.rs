@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use jobs_core::error::REQUEUE_FAILED_MESSAGE;
 use jobs_core::selection::BulkFilter;
+use jobs_core::steps::Resume;
 use jobs_core::store::{Store, count_commands};
 use jobs_core::task::{EventKind as E, Handoff, Task, TaskId, TaskStatus};
 use jobs_core::testing::{self, TaskFixture, assert_legal, task};
@@ -46,7 +47,13 @@ async fn requeue_batch(
         .map(|id| (id.clone(), Handoff::in_batch(id, &batch, now, true)))
         .collect();
     let moved = store
-        .requeue_many(&user("alice"), selection, &ids, &batch, now)
+        .requeue_many(
+            &user("alice"),
+            selection,
+            &ids,
+            &batch,
+            (now, Resume::FailedStep),
+        )
         .await;
     (handoffs, moved)
 }
@@ -281,7 +288,8 @@ async fn race_single_and_bulk_retries(store: &Arc<Store>) -> usize {
         tokio::spawn(async move {
             start.wait().await;
             let (all, alice) = (BulkFilter::default(), user("alice"));
-            let requeued = store.requeue_many(&alice, &all, &ids, &batch, now);
+            let requeued =
+                store.requeue_many(&alice, &all, &ids, &batch, (now, Resume::FailedStep));
             requeued.await.unwrap();
         })
     };

@@ -19,6 +19,7 @@ mod causes;
 mod op;
 mod owner;
 mod rescuer;
+mod steps;
 mod support;
 mod table;
 mod worker;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use jobs_core::error::REQUEUE_FAILED_MESSAGE;
+use jobs_core::steps::Resume;
 use jobs_core::task::{EventKind as E, Handoff, TaskStatus};
 use jobs_core::testing::{self, assert_legal, task};
 use jobs_core::transitions::ENQUEUE_FAILED_MESSAGE;
@@ -426,7 +427,7 @@ async fn a_stale_read_requeues_nothing() {
     let other = Handoff::new(id, DateTime::now(), true);
     assert!(
         store
-            .requeue_for_retry(&stale, &alice, &other)
+            .requeue_for_retry(&stale, &alice, &other, Resume::FailedStep)
             .await
             .unwrap()
     );
@@ -435,7 +436,7 @@ async fn a_stale_read_requeues_nothing() {
     let ours = Handoff::new(id, DateTime::now(), true);
     assert!(
         !store
-            .requeue_for_retry(&stale, &alice, &ours)
+            .requeue_for_retry(&stale, &alice, &ours, Resume::FailedStep)
             .await
             .unwrap(),
         "stale"
@@ -444,7 +445,7 @@ async fn a_stale_read_requeues_nothing() {
     assert_eq!((fresh.status, fresh.retry_count), (Failed, 1));
     assert!(
         store
-            .requeue_for_retry(&fresh, &alice, &ours)
+            .requeue_for_retry(&fresh, &alice, &ours, Resume::FailedStep)
             .await
             .unwrap(),
         "fresh"
