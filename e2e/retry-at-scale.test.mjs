@@ -2,7 +2,7 @@
 // SecantusDB (docs/spec.md §12-§15): the scheduled badge with its countdown and `auto n/m`, the
 // form's automatic retries, "Retry selected (n)", "Failures by cause" with "Retry all (n)" paged
 // through nextCursor, the confirmation dialog, the summary toast, and a task's detail with its
-// timeline. axe-core (WCAG 2 A and AA) runs on each of these views: no serious or critical
+// timeline and its steps ("Retry from step 4", "Restart from the beginning"). axe-core (WCAG 2 A and AA) runs on each of these views: no serious or critical
 // violation. Screenshots go to target/e2e-screenshots/scale-*.png.
 
 import { describe, test } from 'node:test';
@@ -398,4 +398,55 @@ test('with a token, bulk retry claims no user: the server takes it from the toke
   } finally {
     secured.stop();
   }
+});
+
+test('a task\'s steps in its detail: done, failed and not reached; "Retry from step 4" runs only steps 4 and 5, "Restart from the beginning" all five', async (t) => {
+  const user = 'steps-detail';
+  const example = { steps: 5, stepMs: 200, failAttempts: 1, failAtStep: 4 };
+  const [resumed, restarted] = [await setup.jobs.createDemo(user, example), await setup.jobs.createDemo(user, example)];
+  await setup.jobs.waitForStatus(user, resumed, 'failed');
+  await setup.jobs.waitForStatus(user, restarted, 'failed');
+  const page = await open(user);
+  const states = (dialog) => dialog.locator('.steps tbody tr').evaluateAll((rows) => rows.map((r) => [
+    r.dataset.step, r.dataset.stepState, r.querySelector('[data-label="Attempt"]').textContent,
+  ]));
+
+  const openDetail = async (taskId) => {
+    await row(page, taskId).getByRole('button', { name: `Details of task ${taskId}` }).click();
+    const dialog = page.getByRole('dialog', { name: `demo task …${taskId.slice(-8)}` });
+    await dialog.locator('.steps').waitFor();
+    return dialog;
+  };
+  let dialog = await openDetail(resumed);
+  assert.deepEqual(await states(dialog), [
+    ['step-1', 'done', '1'], ['step-2', 'done', '1'], ['step-3', 'done', '1'],
+    ['step-4', 'failed', '1'], ['step-5', 'not reached', ''],
+  ]);
+  assert.match(await dialog.locator('tr[data-step="step-4"]').textContent(), /Simulated failure on attempt 1/);
+  assert.match(await dialog.locator('tr[data-step="step-1"]').textContent(), /\d+ ms\s+\{"step":1,"attempt":1\}/);
+  assert.match(await dialog.locator('.detail-actions').textContent(), /keeps the outputs of steps 1–3/);
+  await accessible(t, page, 'the detail dialog with steps');
+  await shot(dialog, 'steps-1-failed-at-4');
+
+  const requests = await slowDown(page, 'retry', 0);
+  const fromStep4 = dialog.getByRole('button', { name: 'Retry from step 4' });
+  await fromStep4.focus();
+  await page.keyboard.press('Enter');
+  await dialog.locator('tr[data-kind="completed"]').waitFor({ timeout: 20000 });
+  assert.deepEqual(requests.map((r) => JSON.parse(r.body)), [{ taskId: resumed, from: 'failedStep', userId: user }]);
+  assert.deepEqual(await states(dialog), [
+    ['step-1', 'done', '1'], ['step-2', 'done', '1'], ['step-3', 'done', '1'],
+    ['step-4', 'done', '2'], ['step-5', 'done', '2'],
+  ]);
+  assert.match(await dialog.locator('tr[data-kind="resumed"]').textContent(), /step-4/);
+  await shot(dialog, 'steps-2-resumed');
+  await page.keyboard.press('Escape');
+
+  dialog = await openDetail(restarted);
+  await dialog.getByRole('button', { name: 'Restart from the beginning' }).click();
+  await dialog.locator('tr[data-kind="completed"]').waitFor({ timeout: 20000 });
+  assert.deepEqual((await states(dialog)).map(([, state, attempt]) => [state, attempt]), Array(5).fill(['done', '2']));
+  assert.match(await dialog.locator('tr[data-kind="retried"]').last().textContent(), /From the start: stored steps discarded/);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
 });

@@ -163,7 +163,7 @@ export const api = {
    * as `Idempotency-Key`, so a re-send of that click's request names the same task.
    */
   create: (body, idempotencyKey) => call('create', { method: 'POST', body, headers: { 'Idempotency-Key': idempotencyKey } }),
-  retry: (taskId) => call('retry', { method: 'POST', body: { taskId } }),
+  retry: (taskId, from) => call('retry', { method: 'POST', body: from ? { taskId, from } : { taskId } }),
   cancel: (taskId) => call('cancel', { method: 'POST', body: { taskId } }),
   /** `{taskIds}` (1..=100) or `{filter, cursor?}` → `{retried, skipped, nextCursor}`. */
   retryMany: (body) => call('retryMany', { method: 'POST', body }),

@@ -267,12 +267,13 @@ function markRequeued(taskId) {
   });
 }
 
-async function retry(taskId) {
+/** Retries `taskId`; `from` (`failedStep` or `start`, docs/spec.md §16) only from its detail. */
+async function retry(taskId, from) {
   if (state.retrying.has(taskId)) return;
   state.retrying.add(taskId);
   render();
   try {
-    const result = await api.retry(taskId);
+    const result = await api.retry(taskId, from);
     if (result.success) {
       markRequeued(taskId);
       toast('Task re-queued.', 'success');
@@ -284,6 +285,7 @@ async function retry(taskId) {
     state.retrying.delete(taskId);
     render();
     schedule();
+    if (state.detail?.taskId === taskId) refreshDetail();
   }
 }
 
@@ -506,6 +508,13 @@ function wire() {
   });
 
   $('#detail-close').addEventListener('click', () => $('#detail').close());
+  $('#detail-body').addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action="retry-from"]');
+    const taskId = state.detail?.taskId;
+    if (!button || !taskId || button.disabled) return;
+    button.disabled = true;
+    retry(taskId, button.dataset.from);
+  });
   $('#detail').addEventListener('close', () => {
     const opener = state.detail?.opener;
     state.detail = null;

@@ -233,9 +233,63 @@ function timeline(events) {
       <td data-label="Event"><span class="kind" data-event-kind>${escape(e.kind)}</span></td>
       <td data-label="By" data-by>${escape(e.by)}</td>
       <td data-label="Attempt">${e.attempt === undefined || e.attempt === null ? '' : escape(e.attempt)}</td>
-      <td data-label="Message" class="message">${escape(e.message ?? '')}</td>
+      <td data-label="Message" class="message">${escape([e.step, e.message].filter(Boolean).join(': '))}</td>
     </tr>`).join('');
-  return `<table class="timeline" aria-labelledby="detail-timeline"><thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">By</th><th scope="col">Attempt</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table>`;
+  return `<table class="events timeline" aria-labelledby="detail-timeline"><thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">By</th><th scope="col">Attempt</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+/**
+ * A task's memoised steps (docs/spec.md §16) for its detail: each stored step done or failed,
+ * with its attempt, duration and output; for `demo`, whose steps are `step-1` … `step-<steps>`,
+ * the ones after them as not reached.
+ */
+export function stepRows(task) {
+  const stored = Array.isArray(task.steps) ? task.steps : [];
+  const rows = stored.map((s, i) => ({
+    number: i + 1, name: s.name, state: s.status === 'completed' ? 'done' : 'failed',
+    attempt: s.attempt, durationMs: s.durationMs, output: s.output, error: s.error,
+  }));
+  const total = task.type === 'demo' ? Number(task.payload?.steps ?? 5) : 0;
+  for (let k = rows.length + 1; Number.isInteger(total) && k <= Math.min(total, 100); k += 1) {
+    rows.push({ number: k, name: `step-${k}`, state: 'not reached' });
+  }
+  return rows;
+}
+
+/** Where a retry of `task` would resume: the number of its first step not done, or null. */
+export function resumeStep(task) {
+  const stored = Array.isArray(task.steps) ? task.steps : [];
+  if (!stored.some((s) => s.status === 'completed')) return null;
+  const next = stored.findIndex((s) => s.status !== 'completed');
+  return next === -1 ? stored.length + 1 : next + 1;
+}
+
+function stepsSection(task) {
+  const rows = stepRows(task);
+  if (rows.length === 0) return '<p class="hint">This task records no steps.</p>';
+  const body = rows.map((r) => `<tr data-step="${escape(r.name)}" data-step-state="${escape(r.state)}">
+      <td data-label="Step">${escape(r.number)}. <span class="id">${escape(r.name)}</span></td>
+      <td data-label="State"><span class="kind">${escape(r.state)}</span></td>
+      <td data-label="Attempt">${r.attempt === undefined ? '' : escape(r.attempt)}</td>
+      <td data-label="Duration">${r.durationMs === undefined ? '' : `${escape(r.durationMs)} ms`}</td>
+      <td data-label="Output" class="message">${r.error ? `<span class="error-text">${escape(r.error)}</span>` : ''}${r.output === undefined ? '' : `<code>${escape(JSON.stringify(r.output))}</code>`}</td>
+    </tr>`).join('');
+  return `<table class="events steps" aria-labelledby="detail-steps"><thead><tr><th scope="col">Step</th><th scope="col">State</th><th scope="col">Attempt</th><th scope="col">Duration</th><th scope="col">Output</th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
+/** The retry choices of a failed task in its detail: from the failed step, or from the start. */
+function retryChoices(task) {
+  if (task.status !== 'failed' || (task.retryCount ?? 0) >= (task.maxRetries ?? 0)) return '';
+  const at = resumeStep(task);
+  if (at === null) {
+    return '<div class="detail-actions"><button type="button" data-action="retry-from" data-from="failedStep">Retry</button></div>';
+  }
+  const kept = at - 1;
+  return `<div class="detail-actions">
+      <button type="button" data-action="retry-from" data-from="failedStep">Retry from step ${escape(at)}</button>
+      <button type="button" data-action="retry-from" data-from="start" class="secondary">Restart from the beginning</button>
+      <p class="hint">Retry from step ${escape(at)} keeps the ${kept === 1 ? 'output of step 1' : `outputs of steps 1–${escape(kept)}`} and does not run ${kept === 1 ? 'it' : 'them'} again; restarting discards them and runs every step.</p>
+    </div>`;
 }
 
 /** The body of a task's detail dialog: facts, timeline (oldest first), errors, payload, result. */
@@ -262,6 +316,9 @@ export function detailHtml(task) {
       ${fact('Started', stamp(task.startedAt))}
       ${fact('Finished', stamp(task.finishedAt))}
     </dl>
+    ${retryChoices(task)}
+    <h3 id="detail-steps">Steps</h3>
+    ${stepsSection(task)}
     <h3 id="detail-timeline">Timeline</h3>
     ${timeline(task.events)}
     <h3>Error history</h3>
