@@ -1,8 +1,19 @@
 //! Memoised steps and resume (docs/spec.md §16) through the real binary: the demo
 //! example, `{steps: 5, stepMs: 200, failAttempts: 1, failAtStep: 4}`, fails in step 4; a
-//! `retry` runs only steps 4 and 5, and one `from: "start"` runs all five.
+//! `retry` runs only steps 4 and 5, and one `from: "start"` runs all five; and a host
+//! application behind a `webhook` that reports its steps resumes at the one that failed.
 
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 
 use crate::support::Service;
 
@@ -165,4 +176,157 @@ async fn retry_many_takes_from_too() {
         let attempts: Vec<i64> = steps(&done).into_iter().map(|(_, _, a)| a).collect();
         assert_eq!(attempts, [2, 2, 2, 2, 2], "{id}: all five ran again");
     }
+}
+
+/// A host application that does its work behind a webhook in three steps, `reserve`, `charge`
+/// and `ship`, as docs/spec.md §16 "Steps behind a webhook" describes: it skips the steps the
+/// request says are done (using their outputs), reports the ones it completed, and on its first
+/// call fails in `charge`. It records every request body it was sent.
+struct StepsHost {
+    port: u16,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
+impl StepsHost {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let shared = received.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                let handle = move |req: Request<Incoming>| {
+                    let shared = shared.clone();
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let request: Value = serde_json::from_slice(&body).unwrap();
+                        let calls = {
+                            let mut received = shared.lock().unwrap();
+                            received.push(request.clone());
+                            received.len()
+                        };
+                        let (status, answer) = Self::work(&request, calls);
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .unwrap(),
+                        )
+                    }
+                };
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(handle)),
+                );
+            }
+        });
+        Self { port, received }
+    }
+
+    /// The host's work for its `call`-th request.
+    fn work(request: &Value, call: usize) -> (u16, Value) {
+        let done: Vec<&str> = request["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        let mut completed = Vec::new();
+        for step in ["reserve", "charge", "ship"] {
+            if done.contains(&step) {
+                continue;
+            }
+            if step == "charge" && call == 1 {
+                let failed = json!({ "name": "charge", "error": "card declined" });
+                return (502, json!({ "steps": completed, "failedStep": failed }));
+            }
+            completed.push(json!({ "name": step, "output": { "did": step, "call": call } }));
+        }
+        (
+            200,
+            json!({ "steps": completed, "result": { "order": "o-1" } }),
+        )
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_host_reports_its_steps_and_a_retry_resumes_it_at_the_failed_one() {
+    let host = StepsHost::start().await;
+    let listed = format!("127.0.0.1:{}", host.port);
+    let jobs = Service::start_with(&[
+        ("JOBS_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("JOBS_WEBHOOK_ALLOWED_HOSTS", &listed),
+    ])
+    .await;
+    let payload = json!({ "url": format!("http://{listed}/order"), "body": { "sku": "s-1" },
+                          "steps": true });
+    let created = jobs
+        .post(
+            "create",
+            json!({ "type": "webhook", "userId": "alice", "payload": payload }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.task_id();
+
+    jobs.wait_for_status(&id, "failed").await;
+    let failed = task(&jobs, &id).await;
+    assert_eq!(
+        failed["lastError"],
+        "Webhook answered HTTP 502 in step \"charge\": card declined"
+    );
+    assert_eq!(
+        steps(&failed),
+        expected(&[("reserve", "completed", 1), ("charge", "failed", 1)])
+    );
+    assert_eq!(failed["steps"][1]["error"], "card declined");
+
+    assert_eq!(jobs.retry(&id, "alice").await.status, 200);
+    jobs.wait_for_status(&id, "completed").await;
+    let done = task(&jobs, &id).await;
+    assert_eq!(
+        steps(&done),
+        expected(&[
+            ("reserve", "completed", 1),
+            ("charge", "completed", 2),
+            ("ship", "completed", 2),
+        ])
+    );
+    assert_eq!(
+        done["result"],
+        json!({ "status": 200, "result": { "order": "o-1" } })
+    );
+    let resumed: Vec<&str> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "resumed")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(resumed, ["charge"]);
+
+    // What the host was sent: the body inside the envelope, and on the second call the step
+    // the first one completed, with its output.
+    let received = host.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0]["body"], json!({ "sku": "s-1" }));
+    assert_eq!(received[0]["steps"], json!([]));
+    assert_eq!(
+        (
+            received[0]["taskId"].as_str(),
+            received[0]["attempt"].as_i64()
+        ),
+        (Some(id.as_str()), Some(1))
+    );
+    assert_eq!(
+        received[1]["steps"],
+        json!([{ "name": "reserve", "output": { "did": "reserve", "call": 1 } }])
+    );
+    assert_eq!(received[1]["attempt"], 2);
 }

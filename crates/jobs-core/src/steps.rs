@@ -95,6 +95,16 @@ impl Memo {
         }
     }
 
+    /// The completed steps a run replays, in order, with their outputs: the stored entries up
+    /// to the first that is not completed.
+    pub fn replayable(&self) -> Vec<(String, Value)> {
+        let done = self
+            .stored
+            .iter()
+            .take_while(|s| s.status == StepStatus::Completed);
+        done.map(|s| (s.name.clone(), s.output_json())).collect()
+    }
+
     /// Decides the next `step` call, named `name`, and moves on to the one after it. An error
     /// is the processor's mistake or a limit, which another attempt would meet again.
     pub fn next(&mut self, name: &str) -> Result<Plan, String> {

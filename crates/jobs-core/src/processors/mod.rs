@@ -168,6 +168,13 @@ impl Job<'_> {
         outcome
     }
 
+    /// The steps earlier attempts completed that this run replays, in order, with their
+    /// outputs: what a processor whose work happens elsewhere (`webhook`) hands over so that
+    /// the work resumes there.
+    pub fn stored_steps(&self) -> Vec<(String, Value)> {
+        self.memo().replayable()
+    }
+
     fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
         // A panic while the lock is held cannot leave the memo half-changed: recover it.
         self.steps

@@ -15,6 +15,10 @@
 //!   `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Content-Length`) are dropped,
 //!   not refused: the client sets them from the URL and the body.
 //!
+//! With `steps: true` in the payload the host reports the steps it completed and the one it
+//! failed in, and is sent the completed ones again on a later attempt to resume after them
+//! (docs/spec.md §16, "Steps behind a webhook"; [`Answer`]).
+//!
 //! `create` refuses what it can without DNS (a bad URL or scheme, a host or port not allowed, an
 //! IP literal that is not global, a header that is not valid HTTP); the address check of a name
 //! happens when the task runs, and its refusal fails the task with a message starting
@@ -61,6 +65,8 @@ struct WebhookPayload {
     body: Option<Value>,
     #[serde(default)]
     headers: HashMap<String, String>,
+    #[serde(default)]
+    steps: bool,
 }
 
 /// A payload accepted by [`Webhook::parse`]: what `run` sends.
@@ -70,6 +76,93 @@ struct Target {
     body: Option<Value>,
     /// Valid names and values, without the dropped ones.
     headers: reqwest::header::HeaderMap,
+    /// The host reports steps (docs/spec.md §16, "Steps behind a webhook").
+    steps: bool,
+}
+
+/// The largest answer read from a host that reports steps: its step outputs (at most 1 MiB for
+/// the task, [`crate::steps::MAX_STEPS_OUTPUT`]) with room for the rest.
+const MAX_ANSWER: usize = 2 * 1024 * 1024;
+
+/// What a host that reports steps answers (docs/spec.md §16): the steps this call completed,
+/// in order, the step it failed in (with a non-2xx status), and the result. Every field may be
+/// absent; an answer that is not such a JSON object reports nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Answer {
+    steps: Vec<Reported>,
+    failed_step: Option<ReportedFailure>,
+    result: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Reported {
+    name: String,
+    #[serde(default)]
+    output: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportedFailure {
+    name: String,
+    #[serde(default)]
+    error: String,
+}
+
+impl Answer {
+    /// The answer in `response`, read up to [`MAX_ANSWER`] bytes.
+    async fn read(mut response: reqwest::Response) -> Result<Self, ProcessorError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("Webhook request failed: {e}"))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_ANSWER {
+                return Err(ProcessorError::Permanent(format!(
+                    "Webhook answer is above {MAX_ANSWER} bytes"
+                )));
+            }
+        }
+        Ok(serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// Records what the host reported as the run's steps: the stored ones replayed first (so
+    /// the reported ones follow them), then each reported step this call completed (one the
+    /// task already stores is skipped: the stored output stands), then, when the call `failed`,
+    /// the step it failed in. `Err` only when the run must stop or a step breaks the rules.
+    async fn record(
+        self,
+        job: &Job<'_>,
+        stored: &[(String, Value)],
+        failed: bool,
+    ) -> Result<Option<Value>, ProcessorError> {
+        for (name, output) in stored {
+            let _: Value = job
+                .step(name, std::future::ready(Ok(output.clone())))
+                .await?;
+        }
+        for step in self.steps {
+            if stored.iter().any(|(name, _)| *name == step.name) {
+                continue;
+            }
+            let _: Value = job
+                .step(&step.name, std::future::ready(Ok(step.output)))
+                .await?;
+        }
+        if let Some(failed) = self.failed_step.filter(|_| failed) {
+            let error = ProcessorError::Failed(failed.error);
+            match job
+                .step::<Value, _>(&failed.name, std::future::ready(Err(error)))
+                .await
+            {
+                Err(ProcessorError::Failed(_)) => {}
+                other => return other.map(|_| None),
+            }
+        }
+        Ok(self.result)
+    }
 }
 
 /// One `JOBS_WEBHOOK_ALLOWED_HOSTS` entry.
@@ -118,10 +211,11 @@ impl AllowedHost {
     }
 }
 
-/// The `webhook` processor. Payload `{url, method?, body?, headers?}`: calls `url` (http or https,
-/// on an allowed host and port) with `method` (GET, POST by default, PUT, PATCH or DELETE), the
-/// JSON `body` and `headers`; a 2xx answer completes the task with `{status}`. See the module
-/// documentation for what is refused.
+/// The `webhook` processor. Payload `{url, method?, body?, headers?, steps?}`: calls `url` (http
+/// or https, on an allowed host and port) with `method` (GET, POST by default, PUT, PATCH or
+/// DELETE), the JSON `body` (in an envelope with the completed steps when `steps`) and
+/// `headers`; a 2xx answer completes the task with `{status}` (and the host's `result`). See the
+/// module documentation for what is refused.
 pub struct Webhook {
     allowed_hosts: Vec<AllowedHost>,
     allow_private_networks: bool,
@@ -212,6 +306,7 @@ impl Webhook {
             method,
             body: p.body,
             headers,
+            steps: p.steps,
         })
     }
 
@@ -388,7 +483,22 @@ impl Processor for Webhook {
             let mut request = client
                 .request(target.method, target.url)
                 .headers(target.headers);
-            if let Some(body) = &target.body {
+            // A host that reports steps gets the completed ones, to resume after them.
+            let stored = match target.steps {
+                true => job.stored_steps(),
+                false => Vec::new(),
+            };
+            if target.steps {
+                let steps: Vec<Value> = stored
+                    .iter()
+                    .map(|(name, output)| json!({ "name": name, "output": output }))
+                    .collect();
+                request = request
+                    .header("x-jobs-task-id", job.task_id)
+                    .header("x-jobs-attempt", job.attempt.to_string())
+                    .json(&json!({ "taskId": job.task_id, "attempt": job.attempt,
+                                   "body": target.body, "steps": steps }));
+            } else if let Some(body) = &target.body {
                 request = request.json(body);
             }
             // A run that must stop drops its request: the host sees the connection close, and
@@ -399,8 +509,29 @@ impl Processor for Webhook {
             }
             .map_err(|e| format!("Webhook request failed: {e}"))?;
             let status = response.status();
+            let (result, failed_in) = match target.steps {
+                true => {
+                    let answer = Answer::read(response).await?;
+                    let failed_in = answer
+                        .failed_step
+                        .as_ref()
+                        .map(|f| (f.name.clone(), f.error.clone()));
+                    let failed = !status.is_success();
+                    (answer.record(&job, &stored, failed).await?, failed_in)
+                }
+                false => (None, None),
+            };
             if !status.is_success() {
-                let message = format!("Webhook answered HTTP {}", status.as_u16());
+                let mut message = format!("Webhook answered HTTP {}", status.as_u16());
+                match failed_in {
+                    Some((step, error)) if error.is_empty() => {
+                        message = format!("{message} in step \"{step}\"");
+                    }
+                    Some((step, error)) => {
+                        message = format!("{message} in step \"{step}\": {error}");
+                    }
+                    None => {}
+                }
                 // 4xx says the request itself is wrong, except 408 (timeout) and 429 (slow
                 // down): another attempt will not fix it.
                 let permanent = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
@@ -410,7 +541,10 @@ impl Processor for Webhook {
                 });
             }
             job.progress(100).await?;
-            Ok(json!({ "status": status.as_u16() }))
+            Ok(match result {
+                Some(result) => json!({ "status": status.as_u16(), "result": result }),
+                None => json!({ "status": status.as_u16() }),
+            })
         })
     }
 }
