@@ -56,6 +56,9 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
             if let Some(task_id) = error.task_id() {
                 body["taskId"] = json!(task_id);
             }
+            if let Some(version) = error.current_version() {
+                body["currentVersion"] = json!(version);
+            }
             let allow = match &error {
                 JobsError::MethodNotAllowed { allow, .. } => Some(*allow),
                 _ => None,

@@ -100,8 +100,9 @@ async fn refused_and_unchanged(table: Table) {
     }
 }
 
-const TABLES: [Table; 8] = [
+const TABLES: [Table; 9] = [
     malformed_bodies,
+    refused_edits,
     wrongly_typed_fields,
     operator_objects,
     control_characters_and_long_strings,
@@ -352,6 +353,61 @@ fn oversize_bodies(_failed: &str) -> Vec<Case> {
             padded(100),
             400,
             "INVALID_PAYLOAD",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn refused_edits_change_nothing() {
+    refused_and_unchanged(refused_edits).await;
+}
+
+/// Edits of the failed task's payload (docs/spec.md §17) that are refused, each before any
+/// write: the task keeps its payload, its version and its retries.
+fn refused_edits(failed: &str) -> Vec<Case> {
+    let edit = |payload: Value, extra: Value| {
+        let mut body = json!({ "taskId": failed, "userId": "alice", "payload": payload });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body.to_string()
+    };
+    let post =
+        |name, body, status, code| case(name, Method::POST, "action=retry", body, status, code);
+    vec![
+        post(
+            "an edit the processor refuses",
+            edit(json!({ "steps": 0 }), json!({})),
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        post(
+            "an edit over 64 KiB",
+            edit(json!({ "steps": 1, "pad": "x".repeat(70_000) }), json!({})),
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        post(
+            "an edit from a stale version",
+            edit(json!({ "steps": 2 }), json!({ "expectedVersion": 7 })),
+            409,
+            "VERSION_CONFLICT",
+        ),
+        invalid_body(
+            "an edit whose payload is not an object",
+            "action=retry",
+            edit(json!([1, 2]), json!({})),
+        ),
+        invalid_body(
+            "an edit whose expectedVersion is not a number",
+            "action=retry",
+            edit(json!({ "steps": 2 }), json!({ "expectedVersion": "1" })),
+        ),
+        post(
+            "an edit of another user's task",
+            json!({ "taskId": failed, "userId": "bob", "payload": { "steps": 2 } }).to_string(),
+            403,
+            "NOT_OWNER",
         ),
     ]
 }

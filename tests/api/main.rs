@@ -25,3 +25,4 @@ mod stubs;
 mod support;
 mod upgrade;
 mod vercel_dev;
+mod versions;

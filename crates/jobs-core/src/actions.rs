@@ -25,10 +25,12 @@ use crate::requests::{
     CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, RetryRequest,
     Source, TaskRequest, resume_from, task_id, user_id,
 };
+use crate::steps::Resume;
 use crate::store::{Admission, Store};
 use crate::sweeper::{self, SweepReport};
-use crate::task::{Handoff, Task, TaskId, TaskStatus, rfc3339};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, rfc3339};
 use crate::transitions::{Refusal, retry_refusal};
+use crate::versions::{Edit, payload_at};
 use crate::worker;
 
 /// Deployed settings without which a hand-off can never be delivered (`process` refuses it) or
@@ -41,6 +43,21 @@ const NEEDED_TO_RUN_TASKS: [&str; 3] = [
 
 /// Largest payload accepted, as BSON (docs/spec.md §3).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// A payload as `create` and an edit take it: a JSON object of at most [`MAX_PAYLOAD_BYTES`] as
+/// BSON; as JSON and as it is stored.
+fn checked_payload(payload: serde_json::Map<String, Value>) -> Result<(Value, Document)> {
+    let payload = Value::Object(payload);
+    let stored: Document =
+        bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
+    if bson::to_vec(&stored).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
+        return Err(JobsError::InvalidPayload(format!(
+            "payload is larger than {} KiB",
+            MAX_PAYLOAD_BYTES / 1024
+        )));
+    }
+    Ok((payload, stored))
+}
 /// Header of `health`'s probe of the hand-off destination: a `health` carrying it does not
 /// probe in turn (the destination is often this very deployment).
 pub const HEALTH_PROBE_HEADER: &str = "x-jobs-health-probe";
@@ -218,15 +235,7 @@ impl App {
             credentials,
             user_id(request.user_id.as_deref(), Source::Body)?,
         )?;
-        let payload = Value::Object(request.payload.take().unwrap_or_default());
-        let stored: Document =
-            bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
-        if bson::to_vec(&stored).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
-            return Err(JobsError::InvalidPayload(format!(
-                "payload is larger than {} KiB",
-                MAX_PAYLOAD_BYTES / 1024
-            )));
-        }
+        let (payload, stored) = checked_payload(request.payload.take().unwrap_or_default())?;
         let processor = self
             .processors
             .get(&request.kind)
@@ -309,20 +318,37 @@ impl App {
         Ok(Created::new(task.task_id, TaskStatus::Queued))
     }
 
-    /// `get`: one of the caller's tasks; another user's task is `TASK_NOT_FOUND`.
+    /// `get`: one of the caller's tasks; another user's task is `TASK_NOT_FOUND`. With
+    /// `version`, also the payload as it was at that version (docs/spec.md §17).
     pub async fn get(&self, credentials: &Credentials, query: &Query) -> Result<TaskReply> {
         let user = self
             .auth
             .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
         let task_id = task_id(query.get("taskId"), Source::Query)?
             .ok_or(JobsError::MissingFields("taskId"))?;
+        let version = query
+            .get("version")
+            .map(|v| {
+                v.parse::<i32>()
+                    .map_err(|_| JobsError::InvalidQuery("version must be a whole number".into()))
+            })
+            .transpose()?;
         let task = self
             .store
             .find_owned(&task_id, &user)
             .await?
             .ok_or(JobsError::TaskNotFound(task_id))?;
+        let payload_at = match version {
+            None => None,
+            Some(version) => {
+                let payload = payload_at(&task, version).map_err(JobsError::InvalidQuery)?;
+                let payload = crate::processors::redact_payload(&task.kind, payload);
+                Some(serde_json::json!({ "version": version, "payload": payload }))
+            }
+        };
         Ok(TaskReply {
             task: TaskView::from(task),
+            payload_at,
         })
     }
 
@@ -360,13 +386,17 @@ impl App {
             other => other?,
         };
         let from = resume_from(request.from.as_deref())?;
+        let new_payload = request.payload.map(checked_payload).transpose()?;
 
         self.route()?;
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
         // Read, then re-queue pinned on the read. A task changed in between (another retry
         // that ran and failed again, a give-back) is read once more and, if that still allows
         // a retry, re-queued on it: only a retry that another retry won answers NOT_FAILED.
+        // An edit is pinned on the payload version read as well: another version by then is
+        // VERSION_CONFLICT, never an edit of a payload the caller did not see.
         let mut requeued = Ok(false);
+        let mut first_version = None;
         for _ in 0..2 {
             let read = self.store.find(&task_id).await?;
             let task = match (retry_refusal(read.as_ref(), &user), read) {
@@ -375,9 +405,24 @@ impl App {
                     return Err(refusal.unwrap_or(Refusal::NotFound).error(task_id));
                 }
             };
+            let seen = *first_version.get_or_insert(task.payload_version);
+            let expected = request.expected_version.unwrap_or(seen);
+            if new_payload.is_some() && task.payload_version != expected {
+                return Err(JobsError::VersionConflict(task.payload_version));
+            }
+            let edit = match &new_payload {
+                Some((value, document)) => self.edit_of(&task, (value, document), &user)?,
+                None => None,
+            };
+            // After an edit the completed steps ran on the old input: from the start, unless
+            // the caller asked otherwise.
+            let from = match (&edit, request.from.is_some()) {
+                (Some(_), false) => Resume::Start,
+                _ => from,
+            };
             requeued = self
                 .store
-                .requeue_for_retry(&task, &user, &handoff, from)
+                .requeue_edited(&task, &user, &handoff, (from, edit.as_ref()))
                 .await
                 .at("retry.requeued");
             if !matches!(requeued, Ok(false)) {
@@ -421,6 +466,25 @@ impl App {
             }
         }
         Ok(Done::new(task_id))
+    }
+
+    /// The edit of `task`'s payload into `payload` (docs/spec.md §17), validated by its
+    /// processor exactly as at `create`; `None` when it is the current payload.
+    fn edit_of(
+        &self,
+        task: &Task,
+        (payload, document): (&Value, &Document),
+        user: &UserId,
+    ) -> Result<Option<Edit>> {
+        let processor = self
+            .processors
+            .get(&task.kind)
+            .ok_or_else(|| JobsError::UnknownTaskType(task.kind.chars().take(64).collect()))?;
+        processor
+            .validate(payload)
+            .map_err(JobsError::InvalidPayload)?;
+        let by = format!("user:{user}");
+        Ok(Edit::of(task, document.clone(), &by, DateTime::now()))
     }
 
     /// `cancel`: a queued, scheduled or processing task of the caller; the precise refusal is

@@ -50,6 +50,13 @@ pub enum JobsError {
     /// 400.
     #[error("Invalid payload: {0}")]
     InvalidPayload(String),
+    /// `retry` with a new payload read from a version that is no longer the task's
+    /// (`expectedVersion`, or another edit between the read and the update); carries the
+    /// current version. 409.
+    #[error(
+        "The payload was edited meanwhile: it is at version {0} now. Reload the task and edit it again."
+    )]
+    VersionConflict(i32),
     /// No such task; also `get` of another user's task, so `get` never reveals that it exists. 404.
     #[error("Task with ID {0} not found")]
     TaskNotFound(TaskId),
@@ -130,7 +137,7 @@ impl JobsError {
             TaskNotFound(_) => 404,
             MethodNotAllowed { .. } => 405,
             NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile
-            | IdempotencyKeyReused => 409,
+            | IdempotencyKeyReused | VersionConflict(_) => 409,
             PayloadTooLarge { .. } => 413,
             NotDueYet(_) => NOT_DUE_STATUS,
             Misconfigured(_) | Internal(_) => 500,
@@ -153,6 +160,7 @@ impl JobsError {
             Self::TaskNotFound(_) => "TASK_NOT_FOUND",
             Self::NotOwner => "NOT_OWNER",
             Self::NotFailed => "NOT_FAILED",
+            Self::VersionConflict(_) => "VERSION_CONFLICT",
             Self::CancelledMeanwhile => "TASK_CANCELLED",
             Self::NotDueYet(_) => "NOT_DUE",
             Self::MaxRetries(_) => "MAX_RETRIES",
@@ -173,6 +181,14 @@ impl JobsError {
     pub fn task_id(&self) -> Option<&TaskId> {
         match self {
             Self::EnqueueFailed(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The payload version a `VERSION_CONFLICT` found (`currentVersion` in its body).
+    pub fn current_version(&self) -> Option<i32> {
+        match self {
+            Self::VersionConflict(version) => Some(*version),
             _ => None,
         }
     }

@@ -26,6 +26,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transitions;
+pub mod versions;
 pub mod worker;
 
 pub use actions::{App, Delivery, StartupError};

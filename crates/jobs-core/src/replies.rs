@@ -70,11 +70,30 @@ impl Done {
     }
 }
 
-/// `get`: 200 `{task}`.
+/// `get`: 200 `{task}`, and with `?version=` `payloadAt`.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskReply {
     /// `task`: the task, which the caller owns.
     pub task: TaskView,
+    /// `payloadAt`: `{version, payload}`, the payload as it was at the version asked for
+    /// (docs/spec.md §17), shown as `payload` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_at: Option<Value>,
+}
+
+/// One kept edit of a task's payload as a client sees it (docs/spec.md §17).
+#[derive(Debug, Serialize)]
+pub struct PayloadChangeView {
+    /// `version`: the version the edit made.
+    pub version: i32,
+    /// `at`: RFC 3339.
+    pub at: String,
+    /// `by`: `user:<id>`.
+    pub by: String,
+    /// `patch`: the RFC 6902 patch from the version before (values a built-in processor keeps
+    /// secret redacted, as in `payload`).
+    pub patch: Value,
 }
 
 /// `list`: 200 `{tasks, nextCursor}`, newest first.
@@ -288,6 +307,15 @@ pub struct TaskView {
     /// an attempt failed in (`get` only; `list` leaves it out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// `payloadVersion`: 1 at `create`, one more with each edit.
+    pub payload_version: i32,
+    /// `payloadHistory`: the kept edits, oldest first (`get` only); `payloadBaseVersion` the
+    /// oldest version that can still be shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_history: Option<Vec<PayloadChangeView>>,
+    /// `payloadBaseVersion`: the oldest payload version kept (`get` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base_version: Option<i32>,
 }
 
 /// One stored step as a client sees it.
@@ -309,7 +337,7 @@ pub struct StepView {
     pub started_at: String,
     /// `finishedAt`: RFC 3339.
     pub finished_at: String,
-    /// `durationMs`: `finishedAt - startedAt`.
+    /// `durationMs`: how long it ran, by the worker's monotonic clock.
     pub duration_ms: i64,
     /// `attempt`: the attempt that ran it.
     pub attempt: i32,
@@ -319,7 +347,7 @@ impl From<StepRecord> for StepView {
     fn from(step: StepRecord) -> Self {
         Self {
             output: step.output.as_ref().map(|_| step.output_json()),
-            duration_ms: step.finished_at.timestamp_millis() - step.started_at.timestamp_millis(),
+            duration_ms: step.duration_ms,
             started_at: rfc3339(step.started_at),
             finished_at: rfc3339(step.finished_at),
             name: step.name,
@@ -350,6 +378,9 @@ pub struct EventView {
     /// `step`, when the event concerns one (`stepCompleted`, `resumed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// `payloadVersion`: the version a `claimed` attempt ran, or a `retried` edit stored.
+    #[serde(rename = "payloadVersion", skip_serializing_if = "Option::is_none")]
+    pub payload_version: Option<i32>,
 }
 
 impl From<Event> for EventView {
@@ -361,6 +392,7 @@ impl From<Event> for EventView {
             attempt: event.attempt,
             message: event.message,
             step: event.step,
+            payload_version: event.payload_version,
         }
     }
 }
@@ -378,6 +410,9 @@ pub struct ErrorView {
     /// `permanent`: present (true) when the processor said not to retry it automatically.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub permanent: bool,
+    /// `payloadVersion`: the payload version the failed attempt ran, when one ran.
+    #[serde(rename = "payloadVersion", skip_serializing_if = "Option::is_none")]
+    pub payload_version: Option<i32>,
 }
 
 impl From<ErrorEntry> for ErrorView {
@@ -387,6 +422,7 @@ impl From<ErrorEntry> for ErrorView {
             message: entry.message,
             at: rfc3339(entry.at),
             permanent: entry.permanent,
+            payload_version: entry.payload_version,
         }
     }
 }
@@ -398,6 +434,8 @@ impl TaskView {
             payload: None,
             events: None,
             steps: None,
+            payload_history: None,
+            payload_base_version: None,
             ..Self::from(task)
         }
     }
@@ -405,6 +443,16 @@ impl TaskView {
 
 impl From<Task> for TaskView {
     fn from(task: Task) -> Self {
+        let payload_history = task.payload_history.iter().map(|change| PayloadChangeView {
+            version: change.version,
+            at: rfc3339(change.at),
+            by: change.by.clone(),
+            patch: crate::processors::redact_patch(
+                &task.kind,
+                change.patch.clone().into_relaxed_extjson(),
+            ),
+        });
+        let payload_history = Some(payload_history.collect());
         Self {
             task_id: task.task_id,
             user_id: task.user_id,
@@ -438,6 +486,13 @@ impl From<Task> for TaskView {
             error_template: task.error_template,
             events: Some(task.events.into_iter().map(EventView::from).collect()),
             steps: Some(task.steps.into_iter().map(StepView::from).collect()),
+            payload_version: task.payload_version,
+            payload_history,
+            payload_base_version: Some(
+                task.payload_base
+                    .as_ref()
+                    .map_or(task.payload_version, |base| base.version),
+            ),
         }
     }
 }

@@ -262,9 +262,17 @@ pub struct RetryRequest {
     /// `userId`, as for [`TaskRequest`].
     #[serde(default)]
     pub user_id: Option<String>,
-    /// `from`: where the retried run starts.
+    /// `from`: where the retried run starts; after an edit the start, unless given.
     #[serde(default)]
     pub from: Option<String>,
+    /// `payload`: a new payload (docs/spec.md §17), validated as at `create` and stored as the
+    /// next version.
+    #[serde(default)]
+    pub payload: Option<Map<String, Value>>,
+    /// `expectedVersion`: the payload version the edit was made from; another one is
+    /// `VERSION_CONFLICT`.
+    #[serde(default)]
+    pub expected_version: Option<i32>,
 }
 
 /// `from` of `retry` or `retryMany`, checked: anything but the two is an `InvalidBody`.

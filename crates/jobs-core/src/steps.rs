@@ -12,10 +12,9 @@
 
 use std::collections::HashSet;
 
-use mongodb::bson::{self, DateTime};
 use serde_json::Value;
 
-pub use crate::task::{StepRecord, StepStatus};
+pub use crate::task::{StepRecord, StepStart, StepStatus};
 
 /// At most this many steps per task.
 pub const MAX_STEPS: usize = 100;
@@ -55,10 +54,6 @@ impl Resume {
 /// The `retried` event's message of a retry from the start.
 pub const RESTARTED_MESSAGE: &str = "From the start: stored steps discarded";
 
-fn json_len(value: &Value) -> usize {
-    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
-}
-
 /// What the k-th `step` call of a run does.
 #[derive(Debug, PartialEq)]
 pub enum Plan {
@@ -84,6 +79,8 @@ pub struct Memo {
     ran: bool,
     /// Output bytes of the completed steps before `next`.
     output_bytes: usize,
+    /// The step of this run that did not complete, if one did not.
+    stopped_at: Option<String>,
 }
 
 impl Memo {
@@ -114,6 +111,12 @@ impl Memo {
         {
             return Err(format!(
                 "Step name {name:?} must be 1 to {MAX_STEP_NAME} characters without control characters"
+            ));
+        }
+        if let Some(stopped) = &self.stopped_at {
+            return Err(format!(
+                "Step \"{name}\" started after step \"{stopped}\" did not complete: a run \
+                 stops at its first step that does not complete"
             ));
         }
         if !self.used.insert(name.to_owned()) {
@@ -152,42 +155,42 @@ impl Memo {
         }
     }
 
-    /// The record of a step that ran and returned `output`, checked against the limits: an
-    /// output refused is recorded as the step's failure, its `error` saying why (which the
-    /// step then returns as [`ProcessorError::Permanent`](crate::ProcessorError)).
-    pub fn completed(
-        &mut self,
-        name: &str,
-        output: &Value,
-        started: (DateTime, i32),
-    ) -> StepRecord {
-        let len = json_len(output);
+    /// The record of a step that ran and returned `output` (JSON text), checked against the
+    /// limits: an output refused is recorded as the step's failure, its `error` saying why
+    /// (which the step then returns as [`ProcessorError::Permanent`](crate::ProcessorError)),
+    /// and the run stops there ([`Memo::stop`]).
+    pub fn completed(&mut self, name: &str, output: String, start: StepStart) -> StepRecord {
+        let len = output.len();
         let total = self.output_bytes.saturating_add(len);
-        let stored = if len > MAX_STEP_OUTPUT {
-            Err(format!(
+        let refused = if len > MAX_STEP_OUTPUT {
+            Some(format!(
                 "Step \"{name}\" output is {len} bytes, above the limit of {MAX_STEP_OUTPUT}"
             ))
         } else if total > MAX_STEPS_OUTPUT {
-            Err(format!(
+            Some(format!(
                 "Step \"{name}\" output would bring the task's step outputs to {total} bytes, \
                  above the limit of {MAX_STEPS_OUTPUT}"
             ))
         } else {
-            bson::to_bson(output)
-                .map_err(|error| format!("Step \"{name}\" output cannot be stored: {error}"))
+            None
         };
-        match stored {
-            Ok(output) => {
+        match refused {
+            None => {
                 self.output_bytes = total;
-                StepRecord {
-                    status: StepStatus::Completed,
-                    output: Some(output),
-                    error: None,
-                    ..StepRecord::failed(name, "", started)
-                }
+                StepRecord::completed(name, output, start)
             }
-            Err(message) => StepRecord::failed(name, &message, started),
+            Some(message) => {
+                self.stop(name);
+                StepRecord::failed(name, &message, start)
+            }
         }
+    }
+
+    /// Step `name` did not complete (it failed, its output was refused, its record could not
+    /// be written, or the run was told to stop): no step may run after it in this run, since
+    /// what is stored must stay a prefix of one run's sequence of completed steps.
+    pub fn stop(&mut self, name: &str) {
+        self.stopped_at.get_or_insert_with(|| name.to_owned());
     }
 }
 
@@ -197,24 +200,11 @@ mod tests {
     use serde_json::json;
 
     fn done(name: &str, output: Value) -> StepRecord {
-        StepRecord {
-            name: name.into(),
-            status: StepStatus::Completed,
-            output: Some(bson::to_bson(&output).unwrap()),
-            error: None,
-            started_at: DateTime::from_millis(1),
-            finished_at: DateTime::from_millis(2),
-            attempt: 1,
-        }
+        StepRecord::completed(name, output.to_string(), StepStart::now(1))
     }
 
     fn failed(name: &str) -> StepRecord {
-        StepRecord {
-            status: StepStatus::Failed,
-            output: None,
-            error: Some("boom".into()),
-            ..done(name, Value::Null)
-        }
+        StepRecord::failed(name, "boom", StepStart::now(1))
     }
 
     fn plans(stored: Vec<StepRecord>, names: &[&str]) -> Vec<Result<Plan, String>> {
@@ -289,17 +279,17 @@ mod tests {
     }
 
     #[test]
-    fn outputs_above_their_limits_are_recorded_as_failures() {
-        let at = (DateTime::from_millis(1), 1);
+    fn outputs_above_their_limits_are_recorded_as_failures_and_stop_the_run() {
+        let at = StepStart::now(1);
         let mut memo = Memo::new(vec![]);
         memo.next("small").unwrap();
-        let small = memo.completed("small", &json!({"ok": true}), at);
+        let small = memo.completed("small", json!({"ok": true}).to_string(), at);
         assert_eq!(small.status, StepStatus::Completed);
         assert_eq!(small.output_json(), json!({"ok": true}));
 
-        let big = json!("x".repeat(MAX_STEP_OUTPUT));
+        let big = json!("x".repeat(MAX_STEP_OUTPUT)).to_string();
         memo.next("big").unwrap();
-        let record = memo.completed("big", &big, at);
+        let record = memo.completed("big", big, at);
         assert_eq!(record.status, StepStatus::Failed);
         assert_eq!(
             record.error.unwrap(),
@@ -308,17 +298,40 @@ mod tests {
                 MAX_STEP_OUTPUT + 2
             )
         );
+        assert_eq!(
+            memo.next("after"),
+            Err(
+                "Step \"after\" started after step \"big\" did not complete: a run stops at \
+                 its first step that does not complete"
+                    .into()
+            )
+        );
 
         // Each below 64 KiB, together above 1 MiB: the 17th is refused.
-        let chunk = json!("y".repeat(MAX_STEP_OUTPUT - 10));
+        let chunk = json!("y".repeat(MAX_STEP_OUTPUT - 10)).to_string();
         let mut memo = Memo::new(vec![]);
         let refused = (0..20)
             .map(|i| {
                 let name = format!("c{i}");
                 memo.next(&name).unwrap();
-                memo.completed(&name, &chunk, at).status == StepStatus::Failed
+                memo.completed(&name, chunk.clone(), at).status == StepStatus::Failed
             })
             .position(|refused| refused);
         assert_eq!(refused, Some(16));
+    }
+
+    #[test]
+    fn outputs_replay_exactly_as_written() {
+        // Integers beyond i64, extended-JSON look-alikes and null come back as they were.
+        let outputs = [
+            json!(u64::MAX),
+            json!({ "n": { "$numberLong": "5" }, "d": { "$date": 0 } }),
+            Value::Null,
+        ];
+        for output in outputs {
+            let record = StepRecord::completed("s", output.to_string(), StepStart::now(1));
+            let mut memo = Memo::new(vec![record]);
+            assert_eq!(memo.next("s"), Ok(Plan::Replay(output.clone())), "{output}");
+        }
     }
 }

@@ -221,6 +221,9 @@ pub struct ErrorEntry {
     /// The processor said not to retry it automatically (docs/spec.md §12).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub permanent: bool,
+    /// The payload version the failed attempt ran (docs/spec.md §17), when an attempt ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_version: Option<i32>,
 }
 
 /// How long to wait between automatic retries.
@@ -294,6 +297,10 @@ pub enum EventKind {
     /// An attempt started where an earlier one stopped: its completed steps were replayed, and
     /// `step` is the first one it ran.
     Resumed,
+    /// A kind this version does not know (written by a later one, during a rolling deploy or
+    /// after a rollback): read, never written, so such a task stays readable.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One entry of a task's timeline: what happened, when, and who did it.
@@ -315,6 +322,10 @@ pub struct Event {
     /// The step it concerns (`stepCompleted`, `resumed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// The payload version it concerns: the one a `claimed` attempt runs, the one a `retried`
+    /// edit stored (docs/spec.md §17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_version: Option<i32>,
 }
 
 impl Event {
@@ -327,6 +338,7 @@ impl Event {
             attempt: None,
             message: None,
             step: None,
+            payload_version: None,
         }
     }
 
@@ -339,6 +351,12 @@ impl Event {
     /// The same, with a message.
     pub fn message(mut self, message: impl Into<String>) -> Self {
         self.message = Some(message.into());
+        self
+    }
+
+    /// The same, about payload version `version`.
+    pub fn payload_version(mut self, version: i32) -> Self {
+        self.payload_version = Some(version);
         self
     }
 
@@ -372,47 +390,120 @@ pub struct StepRecord {
     pub name: String,
     /// How it ended.
     pub status: StepStatus,
-    /// What the step returned (`Completed` only).
+    /// What the step returned (`Completed` only), as JSON text: stored as the processor wrote
+    /// it, so a replay returns exactly that (no BSON integer range, no extended-JSON reading)
+    /// and its size is what the limits count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<bson::Bson>,
-    /// Why it failed (`Failed` only).
+    pub output: Option<String>,
+    /// Why it failed (`Failed` only), at most [`STEP_ERROR_LEN`] characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When it started.
     pub started_at: DateTime,
     /// When it ended.
     pub finished_at: DateTime,
+    /// How long it ran, by the worker's monotonic clock (not `finishedAt - startedAt`, which a
+    /// wall-clock step can make negative).
+    #[serde(default)]
+    pub duration_ms: i64,
     /// The attempt that ran it.
     pub attempt: i32,
 }
 
+/// A step's `error` is cut to this many characters.
+pub const STEP_ERROR_LEN: usize = 1000;
+
+/// When a step started: the wall clock for `startedAt`, the monotonic one for its duration,
+/// and the attempt running it.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStart {
+    /// The wall clock at its start.
+    pub at: DateTime,
+    /// The monotonic clock at its start.
+    pub clock: std::time::Instant,
+    /// The attempt running it.
+    pub attempt: i32,
+}
+
+impl StepStart {
+    /// Now, in `attempt`.
+    pub fn now(attempt: i32) -> Self {
+        Self {
+            at: DateTime::now(),
+            clock: std::time::Instant::now(),
+            attempt,
+        }
+    }
+}
+
 impl StepRecord {
-    /// The record of a step that ran from `started_at` in `attempt` and failed with `error`.
-    pub fn failed(name: &str, error: &str, (started_at, attempt): (DateTime, i32)) -> Self {
+    /// The record of a step that started at `start` and failed with `error` (cut to
+    /// [`STEP_ERROR_LEN`] characters).
+    pub fn failed(name: &str, error: &str, start: StepStart) -> Self {
         Self {
             name: name.to_owned(),
             status: StepStatus::Failed,
             output: None,
-            error: Some(error.to_owned()),
-            started_at,
+            error: Some(error.chars().take(STEP_ERROR_LEN).collect()),
+            started_at: start.at,
             finished_at: DateTime::now(),
-            attempt,
+            duration_ms: start.clock.elapsed().as_millis() as i64,
+            attempt: start.attempt,
         }
     }
 
-    /// The output as JSON (`null` when there is none).
-    pub fn output_json(&self) -> Value {
-        self.output
-            .clone()
-            .map_or(Value::Null, |b| b.into_relaxed_extjson())
+    /// The record of a step that started at `start` and returned `output` (JSON text).
+    pub fn completed(name: &str, output: String, start: StepStart) -> Self {
+        Self {
+            status: StepStatus::Completed,
+            output: Some(output),
+            error: None,
+            ..Self::failed(name, "", start)
+        }
     }
 
-    /// The output's size as JSON, in bytes (0 without one).
-    pub fn output_len(&self) -> usize {
-        self.output.as_ref().map_or(0, |_| {
-            serde_json::to_vec(&self.output_json()).map_or(usize::MAX, |v| v.len())
-        })
+    /// The output as JSON (`null` when there is none, or it is not JSON).
+    pub fn output_json(&self) -> Value {
+        let text = self.output.as_deref().unwrap_or("null");
+        serde_json::from_str(text).unwrap_or(Value::Null)
     }
+
+    /// The output's size as JSON text, in bytes (0 without one).
+    pub fn output_len(&self) -> usize {
+        self.output.as_ref().map_or(0, String::len)
+    }
+}
+
+/// Edits kept per task in `payloadHistory` (docs/spec.md §17).
+pub const PAYLOAD_HISTORY_LEN: usize = 20;
+
+fn first_version() -> i32 {
+    1
+}
+
+/// One edit of a task's payload: the version it made, when, by whom, and the RFC 6902 patch
+/// from the version before it (a JSON array of operations, stored as such).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadChange {
+    /// The version this edit made.
+    pub version: i32,
+    /// When.
+    pub at: DateTime,
+    /// Who: `user:<id>`.
+    pub by: String,
+    /// The patch from version `version - 1` to `version`.
+    pub patch: bson::Bson,
+}
+
+/// A payload version kept whole: the base the kept edits apply to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadBase {
+    /// Its version.
+    pub version: i32,
+    /// The payload at that version.
+    pub payload: Document,
 }
 
 /// Newest events kept per task.
@@ -432,10 +523,22 @@ pub struct Task {
     /// The task type (`type` in the database and in JSON): names the processor that runs it.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The processor's input, validated at `create` and never changed afterwards. Empty when
-    /// read by `list`, which leaves payloads out.
+    /// The processor's input, validated at `create` and by each edit (docs/spec.md §17): the
+    /// current version, whole. Empty when read by `list`, which leaves payloads out.
     #[serde(default)]
     pub payload: Document,
+    /// The payload's version: 1 at `create`, one more with each edit. Absent on a task stored
+    /// before versions, which is version 1.
+    #[serde(default = "first_version")]
+    pub payload_version: i32,
+    /// The edits, oldest first, each the RFC 6902 patch from the version before it; the newest
+    /// [`PAYLOAD_HISTORY_LEN`] kept, older ones folded into `payload_base`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload_history: Vec<PayloadChange>,
+    /// The oldest version kept whole, from which `payload_history` rebuilds every later one;
+    /// absent until the first edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base: Option<PayloadBase>,
     /// Where the task is in its lifecycle (docs/spec.md §4).
     pub status: TaskStatus,
     /// 0..=100 as the processor reports it; 0 again at each claim and each retry, 100 on
@@ -533,6 +636,9 @@ impl Task {
             error_template: None,
             events: vec![created],
             steps: Vec::new(),
+            payload_version: 1,
+            payload_history: Vec::new(),
+            payload_base: None,
             task_id,
             user_id,
             brand_id,

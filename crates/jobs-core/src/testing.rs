@@ -29,7 +29,7 @@ use crate::steps::{MAX_STEPS, MAX_STEPS_OUTPUT, Resume, StepRecord, StepStatus};
 use crate::store::Store;
 use crate::task::{
     AutoRetry, DEFAULT_MAX_RETRIES, ERROR_HISTORY_LEN, ErrorEntry, Event, EventKind, Handoff,
-    Lease, MAX_MAX_RETRIES, Task, TaskId, TaskStatus, UserId,
+    Lease, MAX_MAX_RETRIES, PAYLOAD_HISTORY_LEN, Task, TaskId, TaskStatus, UserId,
 };
 
 /// The variable naming the MongoDB (SecantusDB) that tests run against; `scripts/test` sets it.
@@ -350,6 +350,7 @@ impl TaskFixture {
                     message,
                     at,
                     permanent: false,
+                    payload_version: (attempt > 0).then_some(1),
                 }
             })
             .collect();
@@ -443,6 +444,9 @@ impl TaskFixture {
             error_template: cause.map(|c| c.template),
             events,
             steps: self.steps.clone(),
+            payload_version: 1,
+            payload_history: Vec::new(),
+            payload_base: None,
         }
     }
 
@@ -505,9 +509,47 @@ pub fn assert_legal(task: &Task) {
             "step names are unique: {steps:?}"
         );
         assert!(
-            step.started_at <= step.finished_at,
-            "a step ends after it starts: {step:?}"
+            step.duration_ms >= 0,
+            "a step's duration is not negative: {step:?}"
         );
+    }
+    // Payload versions (docs/spec.md §17): the kept edits are the versions after the base, in
+    // order, up to the current one, and rebuild the current payload.
+    assert!(task.payload_version >= 1, "payloadVersion from 1: {task:?}");
+    let history = &task.payload_history;
+    assert!(
+        history.len() <= PAYLOAD_HISTORY_LEN,
+        "at most {PAYLOAD_HISTORY_LEN} edits kept"
+    );
+    match &task.payload_base {
+        None => assert!(
+            history.is_empty(),
+            "edits are kept with their base: {task:?}"
+        ),
+        Some(base) => {
+            let versions: Vec<i32> = history.iter().map(|c| c.version).collect();
+            let expected: Vec<i32> = (base.version + 1..=task.payload_version).collect();
+            assert_eq!(
+                versions, expected,
+                "the kept edits follow the base: {task:?}"
+            );
+            let rebuilt = crate::versions::payload_at(task, base.version);
+            if !task.payload.is_empty() {
+                let mut whole = crate::task::document_to_json(base.payload.clone());
+                for change in history {
+                    let patch: json_patch::Patch =
+                        serde_json::from_value(change.patch.clone().into_relaxed_extjson())
+                            .expect("a stored patch");
+                    json_patch::patch(&mut whole, &patch).expect("a patch applies");
+                }
+                assert_eq!(
+                    whole,
+                    crate::task::document_to_json(task.payload.clone()),
+                    "base + patches = payload: {task:?}"
+                );
+                assert!(rebuilt.is_ok());
+            }
+        }
     }
     let outputs: usize = steps.iter().map(StepRecord::output_len).sum();
     assert!(

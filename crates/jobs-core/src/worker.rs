@@ -19,6 +19,7 @@ use crate::processors::{Job, ProcessorError, Processors, Recorder};
 use crate::steps::{Memo, StepRecord};
 use crate::store::Store;
 use crate::task::{AutoRetry, Handoff, Lease, Task, TaskId, document_to_json};
+use crate::transitions::Ran;
 
 /// A run's progress and steps, written on its task fenced on its lease.
 struct FencedRecorder {
@@ -66,12 +67,20 @@ impl Recorder for FencedRecorder {
                     (self.lease_for, self.by),
                 )
             };
-            // Writing the same record again leaves one (`record_step`): a write that failed,
-            // or applied without answering, is made once more after a pause.
+            // A write that failed, or applied without answering, is made once more after a
+            // pause, unless the task shows it applied (its events would be added twice).
             let mut written = write().await;
             if written.is_err() {
                 tokio::time::sleep(STEP_WRITE_PAUSE).await;
-                written = write().await;
+                let stored = self.store.find(&self.task_id).await.ok().flatten();
+                let applied = stored.is_some_and(|task| {
+                    task.lease.is_some_and(|l| l.id == self.lease.id)
+                        && task.steps.get(index) == Some(&step)
+                });
+                written = match applied {
+                    true => Ok(true),
+                    false => write().await,
+                };
             }
             match written {
                 Ok(true) => Ok(()),
@@ -179,6 +188,11 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
     let started = Instant::now();
     let task_id = task.task_id.clone();
     let attempt = task.attempts;
+    // The version this attempt runs: edits happen only while the task is failed.
+    let ran = Ran {
+        attempt,
+        payload_version: Some(task.payload_version),
+    };
     let policy = task.auto_retry.filter(|p| task.auto_retries < p.attempts);
     let auto_retries = task.auto_retries;
     let user = task.user_id.clone();
@@ -197,6 +211,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                 by,
             };
             let steps = Mutex::new(Memo::new(task.steps));
+            let running_step = tokio::sync::Mutex::new(());
             let payload = document_to_json(task.payload);
             let id = task_id.to_string();
             let cancel = stop.clone();
@@ -207,6 +222,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                     payload: &payload,
                     recorder: &recorder,
                     steps: &steps,
+                    running_step: &running_step,
                     cancel: &cancel,
                 };
                 processor.run(job).await
@@ -235,7 +251,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                 let retry = AutomaticRetry::after(&task_id, &policy, auto_retries + 1);
                 let scheduled = with_backoff(&task_id, || async {
                     store
-                        .schedule_retry(&task_id, lease, attempt, &message, &retry.handoff, by)
+                        .schedule_retry(&task_id, lease, ran, &message, &retry.handoff, by)
                         .await
                         .at("worker.recorded")
                 })
@@ -259,7 +275,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
             None => {
                 with_backoff(&task_id, || async {
                     store
-                        .fail((&task_id, &user), lease, attempt, &message, false, by)
+                        .fail((&task_id, &user), lease, ran, &message, false, by)
                         .await
                         .at("worker.recorded")
                 })
@@ -269,7 +285,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         Err(ProcessorError::Permanent(message)) => {
             with_backoff(&task_id, || async {
                 store
-                    .fail((&task_id, &user), lease, attempt, &message, true, by)
+                    .fail((&task_id, &user), lease, ran, &message, true, by)
                     .await
                     .at("worker.recorded")
             })

@@ -374,12 +374,8 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
         "report_progress" => store.report_progress(id, &lease, 50, LEASE).await,
         "renew_lease" => store.renew_lease(id, &lease, LEASE).await,
         "record_step" => {
-            let started = (DateTime::now(), seeded.attempts);
-            let step = jobs_core::steps::Memo::default().completed(
-                "step-1",
-                &serde_json::json!({ "n": 1 }),
-                started,
-            );
+            let started = jobs_core::steps::StepStart::now(seeded.attempts);
+            let step = jobs_core::steps::StepRecord::completed("step-1", "1".into(), started);
             let at = (id, &lease);
             store
                 .record_step(at, (0, &step), false, (LEASE, DELIVERER))
@@ -408,6 +404,17 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
             let attempt = seeded.attempts;
             store
                 .schedule_retry(id, &lease, attempt, "boom", &next, DELIVERER)
+                .await
+        }
+        "requeue_edited" => {
+            let Some(read) = store.find(id).await.unwrap() else {
+                return false;
+            };
+            let at = DateTime::now();
+            let edit = jobs_core::versions::Edit::of(&read, doc! { "edited": true }, "user:t", at)
+                .expect("another payload");
+            store
+                .requeue_edited(&read, user, &fresh(true), (Resume::FailedStep, Some(&edit)))
                 .await
         }
         "requeue_for_retry" => jobs_core::testing::requeue_as_read(store, id, user, &fresh(true))
@@ -629,6 +636,7 @@ fn every_error_has_its_row() {
             allow: "POST",
         },
         JobsError::NotFailed,
+        JobsError::VersionConflict(3),
         JobsError::CancelledMeanwhile,
         JobsError::NotDueYet(3),
         JobsError::IdempotencyKeyReused,

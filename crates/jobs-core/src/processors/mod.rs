@@ -30,7 +30,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use mongodb::bson::DateTime;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -40,7 +39,7 @@ pub use demo::Demo;
 pub use webhook::Webhook;
 
 use crate::config::Config;
-use crate::steps::{Memo, Plan, StepRecord};
+use crate::steps::{Memo, Plan, StepRecord, StepStart};
 
 /// Why a processor stopped without a result. `Failed` carries the message the user sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +107,7 @@ pub struct Job<'a> {
     pub payload: &'a Value,
     pub(crate) recorder: &'a dyn Recorder,
     pub(crate) steps: &'a Mutex<Memo>,
+    pub(crate) running_step: &'a tokio::sync::Mutex<()>,
     pub(crate) cancel: &'a CancellationToken,
 }
 
@@ -121,15 +121,23 @@ impl Job<'_> {
     /// stored in one write fenced on the lease, and a later attempt (a retry from the failed
     /// step, an automatic retry, a redelivery) gets the stored output back without polling
     /// `work`. A step that fails is stored as failed and its error returned; the next attempt
-    /// runs it again. Names are unique within a task and come in the same order on every
-    /// attempt: a repeated name, a changed order, a 101st step, an output above 64 KiB or
-    /// outputs above 1 MiB in all fail the attempt with [`ProcessorError::Permanent`] saying
+    /// runs it again. Steps run one at a time, under unique names, in the same order on every
+    /// attempt, and none after one that did not complete: a step started while another runs,
+    /// a repeated name, a changed order, a 101st step, an output that is not JSON, above 64 KiB
+    /// or above 1 MiB for the task, fail the attempt with [`ProcessorError::Permanent`] saying
     /// which.
     pub async fn step<T, F>(&self, name: &str, work: F) -> Result<T, ProcessorError>
     where
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<T, ProcessorError>>,
     {
+        // Held until the step's record is written: steps that overlap (joined or nested) would
+        // pick their places in `steps` before either is written.
+        let Ok(_one_at_a_time) = self.running_step.try_lock() else {
+            return Err(ProcessorError::Permanent(format!(
+                "Step \"{name}\" started while another step runs: steps run one at a time"
+            )));
+        };
         let plan = self.memo().next(name).map_err(ProcessorError::Permanent)?;
         let (index, resumed) = match plan {
             Plan::Replay(output) => {
@@ -142,30 +150,42 @@ impl Job<'_> {
             }
             Plan::Run { index, resumed } => (index, resumed),
         };
-        let started = (DateTime::now(), self.attempt);
+        let start = StepStart::now(self.attempt);
         let (record, outcome) = match work.await {
-            Ok(value) => {
-                let json = serde_json::to_value(&value).map_err(|error| {
-                    ProcessorError::Permanent(format!(
-                        "Step \"{name}\" output is not JSON: {error}"
-                    ))
-                })?;
-                let record = self.memo().completed(name, &json, started);
-                match record.error.clone() {
-                    None => (record, Ok(value)),
-                    Some(refused) => (record, Err(ProcessorError::Permanent(refused))),
+            Ok(value) => match serde_json::to_string(&value) {
+                Ok(text) => {
+                    let record = self.memo().completed(name, text, start);
+                    match record.error.clone() {
+                        None => (record, Ok(value)),
+                        Some(refused) => (record, Err(ProcessorError::Permanent(refused))),
+                    }
                 }
-            }
+                Err(error) => {
+                    let message = format!("Step \"{name}\" output is not JSON: {error}");
+                    self.memo().stop(name);
+                    let record = StepRecord::failed(name, &message, start);
+                    (record, Err(ProcessorError::Permanent(message)))
+                }
+            },
             Err(error) => {
+                self.memo().stop(name);
                 // Stopped: this run no longer owns the task, nothing is recorded.
                 let Some(message) = error.message() else {
                     return Err(error);
                 };
-                (StepRecord::failed(name, message, started), Err(error))
+                (StepRecord::failed(name, message, start), Err(error))
             }
         };
-        self.recorder.record_step(index, record, resumed).await?;
-        outcome
+        match self.recorder.record_step(index, record, resumed).await {
+            Ok(()) => outcome,
+            Err(ProcessorError::Stopped) => Err(ProcessorError::Stopped),
+            // Not recorded: no later step may be stored after it. The step's own failure, if
+            // it failed, is what the attempt reports.
+            Err(unrecorded) => {
+                self.memo().stop(name);
+                outcome.and(Err(unrecorded))
+            }
+        }
     }
 
     /// The steps earlier attempts completed that this run replays, in order, with their
@@ -225,6 +245,32 @@ pub fn redact_payload(kind: &str, payload: Value) -> Value {
         "webhook" => webhook::redact(payload),
         _ => payload,
     }
+}
+
+/// A payload patch (RFC 6902, `payloadHistory`) as the API shows it: each value it sets
+/// redacted as [`redact_payload`] redacts the field it lands in (for `webhook`, a header value
+/// or the URL's credentials); other types' patches are unchanged.
+pub fn redact_patch(kind: &str, mut patch: Value) -> Value {
+    if kind != "webhook" {
+        return patch;
+    }
+    for op in patch.as_array_mut().into_iter().flatten() {
+        let path = op["path"].as_str().unwrap_or_default().to_owned();
+        let Some(value) = op.get_mut("value") else {
+            continue;
+        };
+        let shown = match path.as_str() {
+            "" => webhook::redact(value.take()),
+            "/url" => webhook::redact(serde_json::json!({ "url": value.take() }))["url"].take(),
+            "/headers" => {
+                webhook::redact(serde_json::json!({ "headers": value.take() }))["headers"].take()
+            }
+            header if header.starts_with("/headers/") => Value::String(webhook::REDACTED.into()),
+            _ => continue,
+        };
+        *value = shown;
+    }
+    patch
 }
 
 /// Processors by task type.

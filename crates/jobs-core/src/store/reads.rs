@@ -118,7 +118,7 @@ impl Store {
         let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .projection(doc! { "payload": 0, "events": 0, "steps": 0 })
+            .projection(doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0, "events": 0, "steps": 0 })
             .limit(query.limit + 1)
             .batch_size(query.limit as u32 + 1);
         let mut tasks: Vec<Task> = self.run(async { find.await?.try_collect().await }).await?;
@@ -159,7 +159,7 @@ impl Store {
         let find = tasks
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .projection(doc! { "payload": 0, "events": 0, "errorHistory": 0, "steps": 0 })
+            .projection(doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0, "events": 0, "errorHistory": 0, "steps": 0 })
             .limit(limit)
             .batch_size(limit as u32);
         self.run(async { find.await?.try_collect().await }).await
@@ -217,7 +217,7 @@ impl Store {
         let tasks = self.tasks().await?;
         let find = tasks
             .find(carrying(handoffs))
-            .projection(doc! { "payload": 0, "events": 0, "steps": 0 })
+            .projection(doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0, "events": 0, "steps": 0 })
             .limit(handoffs.len() as i64)
             .batch_size(handoffs.len().max(1) as u32);
         self.run(async { find.await?.try_collect().await }).await

@@ -63,10 +63,17 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` tasks matching `filter`, in no particular order.
+    /// Up to `limit` tasks matching `filter`, in no particular order, without what can be
+    /// large and what none of their readers (the rescuer, bulk retry by ids) looks at: the
+    /// payload and its versions, the timeline, the steps.
     pub(super) async fn scan(&self, filter: Document, limit: i64) -> Result<Vec<Task>> {
         let tasks = self.tasks().await?;
-        let find = tasks.find(filter).limit(limit).batch_size(limit as u32);
+        let find = tasks
+            .find(filter)
+            .projection(doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0,
+            "events": 0, "steps": 0 })
+            .limit(limit)
+            .batch_size(limit as u32);
         self.run(async { find.await?.try_collect().await }).await
     }
 }

@@ -31,7 +31,7 @@ impl Store {
         filter.insert("retriesLeft", doc! { "$gt": 0 });
         // Each task's hand-off is `Handoff::in_batch(task, batch, at, true)`.
         let dedup_id = doc! { "$concat": ["$taskId", "-", { "$literal": batch }] };
-        let pipeline = requeue_pipeline(at, dedup_id.into(), &format!("bulk:{user}"), from);
+        let pipeline = requeue_pipeline(at, dedup_id.into(), &format!("bulk:{user}"), (from, None));
         let tasks = self.tasks().await?;
         let outcome = self.run(tasks.update_many(filter, pipeline)).await;
         let outcome = outcome.map(|updated| updated.modified_count);

@@ -20,6 +20,7 @@ use crate::task::{
     ERROR_HISTORY_LEN, EVENTS_LEN, Event, EventKind, Handoff, Lease, Task, TaskId, TaskStatus,
     UserId, due_by,
 };
+use crate::versions::Edit;
 
 /// `lastError` of a task whose `create` could not hand it off.
 pub const ENQUEUE_FAILED_MESSAGE: &str =
@@ -44,14 +45,49 @@ pub(crate) fn push_events(update: &mut Document, events: &[Event]) {
     }
 }
 
+/// The attempt a failure belongs to, and the payload version it ran when one ran (docs/spec.md
+/// §17): a plain number is an attempt whose version is not recorded (no run, or a caller that
+/// does not know it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ran {
+    /// The attempt's number (`attempts` when it started; 0 before any run).
+    pub attempt: i32,
+    /// The payload version it ran.
+    pub payload_version: Option<i32>,
+}
+
+impl From<i32> for Ran {
+    fn from(attempt: i32) -> Self {
+        Self {
+            attempt,
+            payload_version: None,
+        }
+    }
+}
+
+impl Ran {
+    /// The attempt `task` ran last, with its payload version (edits happen only between
+    /// attempts, so the current version is the one the last attempt ran).
+    pub fn last_of(task: &Task) -> Self {
+        Self {
+            attempt: task.attempts,
+            payload_version: Some(task.payload_version),
+        }
+    }
+}
+
 /// What any failure records, whatever status it leads to: `lastError`, the `errorHistory`
-/// entry, the cause (`errorTemplate`, `errorGroup`), and no lease.
-fn failure_update(status: TaskStatus, attempt: i32, message: &str, permanent: bool) -> Document {
+/// entry (with the payload version the attempt ran, when known), the cause (`errorTemplate`,
+/// `errorGroup`), and no lease.
+fn failure_update(status: TaskStatus, ran: Ran, message: &str, permanent: bool) -> Document {
     let now = DateTime::now();
     let cause = Cause::of(message);
-    let mut entry = doc! { "attempt": attempt, "message": message, "at": now };
+    let mut entry = doc! { "attempt": ran.attempt, "message": message, "at": now };
     if permanent {
         entry.insert("permanent", true);
+    }
+    if let Some(version) = ran.payload_version {
+        entry.insert("payloadVersion", version);
     }
     let mut set = doc! {
         "status": status, "lastError": message, "updatedAt": now,
@@ -68,9 +104,10 @@ fn failure_update(status: TaskStatus, attempt: i32, message: &str, permanent: bo
 }
 
 /// The `$set`/`$push`/`$unset` of any move to `failed`, with its event.
-fn failed_update(attempt: i32, message: &str, event: Event) -> Document {
-    let mut update = failure_update(TaskStatus::Failed, attempt, message, false);
-    push_events(&mut update, &[event.attempt(attempt).message(message)]);
+fn failed_update(ran: impl Into<Ran>, message: &str, event: Event) -> Document {
+    let ran = ran.into();
+    let mut update = failure_update(TaskStatus::Failed, ran, message, false);
+    push_events(&mut update, &[event.attempt(ran.attempt).message(message)]);
     update
 }
 
@@ -143,13 +180,19 @@ fn requeue_filter(task: &Task, user_id: &UserId) -> Document {
 /// own counts (so a missing or stale value is made right), the hand-off queued at `at` whose
 /// `dedupId` is `dedup_id` (a value, or for a bulk retry an expression of the task's id), and
 /// the `retried` event by `by` (newest [`EVENTS_LEN`] kept); `from` the start, the stored
-/// steps emptied and the event saying so (docs/spec.md §16). Every field is set only while the
+/// steps emptied and the event saying so (docs/spec.md §16); with an `edit`, the new payload
+/// version and its history, the event carrying the version (§17). Every field is set only while the
 /// task's own counts leave a retry (`retryCount < maxRetries`, an expression of the update, not
 /// of the filter): a task whose stored `retriesLeft` was stale (an earlier version's retry) is
 /// matched but left exactly as it was, so the update does not count it as modified. Every
 /// fixed value is `$literal`, so no string is read as a field path; every expression sees the
 /// task as it was. A hand-off computed by an expression replaces the stored one whole.
-fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str, from: Resume) -> Vec<Document> {
+fn requeue_pipeline(
+    at: DateTime,
+    dedup_id: Bson,
+    by: &str,
+    (from, edit): (Resume, Option<&Edit>),
+) -> Vec<Document> {
     let literal = |value: Bson| Bson::Document(doc! { "$literal": value });
     let within_budget = doc! { "$lt": ["$retryCount", "$maxRetries"] };
     let mut set = Document::new();
@@ -171,9 +214,23 @@ fn requeue_pipeline(at: DateTime, dedup_id: Bson, by: &str, from: Resume) -> Vec
     let left = doc! { "$subtract": ["$maxRetries", { "$add": ["$retryCount", 1] }] };
     guarded("retriesLeft", left.into());
     let mut retried = Event::new(EventKind::Retried, by);
+    let mut said = Vec::new();
+    if let Some(edit) = edit {
+        guarded("payload", literal(edit.payload.clone().into()));
+        guarded("payloadVersion", literal(edit.version.into()));
+        let history = bson::to_bson(&edit.history).expect("payload changes are BSON");
+        guarded("payloadHistory", literal(history));
+        let base = bson::to_bson(&edit.base).expect("a payload base is BSON");
+        guarded("payloadBase", literal(base));
+        retried = retried.payload_version(edit.version);
+        said.push(edit.message());
+    }
     if from == Resume::Start {
         guarded("steps", literal(Bson::Array(Vec::new())));
-        retried = retried.message(RESTARTED_MESSAGE);
+        said.push(RESTARTED_MESSAGE.to_owned());
+    }
+    if !said.is_empty() {
+        retried = retried.message(said.join("; "));
     }
     let event = literal(retried.to_bson());
     let events = doc! { "$slice": [
@@ -249,7 +306,7 @@ impl Store {
     async fn find_one_and_update(
         &self,
         filter: Document,
-        update: Document,
+        update: impl Into<mongodb::options::UpdateModifications>,
         returns: ReturnDocument,
     ) -> Result<Option<Task>> {
         let tasks = self.tasks().await?;

@@ -52,15 +52,37 @@ impl Store {
         handoff: &Handoff,
         from: Resume,
     ) -> Result<bool> {
+        self.requeue_edited(task, user_id, handoff, (from, None))
+            .await
+    }
+
+    /// `requeue_for_retry` that also stores `edit`, a new version of the task's payload
+    /// (docs/spec.md §17), in the same update, pinned on the version read: `false` as well when
+    /// another edit stored a version since.
+    pub async fn requeue_edited(
+        &self,
+        task: &Task,
+        user_id: &UserId,
+        handoff: &Handoff,
+        (from, edit): (Resume, Option<&Edit>),
+    ) -> Result<bool> {
         if task.retries_left() == 0 {
             return Ok(false);
         }
         let by = format!("user:{user_id}");
         let dedup_id = Bson::String(handoff.dedup_id.clone());
         let dedup_id = doc! { "$literal": dedup_id }.into();
-        let requeue = requeue_pipeline(handoff.at, dedup_id, &by, from);
+        let requeue = requeue_pipeline(handoff.at, dedup_id, &by, (from, edit));
         let tasks = self.tasks().await?;
-        let filter = requeue_filter(task, user_id);
+        let mut filter = requeue_filter(task, user_id);
+        if edit.is_some() {
+            // A task stored before versions has none: version 1.
+            let read = match task.payload_version {
+                1 => doc! { "$in": [1, Bson::Null] }.into(),
+                version => Bson::Int32(version),
+            };
+            filter.insert("payloadVersion", read);
+        }
         let outcome = self.run(tasks.update_one(filter, requeue)).await;
         let outcome = outcome.map(|updated| updated.modified_count == 1);
         let requeued = self.noting_failed(user_id, outcome, |r| *r).await?;

@@ -14,7 +14,7 @@ impl Store {
         let mut filter = worker_fence(&task.task_id, &lease.id);
         filter.insert("lease.expiresAt", doc! { "$lt": DateTime::now() });
         let update = failed_update(
-            task.attempts,
+            Ran::last_of(task),
             message,
             Event::new(EventKind::Swept, "sweep"),
         );

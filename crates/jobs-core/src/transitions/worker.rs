@@ -18,14 +18,27 @@ impl Store {
     ) -> Result<Option<Task>> {
         let lease_id = uuid::Uuid::new_v4().to_string();
         let lease = doc! { "id": &lease_id, "expiresAt": later(lease_for) };
-        // The attempt number is only known after `$inc`: the event names the claim, the
-        // reply's `attempts` says which one it was.
-        let mut update = doc! {
-            "$set": { "status": TaskStatus::Processing, "lease": lease, "progress": 0,
-                      "startedAt": now, "updatedAt": now, "nextAttemptAt": Bson::Null },
-            "$inc": { "attempts": 1 },
-        };
-        push_events(&mut update, &[Event::new(EventKind::Claimed, by)]);
+        // ONE pipeline update, so the `claimed` event can carry the payload version the attempt
+        // runs (docs/spec.md §17), read by the update itself. The attempt number is only known
+        // after it: the reply's `attempts` says which one it was.
+        let literal = |value: Bson| Bson::Document(doc! { "$literal": value });
+        let claimed = Event::new(EventKind::Claimed, by);
+        let mut claimed_event = bson::to_document(&claimed).expect("an event is a document");
+        for (_, value) in claimed_event.iter_mut() {
+            *value = literal(value.clone());
+        }
+        claimed_event.insert("payloadVersion", doc! { "$ifNull": ["$payloadVersion", 1] });
+        let events = doc! { "$slice": [
+            { "$concatArrays": [{ "$ifNull": ["$events", []] }, [claimed_event]] },
+            -EVENTS_LEN,
+        ] };
+        let update = vec![doc! { "$set": {
+            "status": literal(TaskStatus::Processing.into()), "lease": literal(lease.into()),
+            "progress": literal(0.into()), "startedAt": literal(now.into()),
+            "updatedAt": literal(now.into()), "nextAttemptAt": literal(Bson::Null),
+            "attempts": { "$add": [{ "$ifNull": ["$attempts", 0] }, 1] },
+            "events": events,
+        } }];
         let claimed = match self
             .find_one_and_update(claimable(task_id, now), update, ReturnDocument::After)
             .await
@@ -78,7 +91,8 @@ impl Store {
     /// `steps`, every entry after it dropped (so what is stored stays a prefix of one run's
     /// sequence, and writing the same record twice leaves one), with its `stepCompleted` event
     /// and, when `resumed`, the `resumed` event first; renews the lease. ONE update fenced on
-    /// the lease: `false` means the worker no longer owns the task and must stop.
+    /// the lease and on the place: `false` means the worker no longer owns the task (or the
+    /// array is not what this run wrote) and must stop.
     pub async fn record_step(
         &self,
         (task_id, lease): (&TaskId, &Lease),
@@ -101,9 +115,15 @@ impl Store {
             events.push(about(EventKind::StepCompleted));
         }
         push_events(&mut update, &events);
-        let recorded = self
-            .update_one(worker_fence(task_id, &lease.id), update)
-            .await?;
+        // Fenced on the place too: `steps` holds entries 0..k (and at most entry k itself, when
+        // the same record is written again), so a write of entry k that the server applies
+        // late, after entry k + 1 was written, matches nothing instead of cutting it off.
+        let mut filter = worker_fence(task_id, &lease.id);
+        filter.insert(format!("steps.{}", index + 1), doc! { "$exists": false });
+        if index > 0 {
+            filter.insert(format!("steps.{}", index - 1), doc! { "$exists": true });
+        }
+        let recorded = self.update_one(filter, update).await?;
         if recorded {
             tracing::info!(task_id = %task_id, step = %step.name, status = ?step.status, index, resumed, "step recorded");
         }
@@ -155,14 +175,15 @@ impl Store {
         &self,
         (task_id, user): (&TaskId, &UserId),
         lease: &Lease,
-        attempt: i32,
+        ran: impl Into<Ran>,
         message: &str,
         permanent: bool,
         by: &str,
     ) -> Result<bool> {
-        let mut update = failure_update(TaskStatus::Failed, attempt, message, permanent);
+        let ran = ran.into();
+        let mut update = failure_update(TaskStatus::Failed, ran, message, permanent);
         let event = Event::new(EventKind::Failed, by)
-            .attempt(attempt)
+            .attempt(ran.attempt)
             .message(message);
         push_events(&mut update, &[event]);
         self.fail_where(
@@ -182,12 +203,14 @@ impl Store {
         &self,
         task_id: &TaskId,
         lease: &Lease,
-        attempt: i32,
+        ran: impl Into<Ran>,
         message: &str,
         handoff: &Handoff,
         by: &str,
     ) -> Result<bool> {
-        let mut update = failure_update(TaskStatus::Scheduled, attempt, message, false);
+        let ran = ran.into();
+        let attempt = ran.attempt;
+        let mut update = failure_update(TaskStatus::Scheduled, ran, message, false);
         let set = update
             .get_document_mut("$set")
             .expect("a failure sets fields");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use jobs_core::config::Config;
 use jobs_core::dispatch::Dispatcher;
 use jobs_core::processors::{Job, Processor, ProcessorError, ProcessorFuture, Processors};
-use jobs_core::steps::{Memo, RESTARTED_MESSAGE, Resume, StepRecord, StepStatus};
+use jobs_core::steps::{RESTARTED_MESSAGE, Resume, StepRecord, StepStart, StepStatus};
 use jobs_core::store::Store;
 use jobs_core::task::{EventKind as E, Handoff, Task, TaskId, TaskStatus};
 use jobs_core::testing::{self, assert_legal, task};
@@ -22,11 +22,12 @@ use TaskStatus::{Completed, Failed, Processing};
 const BY: &str = "self";
 
 fn completed(name: &str, attempt: i32) -> StepRecord {
-    Memo::default().completed(name, &json!({ "name": name }), (DateTime::now(), attempt))
+    let output = json!({ "name": name }).to_string();
+    StepRecord::completed(name, output, StepStart::now(attempt))
 }
 
 fn failed(name: &str, attempt: i32) -> StepRecord {
-    StepRecord::failed(name, "broke", (DateTime::now(), attempt))
+    StepRecord::failed(name, "broke", StepStart::now(attempt))
 }
 
 fn names(task: &Task) -> Vec<(String, StepStatus, i32)> {
@@ -43,7 +44,7 @@ fn owned(rows: &[(&str, StepStatus, i32)]) -> Vec<(String, StepStatus, i32)> {
 }
 
 #[tokio::test]
-async fn record_step_sets_entry_k_drops_the_rest_and_is_fenced_on_the_lease() {
+async fn record_step_sets_entry_k_and_is_fenced_on_the_lease_and_the_place() {
     use StepStatus::{Completed as Done, Failed as Broke};
     let store = testing::fresh_store();
     let seeded = task().status(Processing).insert(&store).await;
@@ -95,13 +96,22 @@ async fn record_step_sets_entry_k_drops_the_rest_and_is_fenced_on_the_lease() {
             vec![("a", Done, 1), ("b", Done, 2), ("c", Done, 2)],
             vec![E::StepCompleted],
         ),
-        // Entry 1 written again: everything after it is dropped.
+        // Entry 1 written when entry 2 is there (a write of entry 1 that the server applied
+        // late): fenced on the place, it matches nothing and cuts nothing off.
         (
             1,
             completed("x", 3),
             false,
-            vec![("a", Done, 1), ("x", Done, 3)],
-            vec![E::StepCompleted],
+            vec![("a", Done, 1), ("b", Done, 2), ("c", Done, 2)],
+            vec![],
+        ),
+        // Entry 4 when there is no entry 3: nothing either.
+        (
+            4,
+            completed("y", 3),
+            false,
+            vec![("a", Done, 1), ("b", Done, 2), ("c", Done, 2)],
+            vec![],
         ),
     ];
     for (index, step, resumed, want, events) in rows {
@@ -110,7 +120,12 @@ async fn record_step_sets_entry_k_drops_the_rest_and_is_fenced_on_the_lease() {
             .record_step(at, (index, &step), resumed, (LEASE, BY))
             .await
             .unwrap();
-        assert!(written, "{} at {index}", step.name);
+        assert_eq!(
+            written,
+            !events.is_empty() || step.status == Broke,
+            "{} at {index}",
+            step.name
+        );
         let now = store.find(id).await.unwrap().unwrap();
         assert_legal(&now);
         assert_eq!(names(&now), owned(&want), "{} at {index}", step.name);
@@ -201,6 +216,9 @@ impl Processor for Scripted {
                     if fails_in.as_deref() == Some(name.as_str()) {
                         return Err(ProcessorError::Failed(format!("{name} broke")));
                     }
+                    if name.starts_with("panic") {
+                        panic!("{name} panicked");
+                    }
                     if name.starts_with("big") {
                         return Ok(json!("x".repeat(70_000)));
                     }
@@ -215,13 +233,23 @@ impl Processor for Scripted {
 }
 
 /// Claims `id` and runs one attempt of it with `processor` to its end; the task after it.
-async fn attempt(store: &Arc<Store>, processor: &Scripted, id: &TaskId) -> Task {
+async fn attempt(store: &Arc<Store>, processor: &(impl Processor + Clone), id: &TaskId) -> Task {
+    attempt_at(store, processor, id, DateTime::now()).await
+}
+
+/// The same, claimed as of `now` (a scheduled task is claimed once due).
+async fn attempt_at(
+    store: &Arc<Store>,
+    processor: &(impl Processor + Clone),
+    id: &TaskId,
+    now: DateTime,
+) -> Task {
     let config = Config::from_lookup(|name| {
         (name == "JOBS_PUBLIC_URL").then(|| "http://127.0.0.1:9".to_owned())
     });
     let dispatcher = Dispatcher::new(&config, reqwest::Client::new()).expect("a dispatcher");
     let claimed = store
-        .claim(id, LEASE, BY, DateTime::now())
+        .claim(id, LEASE, BY, now)
         .await
         .unwrap()
         .expect("claimable");
@@ -369,4 +397,135 @@ async fn a_changed_order_a_repeated_name_and_an_oversized_output_fail_the_attemp
             "{message}: another attempt would meet it again"
         );
     }
+}
+
+/// Two steps joined, and a step after one whose failure the processor swallowed.
+#[derive(Clone)]
+struct Misuse {
+    joined: bool,
+}
+
+impl Processor for Misuse {
+    fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {
+        Box::pin(async move {
+            let slow = |n: u64| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok::<u64, ProcessorError>(n)
+            };
+            if self.joined {
+                let (a, b) = tokio::join!(job.step("a", slow(1)), job.step("b", slow(2)));
+                return Ok(json!([a?, b?]));
+            }
+            let failing = async { Err::<u64, _>(ProcessorError::Failed("a broke".into())) };
+            let _ = job.step("a", failing).await;
+            let b: u64 = job.step("b", slow(2)).await?;
+            Ok(json!(b))
+        })
+    }
+}
+
+#[tokio::test]
+async fn overlapping_steps_and_a_step_after_a_failed_one_fail_the_attempt() {
+    use StepStatus::{Completed as Done, Failed as Broke};
+    let store = Arc::new(testing::fresh_store());
+    // (joined, the attempt's message, what `steps` holds)
+    type Row = (bool, &'static str, Vec<(&'static str, StepStatus, i32)>);
+    let rows: [Row; 2] = [
+        (
+            true,
+            "Step \"b\" started while another step runs: steps run one at a time",
+            vec![("a", Done, 1)],
+        ),
+        (
+            false,
+            "Step \"b\" started after step \"a\" did not complete: a run stops at its first \
+             step that does not complete",
+            vec![("a", Broke, 1)],
+        ),
+    ];
+    for (joined, message, stored) in rows {
+        let seeded = scripted_task(&store).await;
+        let now = attempt(&store, &Misuse { joined }, &seeded.task_id).await;
+        assert_eq!(now.status, Failed, "{message}");
+        assert_eq!(now.last_error.as_deref(), Some(message));
+        assert!(now.error_history.last().unwrap().permanent);
+        assert_eq!(names(&now), owned(&stored), "{message}");
+    }
+}
+
+/// Reads step `a`'s output as a number, where an earlier version stored an object.
+#[derive(Clone)]
+struct Typed;
+
+impl Processor for Typed {
+    fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {
+        Box::pin(async move {
+            let a: u64 = job.step("a", async { Ok(1) }).await?;
+            Ok(json!(a))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stored_output_its_type_no_longer_reads_fails_the_attempt() {
+    let store = Arc::new(testing::fresh_store());
+    let processor = Scripted::default();
+    let seeded = scripted_task(&store).await;
+    processor.script(&["a", "b"], Some("b"));
+    attempt(&store, &processor, &seeded.task_id).await;
+    retry(&store, &seeded, Resume::FailedStep).await;
+    let now = attempt(&store, &Typed, &seeded.task_id).await;
+    assert_eq!(now.status, Failed);
+    let message = now.last_error.unwrap();
+    assert!(
+        message.starts_with("Step \"a\" has a stored output its type no longer reads"),
+        "{message}"
+    );
+    assert!(message.ends_with("; retry from the start"), "{message}");
+}
+
+#[tokio::test]
+async fn an_automatic_retry_resumes_and_a_panic_in_a_step_records_no_step() {
+    use StepStatus::Completed as Done;
+    let store = Arc::new(testing::fresh_store());
+    let processor = Scripted::default();
+    let policy = jobs_core::task::AutoRetry {
+        attempts: 1,
+        delay_seconds: 1,
+        backoff: jobs_core::task::Backoff::Fixed,
+        max_delay_seconds: 1,
+    };
+    let seeded = task()
+        .kind("scripted", doc! {})
+        .auto_retry(policy, 0)
+        .insert(&store)
+        .await;
+    let id = &seeded.task_id;
+    // A panic in step b: the attempt fails as any panic does, and b has no record.
+    processor.script(&["a", "panic-b", "c"], None);
+    let first = attempt(&store, &processor, id).await;
+    assert_eq!(
+        first.status,
+        TaskStatus::Scheduled,
+        "{:?}",
+        first.last_error
+    );
+    assert!(
+        first
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("Processor panicked")
+    );
+    assert_eq!(names(&first), owned(&[("a", Done, 1)]));
+    // The automatic retry, claimed once due, resumes at b.
+    processor.script(&["a", "b-fixed", "c"], None);
+    let due = DateTime::from_millis(DateTime::now().timestamp_millis() + 60_000);
+    let second = attempt_at(&store, &processor, id, due).await;
+    assert_eq!(second.status, Completed, "{:?}", second.last_error);
+    assert_eq!(processor.ran(), ["b-fixed", "c"]);
+    assert_eq!(
+        names(&second),
+        owned(&[("a", Done, 1), ("b-fixed", Done, 2), ("c", Done, 2)])
+    );
 }
