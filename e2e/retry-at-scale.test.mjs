@@ -450,3 +450,48 @@ test('a task\'s steps in its detail: done, failed and not reached; "Retry from s
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('"Edit and retry": JSON checked as it is typed, the processor\'s refusal next to the field, the changes reviewed, then version 2 runs and the versions are listed', async (t) => {
+  const user = 'edit-retry';
+  const taskId = await setup.jobs.createDemo(user, { steps: 3, stepMs: 0, failAttempts: 100, failAtStep: 2 });
+  await setup.jobs.waitForStatus(user, taskId, 'failed');
+  const page = await open(user);
+  await row(page, taskId).getByRole('button', { name: `Details of task ${taskId}` }).click();
+  const detail = page.getByRole('dialog', { name: `demo task …${taskId.slice(-8)}` });
+  await detail.getByRole('button', { name: 'Edit and retry' }).click();
+  const editor = page.getByRole('dialog', { name: /^Edit and retry/ });
+  const field = editor.getByLabel('Payload (JSON)');
+  await field.waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'editor-payload', 'focus moves to the editor');
+  assert.deepEqual(JSON.parse(await field.inputValue()), { steps: 3, stepMs: 0, failAttempts: 100, failAtStep: 2 });
+
+  await field.fill('{"steps": 3,');
+  assert.match(await editor.locator('#editor-check').textContent(), /^Not valid JSON/);
+  assert.equal(await field.getAttribute('aria-invalid'), 'true');
+  assert.equal(await editor.getByRole('button', { name: 'Review changes' }).isDisabled(), true);
+
+  // The processor refuses it: its message shows next to the field, and nothing changed.
+  await field.fill(JSON.stringify({ steps: 3, stepMs: 0, failAtStep: 5 }));
+  await editor.getByRole('button', { name: 'Review changes' }).click();
+  await editor.getByRole('button', { name: 'Retry with version 2' }).click();
+  await editor.locator('#editor-refusal:not([hidden])').waitFor();
+  assert.equal(await editor.locator('#editor-refusal').textContent(), 'Invalid payload: failAtStep must be between 1 and steps (3)');
+  assert.equal((await setup.jobs.task(user, taskId)).payloadVersion, 1);
+
+  await field.fill(JSON.stringify({ steps: 3, stepMs: 0 }, null, 2));
+  await editor.getByRole('button', { name: 'Review changes' }).click();
+  assert.deepEqual(await editor.locator('.changes li').allTextContents(), ['removed /failAttempts (was 100)', 'removed /failAtStep (was 2)']);
+  await accessible(t, page, 'the payload editor');
+  await shot(editor, 'edit-1-review');
+  await editor.getByRole('button', { name: 'Retry with version 2' }).click();
+  await editor.waitFor({ state: 'hidden' });
+  await detail.locator('tr[data-kind="completed"]').waitFor({ timeout: 20000 });
+  const version2 = detail.locator('.versions li[data-version="2"]');
+  assert.match(await version2.textContent(), new RegExp(`Version 2 by user:${user} at .*removed /failAttempts.*removed /failAtStep`, 's'));
+  const stored = await setup.jobs.task(user, taskId);
+  assert.equal(stored.payloadVersion, 2);
+  assert.deepEqual(stored.payload, { steps: 3, stepMs: 0 });
+  await shot(detail, 'edit-2-versions');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

@@ -164,6 +164,9 @@ export const api = {
    */
   create: (body, idempotencyKey) => call('create', { method: 'POST', body, headers: { 'Idempotency-Key': idempotencyKey } }),
   retry: (taskId, from) => call('retry', { method: 'POST', body: from ? { taskId, from } : { taskId } }),
+  /** Retry with a new payload, made from `expectedVersion` (docs/spec.md §17). */
+  retryEdited: (taskId, payload, expectedVersion, from) =>
+    call('retry', { method: 'POST', body: { taskId, payload, expectedVersion, from } }),
   cancel: (taskId) => call('cancel', { method: 'POST', body: { taskId } }),
   /** `{taskIds}` (1..=100) or `{filter, cursor?}` → `{retried, skipped, nextCursor}`. */
   retryMany: (body) => call('retryMany', { method: 'POST', body }),

@@ -11,7 +11,8 @@ import {
   api, hasIdentity, identity, newIdempotencyKey, onUnauthenticated, rememberUser, tokenProblem,
 } from './api.js';
 import {
-  detailHtml, detailTitle, isActive, isFailed, renderGroups, renderTasks, retrySummary, tickCountdowns,
+  changesHtml, detailHtml, detailTitle, isActive, isFailed, payloadDiff, renderGroups, renderTasks,
+  resumeStep, retrySummary, tickCountdowns,
 } from './view.js';
 
 const LIVE_INTERVAL_MS = 1000;
@@ -447,6 +448,106 @@ function showDetail(task) {
   tickCountdowns($('#detail'));
 }
 
+/**
+ * "Edit and retry" (docs/spec.md §17): the payload in an editor that checks JSON as it is typed,
+ * the changes against the version it was opened on, then a retry with the new version, made
+ * from that version (`expectedVersion`). The server's refusal is shown next to the field.
+ */
+const editor = { task: null, parsed: undefined };
+
+function openEditor(task) {
+  editor.task = task;
+  editor.parsed = task.payload;
+  $('#editor-title').textContent = `Edit and retry ${detailTitle(task)}`;
+  $('#editor-version').textContent = `Editing version ${task.payloadVersion ?? 1}; the retry stores your payload as version ${(task.payloadVersion ?? 1) + 1}.`;
+  $('#editor-base').textContent = String(task.payloadVersion ?? 1);
+  $('#editor-payload').value = JSON.stringify(task.payload ?? {}, null, 2);
+  const at = resumeStep(task);
+  $('#editor-keeps').textContent = at === null
+    ? 'no step has completed, so nothing is kept'
+    : `keeps the outputs of the ${at - 1} completed step${at === 2 ? '' : 's'}, computed from the old payload`;
+  $('#editor-from').querySelector('input[value="start"]').checked = true;
+  showRefusal('');
+  checkEditor();
+  $('#editor').showModal();
+  $('#editor-payload').focus();
+}
+
+function showRefusal(message) {
+  const refusal = $('#editor-refusal');
+  refusal.textContent = message;
+  refusal.hidden = !message;
+  $('#editor-payload').setAttribute('aria-invalid', String(Boolean(message) || editor.parsed === undefined));
+}
+
+/** Parses the editor as it is typed: a JSON object, or why not. Changes must be reviewed again. */
+function checkEditor() {
+  const check = $('#editor-check');
+  let parsed;
+  try {
+    parsed = JSON.parse($('#editor-payload').value);
+  } catch (error) {
+    parsed = undefined;
+    check.textContent = `Not valid JSON: ${error.message}`;
+  }
+  if (parsed !== undefined && (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))) {
+    parsed = undefined;
+    check.textContent = 'The payload must be a JSON object.';
+  } else if (parsed !== undefined) {
+    check.textContent = 'Valid JSON.';
+  }
+  editor.parsed = parsed;
+  $('#editor-payload').setAttribute('aria-invalid', String(parsed === undefined));
+  $('#editor-diff').innerHTML = '';
+  $('#editor-confirm').disabled = true;
+  $('#editor-review').disabled = parsed === undefined;
+}
+
+function reviewEditor() {
+  if (editor.parsed === undefined) return;
+  const changes = payloadDiff(editor.task.payload ?? {}, editor.parsed);
+  $('#editor-diff').innerHTML = changesHtml(changes);
+  const next = (editor.task.payloadVersion ?? 1) + 1;
+  $('#editor-confirm').textContent = `Retry with version ${next}`;
+  $('#editor-confirm').disabled = changes.length === 0;
+}
+
+async function confirmEditor() {
+  const task = editor.task;
+  if (!task || editor.parsed === undefined) return;
+  const from = $('#editor-from').querySelector('input:checked')?.value ?? 'start';
+  $('#editor-confirm').disabled = true;
+  try {
+    await api.retryEdited(task.taskId, editor.parsed, task.payloadVersion ?? 1, from);
+    $('#editor').close();
+    toast(`Task re-queued with payload version ${(task.payloadVersion ?? 1) + 1}.`, 'success');
+    markRequeued(task.taskId);
+    changed();
+    render();
+    schedule();
+    refreshDetail();
+  } catch (error) {
+    showRefusal(error.code === 'VERSION_CONFLICT'
+      ? `${error.message} (close this editor; the detail shows the current version)`
+      : error.message);
+    $('#editor-payload').focus();
+  }
+}
+
+function wireEditor() {
+  $('#editor-payload').addEventListener('input', checkEditor);
+  $('#editor-review').addEventListener('click', reviewEditor);
+  $('#editor-cancel').addEventListener('click', () => $('#editor').close());
+  $('#editor-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    confirmEditor();
+  });
+  $('#editor').addEventListener('close', () => {
+    editor.task = null;
+    if (state.detail) $('#detail-close').focus();
+  });
+}
+
 /** Opens a task's detail; closing it (Close, Escape) gives focus back to `opener`. */
 function openDetail(taskId, opener) {
   const dialog = $('#detail');
@@ -508,7 +609,12 @@ function wire() {
   });
 
   $('#detail-close').addEventListener('click', () => $('#detail').close());
+  wireEditor();
   $('#detail-body').addEventListener('click', (event) => {
+    if (event.target.closest('button[data-action="edit"]') && state.detail?.task) {
+      openEditor(state.detail.task);
+      return;
+    }
     const button = event.target.closest('button[data-action="retry-from"]');
     const taskId = state.detail?.taskId;
     if (!button || !taskId || button.disabled) return;

@@ -277,17 +277,60 @@ function stepsSection(task) {
   return `<table class="events steps" aria-labelledby="detail-steps"><thead><tr><th scope="col">Step</th><th scope="col">State</th><th scope="col">Attempt</th><th scope="col">Duration</th><th scope="col">Output</th></tr></thead><tbody>${body}</tbody></table>`;
 }
 
+/**
+ * The changes from `before` to `after`, two JSON values: `[{op: 'add'|'remove'|'replace', path,
+ * from?, value?}]`, objects compared key by key, anything else as a whole.
+ */
+export function payloadDiff(before, after, path = '') {
+  const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (isObject(before) && isObject(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])];
+    return keys.flatMap((key) => {
+      const at = `${path}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+      if (!(key in after)) return [{ op: 'remove', path: at, from: before[key] }];
+      if (!(key in before)) return [{ op: 'add', path: at, value: after[key] }];
+      return payloadDiff(before[key], after[key], at);
+    });
+  }
+  return JSON.stringify(before) === JSON.stringify(after) ? [] : [{ op: 'replace', path: path || '/', from: before, value: after }];
+}
+
+/** A list of changes (ours, or an RFC 6902 patch from the API) as readable lines. */
+export function changesHtml(changes) {
+  if (!changes.length) return '<p class="hint">No changes.</p>';
+  const show = (value) => `<code>${escape(JSON.stringify(value))}</code>`;
+  const line = (c) => {
+    if (c.op === 'add') return `added <span class="id">${escape(c.path)}</span>: ${show(c.value)}`;
+    if (c.op === 'remove') return `removed <span class="id">${escape(c.path)}</span>${c.from === undefined ? '' : ` (was ${show(c.from)})`}`;
+    if (c.op === 'replace') return `changed <span class="id">${escape(c.path)}</span>${c.from === undefined ? '' : `: ${show(c.from)} →`} ${show(c.value)}`;
+    return `${escape(c.op)} <span class="id">${escape(c.path)}</span>`;
+  };
+  return `<ul class="changes">${changes.map((c) => `<li data-op="${escape(c.op)}">${line(c)}</li>`).join('')}</ul>`;
+}
+
+function versionsSection(task) {
+  const history = Array.isArray(task.payloadHistory) ? task.payloadHistory : [];
+  const base = task.payloadBaseVersion ?? task.payloadVersion ?? 1;
+  const first = base > 1 ? `<li>Versions 1 to ${escape(base)}: folded into version ${escape(base)}, which is kept whole.</li>` : '<li>Version 1: as created.</li>';
+  const items = history.map((c) => `<li data-version="${escape(c.version)}">Version ${escape(c.version)} by ${escape(c.by)} at ${stamp(c.at)}: ${changesHtml(c.patch ?? [])}</li>`).join('');
+  return `<ol class="versions" aria-labelledby="detail-versions">${first}${items}</ol>`;
+}
+
 /** The retry choices of a failed task in its detail: from the failed step, or from the start. */
 function retryChoices(task) {
   if (task.status !== 'failed' || (task.retryCount ?? 0) >= (task.maxRetries ?? 0)) return '';
+  const edit = task.type === 'webhook'
+    ? '<p class="hint">A webhook\'s headers are shown redacted, so its payload is edited through the API.</p>'
+    : '<button type="button" data-action="edit" class="secondary">Edit and retry</button>';
   const at = resumeStep(task);
   if (at === null) {
-    return '<div class="detail-actions"><button type="button" data-action="retry-from" data-from="failedStep">Retry</button></div>';
+    return `<div class="detail-actions"><button type="button" data-action="retry-from" data-from="failedStep">Retry</button>${edit}</div>`;
   }
   const kept = at - 1;
   return `<div class="detail-actions">
       <button type="button" data-action="retry-from" data-from="failedStep">Retry from step ${escape(at)}</button>
       <button type="button" data-action="retry-from" data-from="start" class="secondary">Restart from the beginning</button>
+      ${edit}
       <p class="hint">Retry from step ${escape(at)} keeps the ${kept === 1 ? 'output of step 1' : `outputs of steps 1–${escape(kept)}`} and does not run ${kept === 1 ? 'it' : 'them'} again; restarting discards them and runs every step.</p>
     </div>`;
 }
@@ -317,6 +360,8 @@ export function detailHtml(task) {
       ${fact('Finished', stamp(task.finishedAt))}
     </dl>
     ${retryChoices(task)}
+    <h3 id="detail-versions">Payload versions (now ${escape(task.payloadVersion ?? 1)})</h3>
+    ${versionsSection(task)}
     <h3 id="detail-steps">Steps</h3>
     ${stepsSection(task)}
     <h3 id="detail-timeline">Timeline</h3>

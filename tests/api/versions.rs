@@ -190,3 +190,101 @@ async fn a_webhook_edit_never_shows_a_header_value_in_its_history() {
         .await;
     assert!(!v2.body.to_string().contains("s3cret"), "{}", v2.body);
 }
+
+/// A demo task of alice that always fails with the same cause, in `steps` steps.
+async fn failing_with(jobs: &Service, steps: u32) -> String {
+    let payload = json!({ "steps": steps, "stepMs": 0, "failAttempts": 100 });
+    let id = jobs.create_demo("alice", payload).await;
+    jobs.wait_for_status(&id, "failed").await;
+    id
+}
+
+#[tokio::test]
+async fn one_correction_for_a_whole_group_after_a_dry_run() {
+    let jobs = Service::start().await;
+    let mut fits = Vec::new();
+    for _ in 0..3 {
+        fits.push(failing_with(&jobs, 3).await);
+    }
+    let refused = failing_with(&jobs, 2).await;
+    let group = task(&jobs, &refused).await["errorGroup"].clone();
+    // Stop failing, and fail at step 3 only if it ever fails again: a step 3 the 2-step task
+    // does not have, so its processor refuses the corrected payload.
+    let patch = json!({ "failAttempts": null, "failAtStep": 3 });
+    let call = |dry_run: bool| {
+        json!({ "userId": "alice", "filter": { "errorGroup": group }, "patch": patch,
+                "dryRun": dry_run })
+    };
+
+    let before = jobs.snapshot().await;
+    let dry = jobs.post("retryMany", call(true)).await;
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(jobs.snapshot().await, before, "a dry run changes nothing");
+    assert_eq!(dry.db_commands(), 1, "a dry run is the page read");
+    assert_eq!(dry.body["retried"], json!([]));
+    assert_eq!(dry.body["dryRun"]["wouldRetry"], 3);
+    assert_eq!(
+        dry.body["skipped"],
+        json!([{ "taskId": refused, "code": "INVALID_PAYLOAD",
+                 "message": "failAtStep must be between 1 and steps (2)" }])
+    );
+    let examples = dry.body["dryRun"]["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 3);
+    for example in examples {
+        assert!(
+            fits.iter().any(|id| example["taskId"] == id.as_str()),
+            "{example}"
+        );
+        assert_eq!(
+            example["changes"],
+            json!([
+                { "op": "add", "path": "/failAtStep", "value": 3 },
+                { "op": "remove", "path": "/failAttempts" },
+            ])
+        );
+    }
+
+    let done = jobs.post("retryMany", call(false)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let mut retried: Vec<String> = serde_json::from_value(done.body["retried"].clone()).unwrap();
+    retried.sort();
+    fits.sort();
+    assert_eq!(retried, fits);
+    assert_eq!(done.body["skipped"][0]["code"], "INVALID_PAYLOAD");
+    assert!(done.body.get("dryRun").is_none());
+    assert!(
+        done.db_commands() <= 4,
+        "page read, ONE update of the edits, the note for groups: {}",
+        done.db_commands()
+    );
+    for id in &fits {
+        jobs.wait_for_status(id, "completed").await;
+        let now = task(&jobs, id).await;
+        assert_eq!(now["payloadVersion"], 2);
+        assert_eq!(
+            now["payload"],
+            json!({ "steps": 3, "stepMs": 0, "failAtStep": 3 })
+        );
+        assert_eq!(now["payloadHistory"][0]["by"], "bulk:alice");
+    }
+    let untouched = task(&jobs, &refused).await;
+    assert_eq!(
+        (
+            untouched["status"].as_str(),
+            untouched["payloadVersion"].as_i64()
+        ),
+        (Some("failed"), Some(1))
+    );
+
+    // A patch goes with a filter.
+    let by_ids = json!({ "userId": "alice", "taskIds": [refused], "patch": patch });
+    let reply = jobs.post("retryMany", by_ids).await;
+    assert_eq!(
+        (reply.status, reply.body["code"].as_str()),
+        (400, Some("INVALID_BODY"))
+    );
+    assert_eq!(
+        reply.body["error"],
+        "Invalid request body: patch goes with filter, not with taskIds"
+    );
+}

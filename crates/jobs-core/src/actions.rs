@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use mongodb::bson::{self, DateTime, Document};
+use mongodb::bson::{DateTime, Document};
 use serde_json::Value;
 
 use crate::auth::{Auth, Credentials};
@@ -23,7 +23,7 @@ use crate::replies::{
 };
 use crate::requests::{
     CreateRequest, FailureCallback, ListQuery, ProcessRequest, RetryManyRequest, RetryRequest,
-    Source, TaskRequest, resume_from, task_id, user_id,
+    Source, TaskRequest, checked_payload, resume_from, task_id, user_id,
 };
 use crate::steps::Resume;
 use crate::store::{Admission, Store};
@@ -41,23 +41,8 @@ const NEEDED_TO_RUN_TASKS: [&str; 3] = [
     "CRON_SECRET",
 ];
 
-/// Largest payload accepted, as BSON (docs/spec.md §3).
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub use crate::requests::MAX_PAYLOAD_BYTES;
 
-/// A payload as `create` and an edit take it: a JSON object of at most [`MAX_PAYLOAD_BYTES`] as
-/// BSON; as JSON and as it is stored.
-fn checked_payload(payload: serde_json::Map<String, Value>) -> Result<(Value, Document)> {
-    let payload = Value::Object(payload);
-    let stored: Document =
-        bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
-    if bson::to_vec(&stored).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
-        return Err(JobsError::InvalidPayload(format!(
-            "payload is larger than {} KiB",
-            MAX_PAYLOAD_BYTES / 1024
-        )));
-    }
-    Ok((payload, stored))
-}
 /// Header of `health`'s probe of the hand-off destination: a `health` carrying it does not
 /// probe in turn (the destination is often this very deployment).
 pub const HEALTH_PROBE_HEADER: &str = "x-jobs-health-probe";
@@ -637,10 +622,14 @@ impl App {
         let request: RetryManyRequest = decode(body)?;
         let claimed = user_id(request.user_id.as_deref(), Source::Body)?;
         let user = self.auth.user(credentials, claimed)?;
-        let from = resume_from(request.from.as_deref())?;
-        let selection = request.selection()?;
+        let call = request.checked()?;
         self.route()?;
-        bulk::retry_many(&self.store, &self.dispatcher, &user, (selection, from)).await
+        bulk::retry_many(
+            (&self.store, &self.dispatcher, &self.processors),
+            &user,
+            call,
+        )
+        .await
     }
 
     /// The rescuer (see [`sweeper`]), for Vercel Cron or a signed QStash schedule.

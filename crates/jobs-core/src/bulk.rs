@@ -7,26 +7,36 @@
 //! only for tasks an earlier version stored without a true `retriesLeft`, and one more read
 //! only when an undo did not apply to every task.
 
-use mongodb::bson::DateTime;
+use mongodb::bson::{DateTime, Document};
+use serde_json::Value;
 
 use crate::dispatch::Dispatcher;
 use crate::error::{REQUEUE_FAILED_MESSAGE, Result};
 use crate::failpoints::{At, hit};
-use crate::replies::{RetriedMany, Skipped};
-use crate::requests::BulkSelection;
+use crate::processors::Processors;
+use crate::replies::{DryRun, RetriedMany, Skipped};
+use crate::requests::{BulkRetry, BulkSelection, checked_payload};
 use crate::selection::{BulkFilter, Cursor};
 use crate::steps::Resume;
 use crate::store::{ReadBack, Store};
-use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
+use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, document_to_json};
 use crate::transitions::retry_refusal;
+use crate::versions::Edit;
 
-/// Retries the selected tasks of `user`; see the module documentation for the cost.
+/// Retries the selected tasks of `user`, each with `call.patch` applied to its payload when
+/// given (validated by its processor: a refusal skips the task), or says what it would do
+/// (`dry_run`); see the module documentation for the cost.
 pub async fn retry_many(
-    store: &Store,
-    dispatcher: &Dispatcher,
+    (store, dispatcher, processors): (&Store, &Dispatcher, &Processors),
     user: &UserId,
-    (selection, from): (BulkSelection, Resume),
+    call: BulkRetry,
 ) -> Result<RetriedMany> {
+    let BulkRetry {
+        selection,
+        from,
+        patch,
+        dry_run,
+    } = call;
     let mut reply = RetriedMany::default();
     let (read, selected): (Vec<(TaskId, Option<Task>)>, BulkFilter) = match selection {
         BulkSelection::Ids(ids) => {
@@ -41,8 +51,14 @@ pub async fn retry_many(
             (ordered, BulkFilter::default())
         }
         BulkSelection::Filter(filter, after, limit) => {
+            let with_payload = patch.is_some();
             let mut page = store
-                .failed_page(user, &filter, after.as_ref(), limit as i64 + 1)
+                .failed_page(
+                    user,
+                    &filter,
+                    (after.as_ref(), limit as i64 + 1),
+                    with_payload,
+                )
                 .await?;
             if page.len() > limit {
                 page.truncate(limit);
@@ -63,35 +79,87 @@ pub async fn retry_many(
     let mut candidates: Vec<Task> = Vec::new();
     for (task_id, task) in read {
         match retry_refusal(task.as_ref(), user) {
-            Some(refusal) => reply.skipped.push(Skipped {
-                code: refusal.skip_code(task_id.clone()),
-                task_id,
-            }),
+            Some(refusal) => {
+                let code = refusal.skip_code(task_id.clone());
+                reply.skipped.push(Skipped::new(task_id, code));
+            }
             None => candidates.extend(task),
         }
+    }
+    // With a patch, each task's own next version; a payload its processor refuses is skipped.
+    let now = DateTime::now();
+    let edits: Vec<Option<Edit>> = match &patch {
+        None => candidates.iter().map(|_| None).collect(),
+        Some(patch) => {
+            let by = format!("bulk:{user}");
+            let mut edits = Vec::new();
+            let mut accepted = Vec::new();
+            for task in candidates {
+                match patched(processors, &task, patch) {
+                    Ok(payload) => {
+                        edits.push(Edit::of(&task, payload, &by, now));
+                        accepted.push(task);
+                    }
+                    Err(message) => reply.skipped.push(Skipped::refused(task.task_id, message)),
+                }
+            }
+            candidates = accepted;
+            edits
+        }
+    };
+    if dry_run {
+        let examples = candidates.iter().zip(&edits).filter_map(|(task, edit)| {
+            let edit = edit.as_ref()?;
+            let before = document_to_json(task.payload.clone());
+            let changes = json_patch::diff(&before, &document_to_json(edit.payload.clone()));
+            Some(serde_json::json!({ "taskId": task.task_id, "changes": changes }))
+        });
+        reply.dry_run = Some(DryRun {
+            would_retry: candidates.len(),
+            examples: examples.take(3).collect(),
+        });
+        return Ok(reply);
     }
     if candidates.is_empty() {
         return Ok(reply);
     }
-    // A task an earlier version stored (or re-queued) without a true `retriesLeft` would fail
-    // the guard whatever its budget: set from its counts first (one more command, only then).
-    if candidates
-        .iter()
-        .any(|t| t.stored_retries_left != Some(t.retries_left()))
-    {
-        store.fill_retries_left(&candidates).await?;
+    // After a correction the completed steps ran on the old input: from the start by default.
+    let from = from.unwrap_or(match patch {
+        Some(_) => Resume::Start,
+        None => Resume::FailedStep,
+    });
+    let batch = Handoff::new_batch();
+    let requeued = match patch {
+        // ONE `updateMany` of the ids, guarded by `retriesLeft`. A task an earlier version
+        // stored (or re-queued) without a true `retriesLeft` would fail that guard whatever
+        // its budget: set from its counts first (one more command, only then).
+        None => {
+            if candidates
+                .iter()
+                .any(|t| t.stored_retries_left != Some(t.retries_left()))
+            {
+                store.fill_retries_left(&candidates).await?;
+            }
+            let ids: Vec<TaskId> = candidates.iter().map(|t| t.task_id.clone()).collect();
+            store
+                .requeue_many(user, &selected, &ids, &batch, (now, from))
+                .await
+        }
+        // ONE `update` of one statement per task: each its own new payload, pinned on the
+        // counts and the version read.
+        Some(_) => {
+            let edited: Vec<(&Task, Option<Edit>)> = candidates.iter().zip(edits).collect();
+            store
+                .requeue_edited_many(user, &edited, &batch, (now, from))
+                .await
+        }
     }
-
-    let (batch, now) = (Handoff::new_batch(), DateTime::now());
+    .at("retry_many.requeued");
     let ids: Vec<TaskId> = candidates.into_iter().map(|t| t.task_id).collect();
     let handoffs: Vec<(TaskId, Handoff)> = ids
         .iter()
         .map(|id| (id.clone(), Handoff::in_batch(id, &batch, now, true)))
         .collect();
-    let requeued = store
-        .requeue_many(user, &selected, &ids, &batch, (now, from))
-        .await
-        .at("retry_many.requeued");
     // An error that may hide an applied update: the read-back below says what moved, and the
     // tasks it does not show are answered with that error, not as lost to a race (the update
     // may still apply after the read; `sweep` then sends them).
@@ -131,13 +199,11 @@ pub async fn retry_many(
     // stored `retriesLeft` was stale and its counts leave no retry.
     reply.skipped.extend(raced.into_iter().map(|(task_id, _)| {
         let spent = read_back.out_of_retries.contains(&task_id);
-        Skipped {
-            code: match spent {
-                true => "MAX_RETRIES",
-                false => unsure.unwrap_or("NOT_FAILED"),
-            },
-            task_id,
-        }
+        let code = match spent {
+            true => "MAX_RETRIES",
+            false => unsure.unwrap_or("NOT_FAILED"),
+        };
+        Skipped::new(task_id, code)
     }));
 
     let mut sent = dispatcher.dispatch_many(&ours).await;
@@ -178,14 +244,10 @@ pub async fn retry_many(
             }
         };
         match now.map(|t| t.status) {
-            _ if undone => reply.skipped.push(Skipped {
-                task_id,
-                code: "REQUEUE_FAILED",
-            }),
-            Some(TaskStatus::Cancelled) => reply.skipped.push(Skipped {
-                task_id,
-                code: "TASK_CANCELLED",
-            }),
+            _ if undone => reply.skipped.push(Skipped::new(task_id, "REQUEUE_FAILED")),
+            Some(TaskStatus::Cancelled) => {
+                reply.skipped.push(Skipped::new(task_id, "TASK_CANCELLED"))
+            }
             // Still queued (the undo did not apply: `sweep` re-sends it), or claimed since.
             _ => reply.retried.push(task_id),
         }
@@ -198,4 +260,24 @@ pub async fn retry_many(
         "bulk retry"
     );
     Ok(reply)
+}
+
+/// `task`'s payload with `patch` (RFC 7396) applied, checked as `create` checks a payload and by
+/// the task's processor; `Err` is the message a skipped task carries.
+fn patched(
+    processors: &Processors,
+    task: &Task,
+    patch: &Value,
+) -> std::result::Result<Document, String> {
+    let mut payload = document_to_json(task.payload.clone());
+    json_patch::merge(&mut payload, patch);
+    let Value::Object(object) = payload else {
+        return Err("the patched payload is not a JSON object".into());
+    };
+    let (payload, stored) = checked_payload(object).map_err(|error| error.to_string())?;
+    let processor = processors
+        .get(&task.kind)
+        .ok_or_else(|| format!("Unknown task type: {}", task.kind))?;
+    processor.validate(&payload)?;
+    Ok(stored)
 }

@@ -507,6 +507,20 @@ pub struct RetriedMany {
     pub skipped: Vec<Skipped>,
     /// `nextCursor`: with a filter, where the next call starts; `null` when done.
     pub next_cursor: Option<String>,
+    /// `dryRun`: with `dryRun: true`, what the call would have done (it changed nothing, and
+    /// `retried` is empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRun>,
+}
+
+/// What a `retryMany` with `dryRun: true` would have done (docs/spec.md §17).
+#[derive(Debug, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// `wouldRetry`: how many tasks it would have retried (`skipped` says which not, and why).
+    pub would_retry: usize,
+    /// `examples`: up to 3 tasks with a `patch`, each with the RFC 6902 changes it would make.
+    pub examples: Vec<Value>,
 }
 
 /// A task `retryMany` did not retry, and why (a code of `retry`'s error table).
@@ -515,9 +529,31 @@ pub struct RetriedMany {
 pub struct Skipped {
     /// `taskId`: as sent.
     pub task_id: TaskId,
-    /// `code`: `TASK_NOT_FOUND` (also another user's task), `NOT_FAILED`, `MAX_RETRIES` or
-    /// `REQUEUE_FAILED`.
+    /// `code`: `TASK_NOT_FOUND` (also another user's task), `NOT_FAILED`, `MAX_RETRIES`,
+    /// `REQUEUE_FAILED`, or with a `patch` `INVALID_PAYLOAD`.
     pub code: &'static str,
+    /// `message`: why, for `INVALID_PAYLOAD` (the processor's refusal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Skipped {
+    /// `task_id` skipped with `code`.
+    pub fn new(task_id: TaskId, code: &'static str) -> Self {
+        Self {
+            task_id,
+            code,
+            message: None,
+        }
+    }
+
+    /// `task_id` skipped because its patched payload was refused: `INVALID_PAYLOAD`, why.
+    pub fn refused(task_id: TaskId, message: String) -> Self {
+        Self {
+            message: Some(message),
+            ..Self::new(task_id, "INVALID_PAYLOAD")
+        }
+    }
 }
 
 /// `groups`: 200 `{groups}`, largest first, at most 50 (docs/spec.md §14).

@@ -2,6 +2,7 @@
 //! so an operator object like `{"$ne": null}` is a decoding error, never part of a filter.
 
 use base64::Engine;
+use mongodb::bson::{self, Document};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -137,9 +138,32 @@ pub struct RetryManyRequest {
     /// `userId`, as for `retry`.
     #[serde(default)]
     pub user_id: Option<String>,
-    /// `from`, as for `retry`: every task of the call resumes from it.
+    /// `from`, as for `retry`: every task of the call resumes from it (after a `patch`, the
+    /// start unless given).
     #[serde(default)]
     pub from: Option<String>,
+    /// `patch` (with `filter`): an RFC 7396 JSON Merge Patch applied to each selected task's
+    /// payload, each result validated by its processor and stored as the next version
+    /// (docs/spec.md §17).
+    #[serde(default)]
+    pub patch: Option<Map<String, Value>>,
+    /// `dryRun`: change nothing; answer what the call would do.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A `retryMany` call, checked: what it selects, where the retried runs start (`None`: the
+/// default), the merge patch to apply, and whether it only says what it would do.
+#[derive(Debug)]
+pub struct BulkRetry {
+    /// The tasks.
+    pub selection: BulkSelection,
+    /// `from`, if given.
+    pub from: Option<Resume>,
+    /// `patch`, with a filter.
+    pub patch: Option<Value>,
+    /// `dryRun`.
+    pub dry_run: bool,
 }
 
 /// `retryMany`'s `filter` as sent.
@@ -170,6 +194,27 @@ pub enum BulkSelection {
 }
 
 impl RetryManyRequest {
+    /// The whole call, checked: [`RetryManyRequest::selection`], `from`, and a `patch` only
+    /// with a filter.
+    pub fn checked(mut self) -> Result<BulkRetry> {
+        let from = match self.from.take() {
+            None => None,
+            Some(from) => Some(resume_from(Some(&from))?),
+        };
+        let (patch, dry_run) = (self.patch.take().map(Value::Object), self.dry_run);
+        if patch.is_some() && self.filter.is_none() {
+            return Err(JobsError::InvalidBody(
+                "patch goes with filter, not with taskIds".into(),
+            ));
+        }
+        Ok(BulkRetry {
+            selection: self.selection()?,
+            from,
+            patch,
+            dry_run,
+        })
+    }
+
     /// Exactly one of `taskIds` and `filter`, checked; anything else is an `InvalidBody`.
     pub fn selection(self) -> Result<BulkSelection> {
         let invalid = |m: &str| JobsError::InvalidBody(m.to_owned());
@@ -273,6 +318,24 @@ pub struct RetryRequest {
     /// `VERSION_CONFLICT`.
     #[serde(default)]
     pub expected_version: Option<i32>,
+}
+
+/// Largest payload accepted, as BSON (docs/spec.md §3).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// A payload as `create` and an edit take it: a JSON object of at most [`MAX_PAYLOAD_BYTES`] as
+/// BSON; as JSON and as it is stored.
+pub fn checked_payload(payload: Map<String, Value>) -> Result<(Value, Document)> {
+    let payload = Value::Object(payload);
+    let stored: Document =
+        bson::to_document(&payload).map_err(|e| JobsError::InvalidPayload(e.to_string()))?;
+    if bson::to_vec(&stored).map_or(true, |bytes| bytes.len() > MAX_PAYLOAD_BYTES) {
+        return Err(JobsError::InvalidPayload(format!(
+            "payload is larger than {} KiB",
+            MAX_PAYLOAD_BYTES / 1024
+        )));
+    }
+    Ok((payload, stored))
 }
 
 /// `from` of `retry` or `retryMany`, checked: anything but the two is an `InvalidBody`.

@@ -67,11 +67,17 @@ impl Recorder for FencedRecorder {
                     (self.lease_for, self.by),
                 )
             };
-            // A write that failed, or applied without answering, is made once more after a
-            // pause, unless the task shows it applied (its events would be added twice).
+            // A write that failed, or applied without answering, is made again after the final
+            // write's pauses (a database blip must not fail the attempt; the heartbeat keeps
+            // the lease meanwhile), unless the task shows it applied (its events would be
+            // added twice).
             let mut written = write().await;
-            if written.is_err() {
-                tokio::time::sleep(STEP_WRITE_PAUSE).await;
+            for pause in FINAL_WRITE_BACKOFF {
+                let Err(error) = &written else {
+                    break;
+                };
+                tracing::warn!(task_id = %self.task_id, step = %step.name, %error, retry_in_ms = pause.as_millis() as u64, "step record failed; retrying");
+                tokio::time::sleep(pause).await;
                 let stored = self.store.find(&self.task_id).await.ok().flatten();
                 let applied = stored.is_some_and(|task| {
                     task.lease.is_some_and(|l| l.id == self.lease.id)
@@ -96,9 +102,6 @@ impl Recorder for FencedRecorder {
         })
     }
 }
-
-/// The pause before a step's record is written once more.
-const STEP_WRITE_PAUSE: Duration = Duration::from_millis(250);
 
 /// Processor output as a document: objects as they are, anything else under `value`.
 fn result_document(value: Value) -> Document {

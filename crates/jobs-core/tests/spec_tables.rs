@@ -417,6 +417,18 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
                 .requeue_edited(&read, user, &fresh(true), (Resume::FailedStep, Some(&edit)))
                 .await
         }
+        "requeue_edited_many" => {
+            let Some(read) = store.find(id).await.unwrap() else {
+                return false;
+            };
+            let at = DateTime::now();
+            let edit = jobs_core::versions::Edit::of(&read, doc! { "edited": true }, "bulk:t", at);
+            let batch = Handoff::new_batch();
+            store
+                .requeue_edited_many(user, &[(&read, edit)], &batch, (at, Resume::FailedStep))
+                .await
+                .map(|moved| moved == 1)
+        }
         "requeue_for_retry" => jobs_core::testing::requeue_as_read(store, id, user, &fresh(true))
             .await
             .map(|before| before.is_some()),

@@ -190,7 +190,7 @@ impl Store {
     /// Runs ONE `update` command with many statements (each its own filter and update), with
     /// the client's write concern. The Rust driver sends one statement per command; bulk
     /// retry needs many in one round trip.
-    async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
+    pub(crate) async fn update_many_statements(&self, statements: Vec<Document>) -> Result<u64> {
         if statements.is_empty() {
             return Ok(0);
         }

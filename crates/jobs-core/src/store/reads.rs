@@ -148,8 +148,8 @@ impl Store {
         &self,
         user: &UserId,
         filter: &BulkFilter,
-        after: Option<&Cursor>,
-        limit: i64,
+        (after, limit): (Option<&Cursor>, i64),
+        with_payload: bool,
     ) -> Result<Vec<Task>> {
         let mut query = failed_selection(user, filter);
         if let Some(after) = after {
@@ -159,7 +159,12 @@ impl Store {
         let find = tasks
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .projection(doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0, "events": 0, "errorHistory": 0, "steps": 0 })
+            .projection(match with_payload {
+                // A correction (docs/spec.md §17) reads each payload and its versions.
+                true => doc! { "events": 0, "errorHistory": 0, "steps": 0 },
+                false => doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0, "events": 0,
+                "errorHistory": 0, "steps": 0 },
+            })
             .limit(limit)
             .batch_size(limit as u32);
         self.run(async { find.await?.try_collect().await }).await

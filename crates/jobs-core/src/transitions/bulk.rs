@@ -40,6 +40,41 @@ impl Store {
         Ok(moved)
     }
 
+    /// failed -> queued for many tasks of `user`, each with its own new payload version (a
+    /// correction applied to a group, docs/spec.md §17): ONE `update` command of one statement
+    /// per task, each `requeue_edited`'s guard (the counts and the payload version read) and
+    /// effect, with its hand-off in `batch`. Returns how many moved; which ones is read back by
+    /// their hand-offs, as for [`Store::requeue_many`].
+    pub async fn requeue_edited_many(
+        &self,
+        user: &UserId,
+        edits: &[(&Task, Option<Edit>)],
+        batch: &str,
+        (at, from): (DateTime, Resume),
+    ) -> Result<u64> {
+        if edits.is_empty() {
+            return Ok(0);
+        }
+        let by = format!("bulk:{user}");
+        let statements = edits
+            .iter()
+            .map(|(task, edit)| {
+                let handoff = Handoff::in_batch(&task.task_id, batch, at, true);
+                let dedup_id = doc! { "$literal": handoff.dedup_id }.into();
+                let mut filter = requeue_filter(task, user);
+                if edit.is_some() {
+                    filter.insert("payloadVersion", version_read(task.payload_version));
+                }
+                let update = requeue_pipeline(at, dedup_id, &by, (from, edit.as_ref()));
+                doc! { "q": filter, "u": update, "multi": false }
+            })
+            .collect();
+        let outcome = self.update_many_statements(statements).await;
+        let moved = self.noting_failed(user, outcome, |n| *n > 0).await?;
+        tracing::info!(user = %user, batch, moved, transition = "requeue_edited_many", "tasks edited and re-queued in bulk");
+        Ok(moved)
+    }
+
     /// queued (just retried in bulk) -> failed, as `restore_after_failed_requeue` does, for
     /// `handoffs` (of one batch) that could not be sent: ONE `updateMany` fenced on those
     /// hand-offs. Returns how many were restored.

@@ -254,6 +254,15 @@ fn give_back_retry(filter: &mut Document, update: &mut Document, task: &Task) {
         .insert("retriesLeft", task.max_retries - task.retry_count + 1);
 }
 
+/// The filter value of a `payloadVersion` read: a task stored before versions has none, and is
+/// version 1.
+fn version_read(version: i32) -> Bson {
+    match version {
+        1 => doc! { "$in": [1, Bson::Null] }.into(),
+        version => Bson::Int32(version),
+    }
+}
+
 fn worker_fence(task_id: &TaskId, lease_id: &str) -> Document {
     doc! { "taskId": task_id.as_str(), "status": TaskStatus::Processing, "lease.id": lease_id }
 }

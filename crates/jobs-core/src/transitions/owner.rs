@@ -76,12 +76,7 @@ impl Store {
         let tasks = self.tasks().await?;
         let mut filter = requeue_filter(task, user_id);
         if edit.is_some() {
-            // A task stored before versions has none: version 1.
-            let read = match task.payload_version {
-                1 => doc! { "$in": [1, Bson::Null] }.into(),
-                version => Bson::Int32(version),
-            };
-            filter.insert("payloadVersion", read);
+            filter.insert("payloadVersion", version_read(task.payload_version));
         }
         let outcome = self.run(tasks.update_one(filter, requeue)).await;
         let outcome = outcome.map(|updated| updated.modified_count == 1);
