@@ -479,6 +479,7 @@ test('"Edit and retry": JSON checked as it is typed, the processor\'s refusal ne
   assert.equal((await setup.jobs.task(user, taskId)).payloadVersion, 1);
 
   await field.fill(JSON.stringify({ steps: 3, stepMs: 0 }, null, 2));
+  assert.equal(await editor.locator('#editor-refusal').isHidden(), true, 'the refusal goes with the text it was about');
   await editor.getByRole('button', { name: 'Review changes' }).click();
   assert.deepEqual(await editor.locator('.changes li').allTextContents(), ['removed /failAttempts (was 100)', 'removed /failAtStep (was 2)']);
   await accessible(t, page, 'the payload editor');
@@ -492,6 +493,49 @@ test('"Edit and retry": JSON checked as it is typed, the processor\'s refusal ne
   assert.equal(stored.payloadVersion, 2);
   assert.deepEqual(stored.payload, { steps: 3, stepMs: 0 });
   await shot(detail, 'edit-2-versions');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('"Fix and retry all (n)": a merge patch previewed by a dry run (counts, the refused one and why, example changes), then applied to the whole cause', async (t) => {
+  const user = 'fix-group';
+  const fits = [];
+  for (let i = 0; i < 3; i += 1) fits.push(await setup.jobs.createDemo(user, { steps: 3, stepMs: 0, failAttempts: 100 }));
+  const refused = await setup.jobs.createDemo(user, { steps: 2, stepMs: 0, failAttempts: 100 });
+  for (const id of [...fits, refused]) await setup.jobs.waitForStatus(user, id, 'failed');
+  const page = await open(user);
+  const fix = page.getByRole('button', { name: /^Fix and retry all \(4\)/ });
+  await fix.waitFor({ timeout: 20000 });
+  await fix.click();
+  const dialog = page.getByRole('dialog', { name: /^Fix and retry all \(4\)/ });
+  const field = dialog.getByLabel('Correction (JSON Merge Patch)');
+  await field.fill('{"failAttempts": ');
+  assert.match(await dialog.locator('#fixer-check').textContent(), /^Not valid JSON/);
+  assert.equal(await dialog.getByRole('button', { name: 'Preview' }).isDisabled(), true);
+  await field.fill(JSON.stringify({ failAttempts: null, failAtStep: 3 }));
+  const before = await Promise.all([...fits, refused].map((id) => setup.jobs.task(user, id)));
+  await dialog.getByRole('button', { name: 'Preview' }).click();
+  await dialog.locator('[data-would-retry="3"]').waitFor();
+  assert.match(await dialog.locator('#fixer-preview').textContent(), /Would retry 3, skip 1/);
+  assert.match(await dialog.locator('[data-skip="INVALID_PAYLOAD"]').textContent(), /failAtStep must be between 1 and steps \(2\)/);
+  assert.equal(await dialog.locator('.examples > li').count(), 3);
+  assert.match(await dialog.locator('.examples > li').first().textContent(), /added \/failAtStep: 3.*removed \/failAttempts/s);
+  const after = await Promise.all([...fits, refused].map((id) => setup.jobs.task(user, id)));
+  assert.deepEqual(after.map((x) => [x.status, x.payloadVersion]), before.map((x) => [x.status, x.payloadVersion]), 'the preview changed nothing');
+  await accessible(t, page, 'the fix dialog with its preview');
+  await shot(dialog, 'fix-1-preview');
+
+  await dialog.getByRole('button', { name: 'Fix and retry 3' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+  for (const id of fits) {
+    await setup.jobs.waitForStatus(user, id, 'completed');
+    const task = await setup.jobs.task(user, id);
+    assert.equal(task.payloadVersion, 2);
+    assert.deepEqual(task.payload, { steps: 3, stepMs: 0, failAtStep: 3 });
+  }
+  const left = await setup.jobs.task(user, refused);
+  assert.deepEqual([left.status, left.payloadVersion], ['failed', 1]);
+  await page.getByRole('button', { name: /^Fix and retry all \(1\)/ }).waitFor({ timeout: 30000 });
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -11,7 +11,7 @@ import {
   api, hasIdentity, identity, newIdempotencyKey, onUnauthenticated, rememberUser, tokenProblem,
 } from './api.js';
 import {
-  changesHtml, detailHtml, detailTitle, isActive, isFailed, payloadDiff, renderGroups, renderTasks,
+  changesHtml, detailHtml, detailTitle, dryRunHtml, isActive, isFailed, payloadDiff, renderGroups, renderTasks,
   resumeStep, retrySummary, tickCountdowns,
 } from './view.js';
 
@@ -535,7 +535,10 @@ async function confirmEditor() {
 }
 
 function wireEditor() {
-  $('#editor-payload').addEventListener('input', checkEditor);
+  $('#editor-payload').addEventListener('input', () => {
+    showRefusal(''); // a refusal was about what the field held before
+    checkEditor();
+  });
   $('#editor-review').addEventListener('click', reviewEditor);
   $('#editor-cancel').addEventListener('click', () => $('#editor').close());
   $('#editor-form').addEventListener('submit', (event) => {
@@ -545,6 +548,87 @@ function wireEditor() {
   $('#editor').addEventListener('close', () => {
     editor.task = null;
     if (state.detail) $('#detail-close').focus();
+  });
+}
+
+/**
+ * "Fix and retry all (n)" (docs/spec.md §17): a merge patch for every failed task of one cause,
+ * checked as it is typed, previewed by a dry run (how many would be retried, which skipped and
+ * why, example changes), then applied page by page as "Retry all" is.
+ */
+const fixer = { errorGroup: null, patch: undefined, previewed: null };
+
+function openFixer(errorGroup) {
+  const group = state.groups.find((g) => g.errorGroup === errorGroup);
+  if (!group || state.bulk) return;
+  fixer.errorGroup = errorGroup;
+  fixer.previewed = null;
+  $('#fixer-title').textContent = `Fix and retry all (${group.count}): ${group.template}`;
+  $('#fixer-patch').value = '{\n  \n}';
+  $('#fixer-preview').innerHTML = '';
+  checkFixer();
+  $('#fixer').showModal();
+  $('#fixer-patch').focus();
+}
+
+function checkFixer() {
+  let patch;
+  try {
+    patch = JSON.parse($('#fixer-patch').value);
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
+      patch = undefined;
+      $('#fixer-check').textContent = 'The correction must be a JSON object.';
+    } else {
+      $('#fixer-check').textContent = Object.keys(patch).length ? 'Valid JSON.' : 'An empty patch changes nothing.';
+    }
+  } catch (error) {
+    $('#fixer-check').textContent = `Not valid JSON: ${error.message}`;
+  }
+  fixer.patch = patch;
+  fixer.previewed = null;
+  $('#fixer-patch').setAttribute('aria-invalid', String(patch === undefined));
+  $('#fixer-dry-run').disabled = patch === undefined;
+  $('#fixer-confirm').disabled = true;
+}
+
+async function previewFixer() {
+  if (fixer.patch === undefined) return;
+  const patch = fixer.patch;
+  try {
+    const reply = await api.retryMany({ filter: { errorGroup: fixer.errorGroup }, patch, dryRun: true, limit: BULK_BATCH });
+    if (fixer.patch !== patch) return; // edited meanwhile
+    fixer.previewed = patch;
+    $('#fixer-preview').innerHTML = dryRunHtml(reply);
+    const would = reply.dryRun?.wouldRetry ?? 0;
+    $('#fixer-confirm').textContent = `Fix and retry ${would}`;
+    $('#fixer-confirm').disabled = would === 0;
+  } catch (error) {
+    $('#fixer-preview').textContent = error.message;
+  }
+}
+
+async function confirmFixer() {
+  const { errorGroup, previewed: patch } = fixer;
+  if (!patch || state.bulk) return;
+  const group = state.groups.find((g) => g.errorGroup === errorGroup);
+  $('#fixer').close();
+  const seen = new Set();
+  await runBulk({ kind: 'group', errorGroup, total: group?.count ?? 0 }, '#groups-status', (reply) => {
+    if (!reply) return { filter: { errorGroup }, patch, limit: BULK_BATCH };
+    if (!reply.nextCursor || seen.has(reply.nextCursor)) return null;
+    seen.add(reply.nextCursor);
+    return { filter: { errorGroup }, patch, cursor: reply.nextCursor, limit: BULK_BATCH };
+  });
+  keepFocus('#groups-title', '#tasks-title');
+}
+
+function wireFixer() {
+  $('#fixer-patch').addEventListener('input', checkFixer);
+  $('#fixer-dry-run').addEventListener('click', previewFixer);
+  $('#fixer-cancel').addEventListener('click', () => $('#fixer').close());
+  $('#fixer-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    confirmFixer();
   });
 }
 
@@ -591,6 +675,7 @@ function wire() {
     const errorGroup = button?.closest('tr')?.dataset.errorGroup;
     if (!button || !errorGroup || button.getAttribute('aria-disabled') === 'true') return;
     if (button.dataset.action === 'retry-group') retryGroup(errorGroup);
+    if (button.dataset.action === 'fix-group') openFixer(errorGroup);
     if (button.dataset.action === 'example') {
       const group = state.groups.find((g) => g.errorGroup === errorGroup);
       if (group?.exampleTaskId) {
@@ -610,6 +695,7 @@ function wire() {
 
   $('#detail-close').addEventListener('click', () => $('#detail').close());
   wireEditor();
+  wireFixer();
   $('#detail-body').addEventListener('click', (event) => {
     if (event.target.closest('button[data-action="edit"]') && state.detail?.task) {
       openEditor(state.detail.task);

@@ -55,6 +55,7 @@ const SKIP_REASONS = {
   NOT_FAILED: 'no longer failed',
   TASK_NOT_FOUND: 'not found',
   REQUEUE_FAILED: 'could not be queued',
+  INVALID_PAYLOAD: 'the corrected payload was refused',
 };
 const REASON_ORDER = Object.keys(SKIP_REASONS);
 
@@ -194,6 +195,9 @@ function groupRowHtml(group, busy) {
   const retry = busy
     ? `<button type="button" data-action="retry-group" aria-disabled="true" aria-busy="true" aria-label="${escape(busy)}: failed tasks with cause ${template}">${escape(busy)}</button>`
     : `<button type="button" data-action="retry-group" aria-label="Retry all (${count}) failed tasks with cause ${template}">Retry all (${count})</button>`;
+  const fix = busy
+    ? ''
+    : `<button type="button" class="secondary" data-action="fix-group" aria-haspopup="dialog" aria-label="Fix and retry all (${count}) failed tasks with cause ${template}">Fix and retry all (${count})</button>`;
   const example = group.exampleTaskId
     ? `<button type="button" class="secondary" data-action="example" aria-haspopup="dialog" aria-label="Example: a task with cause ${template}">Example</button>`
     : '';
@@ -201,7 +205,7 @@ function groupRowHtml(group, busy) {
     cell('Cause', `<span class="template" data-template>${template}</span>`),
     cell('Failed', `<span data-count>${count}</span>`),
     cell('Last seen', stamp(group.lastAt)),
-    cell('Actions', `<div class="actions">${retry}${example}</div>`),
+    cell('Actions', `<div class="actions">${retry}${fix}${example}</div>`),
   ].join('');
 }
 
@@ -293,6 +297,20 @@ export function payloadDiff(before, after, path = '') {
     });
   }
   return JSON.stringify(before) === JSON.stringify(after) ? [] : [{ op: 'replace', path: path || '/', from: before, value: after }];
+}
+
+/** A dry run's answer (docs/spec.md §17) as the fix dialog's preview. */
+export function dryRunHtml(reply) {
+  const would = reply.dryRun?.wouldRetry ?? 0;
+  const skipped = reply.skipped ?? [];
+  const more = reply.nextCursor ? ' (of the first page; the rest are checked as they are retried)' : '';
+  const skips = skipped.length
+    ? `<ul class="changes">${skipped.slice(0, 10).map((s) => `<li data-skip="${escape(s.code)}"><span class="id">${escape(shortId(s.taskId))}</span>: ${escape(s.message ?? s.code)}</li>`).join('')}${skipped.length > 10 ? `<li>and ${skipped.length - 10} more</li>` : ''}</ul>`
+    : '';
+  const examples = (reply.dryRun?.examples ?? []).map((e) => `<li>Task <span class="id">${escape(shortId(e.taskId))}</span>: ${changesHtml(e.changes ?? [])}</li>`).join('');
+  return `<p data-would-retry="${escape(would)}"><strong>Would retry ${escape(would)}</strong>, skip ${escape(skipped.length)}${escape(more)}.</p>
+    ${skips}
+    ${examples ? `<h3 id="fixer-examples">Example changes</h3><ul class="changes examples" aria-labelledby="fixer-examples">${examples}</ul>` : ''}`;
 }
 
 /** A list of changes (ours, or an RFC 6902 patch from the API) as readable lines. */
