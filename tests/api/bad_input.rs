@@ -403,6 +403,22 @@ fn refused_edits(failed: &str) -> Vec<Case> {
             "action=retry",
             edit(json!({ "steps": 2 }), json!({ "expectedVersion": "1" })),
         ),
+        invalid_body(
+            "a group correction whose patch is not an object",
+            "action=retryMany",
+            json!({ "userId": "alice", "filter": {}, "patch": [{ "op": "remove", "path": "/steps" }] })
+                .to_string(),
+        ),
+        invalid_body(
+            "a group correction by ids",
+            "action=retryMany",
+            json!({ "userId": "alice", "taskIds": [failed], "patch": { "steps": 2 } }).to_string(),
+        ),
+        invalid_body(
+            "a dry run that is not a boolean",
+            "action=retryMany",
+            json!({ "userId": "alice", "taskIds": [failed], "dryRun": "yes" }).to_string(),
+        ),
         post(
             "an edit of another user's task",
             json!({ "taskId": failed, "userId": "bob", "payload": { "steps": 2 } }).to_string(),
