@@ -456,6 +456,10 @@ function showDetail(task) {
 const editor = { task: null, parsed: undefined };
 
 function openEditor(task) {
+  if (hasUnsafeNumber(task.payload)) {
+    toast('This payload holds integers too large for the page to edit exactly: edit it through the API.');
+    return;
+  }
   editor.task = task;
   editor.parsed = task.payload;
   $('#editor-title').textContent = `Edit and retry ${detailTitle(task)}`;
@@ -527,11 +531,25 @@ async function confirmEditor() {
     schedule();
     refreshDetail();
   } catch (error) {
+    if (error.code === 'REQUEUE_FAILED') {
+      // The new version is stored; only the retry was undone (docs/spec.md §17).
+      $('#editor').close();
+      toast(`Payload version ${(task.payloadVersion ?? 1) + 1} was stored, but the retry could not be queued: ${error.message} Retry it again.`);
+      refreshDetail();
+      return;
+    }
     showRefusal(error.code === 'VERSION_CONFLICT'
       ? `${error.message} (close this editor; the detail shows the current version)`
       : error.message);
     $('#editor-payload').focus();
   }
+}
+
+/** Whether `value` holds a number JavaScript cannot carry exactly (an integer beyond 2^53). */
+function hasUnsafeNumber(value) {
+  if (typeof value === 'number') return Number.isInteger(value) && !Number.isSafeInteger(value);
+  if (value && typeof value === 'object') return Object.values(value).some(hasUnsafeNumber);
+  return false;
 }
 
 function wireEditor() {
@@ -626,6 +644,8 @@ function wireFixer() {
   $('#fixer-patch').addEventListener('input', checkFixer);
   $('#fixer-dry-run').addEventListener('click', previewFixer);
   $('#fixer-cancel').addEventListener('click', () => $('#fixer').close());
+  // The groups are redrawn while it is open: give focus back to their heading.
+  $('#fixer').addEventListener('close', () => keepFocus('#groups-title', '#tasks-title'));
   $('#fixer-form').addEventListener('submit', (event) => {
     event.preventDefault();
     confirmFixer();
@@ -705,6 +725,8 @@ function wire() {
     const taskId = state.detail?.taskId;
     if (!button || !taskId || button.disabled) return;
     button.disabled = true;
+    // The detail is redrawn as the task moves on: keep focus inside the dialog.
+    $('#detail-close').focus();
     retry(taskId, button.dataset.from);
   });
   $('#detail').addEventListener('close', () => {

@@ -329,7 +329,9 @@ export function changesHtml(changes) {
 function versionsSection(task) {
   const history = Array.isArray(task.payloadHistory) ? task.payloadHistory : [];
   const base = task.payloadBaseVersion ?? task.payloadVersion ?? 1;
-  const first = base > 1 ? `<li>Versions 1 to ${escape(base)}: folded into version ${escape(base)}, which is kept whole.</li>` : '<li>Version 1: as created.</li>';
+  const first = base > 1
+    ? `<li>Version ${escape(base)}: kept whole; ${base === 2 ? 'version 1 was' : `versions 1 to ${escape(base - 1)} were`} folded into it.</li>`
+    : '<li>Version 1: as created.</li>';
   const items = history.map((c) => `<li data-version="${escape(c.version)}">Version ${escape(c.version)} by ${escape(c.by)} at ${stamp(c.at)}: ${changesHtml(c.patch ?? [])}</li>`).join('');
   return `<ol class="versions" aria-labelledby="detail-versions">${first}${items}</ol>`;
 }

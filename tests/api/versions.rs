@@ -189,6 +189,54 @@ async fn a_webhook_edit_never_shows_a_header_value_in_its_history() {
         .get(&format!("action=get&taskId={id}&userId=alice&version=2"))
         .await;
     assert!(!v2.body.to_string().contains("s3cret"), "{}", v2.body);
+
+    // The payload as `get` shows it, sent back with a change, would replace the secrets with
+    // the placeholders: refused, nothing changed.
+    jobs.wait_for_status(&id, "failed").await;
+    let before = jobs.task(&id).await;
+    let mut shown_payload = shown["payload"].clone();
+    shown_payload["method"] = json!("PUT");
+    let reply = jobs.post("retry", edit(&id, shown_payload)).await;
+    assert_eq!(
+        (reply.status, reply.body["code"].as_str()),
+        (400, Some("INVALID_PAYLOAD"))
+    );
+    assert!(
+        reply.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("that get shows"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(jobs.task(&id).await, before);
+}
+
+#[tokio::test]
+async fn an_edit_whose_hand_off_fails_keeps_its_version_and_gives_the_retry_back() {
+    let jobs = Service::start().await;
+    let id = always_failing(&jobs).await;
+    let dead_end = format!("http://127.0.0.1:{}", crate::support::closed_port());
+    let cut_off = jobs
+        .start_sharing_db(&[("JOBS_PUBLIC_URL", &dead_end)])
+        .await;
+    let reply = cut_off
+        .post("retry", edit(&id, json!({ "steps": 3, "stepMs": 0 })))
+        .await;
+    assert_eq!(
+        (reply.status, reply.body["code"].as_str()),
+        (503, Some("REQUEUE_FAILED"))
+    );
+    let now = task(&jobs, &id).await;
+    assert_eq!(now["status"], "failed");
+    assert_eq!(now["payloadVersion"], 2, "the edit is kept");
+    assert_eq!(now["payload"], json!({ "steps": 3, "stepMs": 0 }));
+    assert_eq!(now["retryCount"], 0, "the retry is given back");
+    // Retried again from there (expectedVersion 2), it runs the new version.
+    let mut again = edit(&id, json!({ "steps": 3, "stepMs": 0 }));
+    again["expectedVersion"] = json!(2);
+    assert_eq!(jobs.post("retry", again).await.status, 200);
+    jobs.wait_for_status(&id, "completed").await;
 }
 
 /// A demo task of alice that always fails with the same cause, in `steps` steps.

@@ -371,7 +371,7 @@ impl App {
             other => other?,
         };
         let from = resume_from(request.from.as_deref())?;
-        let new_payload = request.payload.map(checked_payload).transpose()?;
+        let (mut sent_payload, mut new_payload) = (request.payload, None);
 
         self.route()?;
         let handoff = Handoff::new(&task_id, DateTime::now(), true);
@@ -390,6 +390,11 @@ impl App {
                     return Err(refusal.unwrap_or(Refusal::NotFound).error(task_id));
                 }
             };
+            // Checked once the task is known to be the caller's and retryable (the plan's order
+            // of refusals first), and before anything is written.
+            if let Some(sent) = sent_payload.take() {
+                new_payload = Some(checked_payload(sent)?);
+            }
             let seen = *first_version.get_or_insert(task.payload_version);
             let expected = request.expected_version.unwrap_or(seen);
             if new_payload.is_some() && task.payload_version != expected {

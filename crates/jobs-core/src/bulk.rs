@@ -112,6 +112,8 @@ pub async fn retry_many(
             let edit = edit.as_ref()?;
             let before = document_to_json(task.payload.clone());
             let changes = json_patch::diff(&before, &document_to_json(edit.payload.clone()));
+            let changes = serde_json::to_value(changes).unwrap_or_default();
+            let changes = crate::processors::redact_patch(&task.kind, changes);
             Some(serde_json::json!({ "taskId": task.task_id, "changes": changes }))
         });
         reply.dry_run = Some(DryRun {
@@ -123,11 +125,7 @@ pub async fn retry_many(
     if candidates.is_empty() {
         return Ok(reply);
     }
-    // After a correction the completed steps ran on the old input: from the start by default.
-    let from = from.unwrap_or(match patch {
-        Some(_) => Resume::Start,
-        None => Resume::FailedStep,
-    });
+
     let batch = Handoff::new_batch();
     let requeued = match patch {
         // ONE `updateMany` of the ids, guarded by `retriesLeft`. A task an earlier version
@@ -141,12 +139,14 @@ pub async fn retry_many(
                 store.fill_retries_left(&candidates).await?;
             }
             let ids: Vec<TaskId> = candidates.iter().map(|t| t.task_id.clone()).collect();
+            let from = from.unwrap_or(Resume::FailedStep);
             store
                 .requeue_many(user, &selected, &ids, &batch, (now, from))
                 .await
         }
-        // ONE `update` of one statement per task: each its own new payload, pinned on the
-        // counts and the version read.
+        // One statement per task: each its own new payload, pinned on the counts and the
+        // version read; after a correction the completed steps ran on the old input, so an
+        // edited task starts over unless `from` says otherwise.
         Some(_) => {
             let edited: Vec<(&Task, Option<Edit>)> = candidates.iter().zip(edits).collect();
             store

@@ -447,10 +447,7 @@ impl From<Task> for TaskView {
             version: change.version,
             at: rfc3339(change.at),
             by: change.by.clone(),
-            patch: crate::processors::redact_patch(
-                &task.kind,
-                change.patch.clone().into_relaxed_extjson(),
-            ),
+            patch: crate::processors::redact_patch(&task.kind, change.patch_json()),
         });
         let payload_history = Some(payload_history.collect());
         Self {

@@ -392,8 +392,13 @@ pub struct StepRecord {
     pub status: StepStatus,
     /// What the step returned (`Completed` only), as JSON text: stored as the processor wrote
     /// it, so a replay returns exactly that (no BSON integer range, no extended-JSON reading)
-    /// and its size is what the limits count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// and its size is what the limits count. (Read leniently: any other BSON is taken as its
+    /// relaxed extended JSON.)
+    #[serde(
+        default,
+        deserialize_with = "json_text_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<String>,
     /// Why it failed (`Failed` only), at most [`STEP_ERROR_LEN`] characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,8 +497,38 @@ pub struct PayloadChange {
     pub at: DateTime,
     /// Who: `user:<id>`.
     pub by: String,
-    /// The patch from version `version - 1` to `version`.
-    pub patch: bson::Bson,
+    /// The RFC 6902 patch from version `version - 1` to `version`, as JSON text (so it reads
+    /// back exactly as computed, whatever its values look like). Read leniently, as
+    /// [`StepRecord::output`].
+    #[serde(deserialize_with = "json_text")]
+    pub patch: String,
+}
+
+impl PayloadChange {
+    /// The patch as JSON (an empty array if it cannot be read).
+    pub fn patch_json(&self) -> Value {
+        serde_json::from_str(&self.patch).unwrap_or_else(|_| Value::Array(Vec::new()))
+    }
+}
+
+/// JSON text as stored: a string as it is; any other BSON value (as an earlier build wrote
+/// some) as its relaxed extended JSON.
+fn json_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match bson::Bson::deserialize(deserializer)? {
+        bson::Bson::String(text) => text,
+        other => other.into_relaxed_extjson().to_string(),
+    })
+}
+
+/// [`json_text`], `null` as `None`.
+fn json_text_or_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(match bson::Bson::deserialize(deserializer)? {
+        bson::Bson::Null => None,
+        bson::Bson::String(text) => Some(text),
+        other => Some(other.into_relaxed_extjson().to_string()),
+    })
 }
 
 /// A payload version kept whole: the base the kept edits apply to.

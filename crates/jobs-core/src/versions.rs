@@ -34,7 +34,7 @@ impl Edit {
         if patch.0.is_empty() {
             return None;
         }
-        let patch = bson::to_bson(&patch).expect("a JSON patch is representable as BSON");
+        let patch = serde_json::to_string(&patch).expect("a JSON patch is JSON");
         let version = task.payload_version + 1;
         let mut base = task.payload_base.clone().unwrap_or_else(|| PayloadBase {
             version: task.payload_version,
@@ -87,9 +87,8 @@ impl Edit {
 }
 
 fn apply(whole: &mut Value, change: &PayloadChange) -> Result<(), String> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(change.patch.clone().into_relaxed_extjson())
-            .map_err(|e| format!("version {}: {e}", change.version))?;
+    let patch: json_patch::Patch = serde_json::from_str(&change.patch)
+        .map_err(|e| format!("version {}: {e}", change.version))?;
     json_patch::patch(whole, &patch).map_err(|e| format!("version {}: {e}", change.version))
 }
 
@@ -171,7 +170,7 @@ mod tests {
         .unwrap();
         assert_eq!(edit.version, 2);
         assert_eq!(
-            edit.history[0].patch.clone().into_relaxed_extjson(),
+            edit.history[0].patch_json(),
             json!([{ "op": "replace", "path": "/steps", "value": 3 }])
         );
         assert_eq!(edit.message(), "Payload edited: version 2");

@@ -425,7 +425,7 @@ async fn drive(store: &Store, transition: &str, seeded: &Task) -> bool {
             let edit = jobs_core::versions::Edit::of(&read, doc! { "edited": true }, "bulk:t", at);
             let batch = Handoff::new_batch();
             store
-                .requeue_edited_many(user, &[(&read, edit)], &batch, (at, Resume::FailedStep))
+                .requeue_edited_many(user, &[(&read, edit)], &batch, (at, None))
                 .await
                 .map(|moved| moved == 1)
         }

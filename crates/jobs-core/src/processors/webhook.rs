@@ -251,6 +251,11 @@ impl Webhook {
         let p: WebhookPayload =
             serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse(&p.url).map_err(|e| format!("url: {e}"))?;
+        if url.username() == "redacted" {
+            return Err(
+                "url holds the redacted credentials that get shows; send the real ones".into(),
+            );
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err("url must be http or https".into());
         }
@@ -294,6 +299,14 @@ impl Webhook {
         for (name, value) in &p.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("header name {name:?} is not valid"))?;
+            // What `get` shows in place of a value, sent back by an edit, would replace the
+            // secret: refused, so a payload read from the API cannot silently lose it.
+            if value == REDACTED {
+                return Err(format!(
+                    "the value of header {name} is the {REDACTED} placeholder that get shows; \
+                     send its real value"
+                ));
+            }
             // The value is a secret: never echo it.
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| format!("the value of header {name} is not valid"))?;

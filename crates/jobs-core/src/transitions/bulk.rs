@@ -3,6 +3,10 @@
 //! in ONE more.
 
 use super::*;
+
+/// The most statement bytes one `update` command of a group correction carries: well below
+/// MongoDB's 16 MiB for a command, whatever the payloads.
+pub const STATEMENTS_BYTES: usize = 8 * 1024 * 1024;
 use crate::selection::BulkFilter;
 use crate::store::{carrying, failed_selection};
 
@@ -41,35 +45,58 @@ impl Store {
     }
 
     /// failed -> queued for many tasks of `user`, each with its own new payload version (a
-    /// correction applied to a group, docs/spec.md §17): ONE `update` command of one statement
-    /// per task, each `requeue_edited`'s guard (the counts and the payload version read) and
-    /// effect, with its hand-off in `batch`. Returns how many moved; which ones is read back by
-    /// their hand-offs, as for [`Store::requeue_many`].
+    /// correction applied to a group, docs/spec.md §17): one statement per task, each
+    /// `requeue_edited`'s guard (the counts and the payload version read, also for a task the
+    /// correction leaves as it was) and effect, with its hand-off in `batch`, resuming `from`
+    /// (when not given: the start for an edited task, the failed step for one left as it
+    /// was). ONE `update` command per [`STATEMENTS_BYTES`] of statements (each carries its
+    /// task's payloads). Returns how many moved; which ones is read back by their hand-offs, as
+    /// for [`Store::requeue_many`].
     pub async fn requeue_edited_many(
         &self,
         user: &UserId,
         edits: &[(&Task, Option<Edit>)],
         batch: &str,
-        (at, from): (DateTime, Resume),
+        (at, from): (DateTime, Option<Resume>),
     ) -> Result<u64> {
         if edits.is_empty() {
             return Ok(0);
         }
         let by = format!("bulk:{user}");
-        let statements = edits
-            .iter()
-            .map(|(task, edit)| {
-                let handoff = Handoff::in_batch(&task.task_id, batch, at, true);
-                let dedup_id = doc! { "$literal": handoff.dedup_id }.into();
-                let mut filter = requeue_filter(task, user);
-                if edit.is_some() {
-                    filter.insert("payloadVersion", version_read(task.payload_version));
-                }
-                let update = requeue_pipeline(at, dedup_id, &by, (from, edit.as_ref()));
-                doc! { "q": filter, "u": update, "multi": false }
-            })
-            .collect();
-        let outcome = self.update_many_statements(statements).await;
+        let mut commands: Vec<Vec<Document>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for (task, edit) in edits {
+            let handoff = Handoff::in_batch(&task.task_id, batch, at, true);
+            let dedup_id = doc! { "$literal": handoff.dedup_id }.into();
+            let mut filter = requeue_filter(task, user);
+            filter.insert("payloadVersion", version_read(task.payload_version));
+            let from = from.unwrap_or(match edit {
+                Some(_) => Resume::Start,
+                None => Resume::FailedStep,
+            });
+            let update = requeue_pipeline(at, dedup_id, &by, (from, edit.as_ref()));
+            let statement = doc! { "q": filter, "u": update, "multi": false };
+            let size = bson::to_vec(&statement).map_or(0, |b| b.len());
+            if bytes + size > STATEMENTS_BYTES && !commands.last().is_some_and(Vec::is_empty) {
+                commands.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            commands
+                .last_mut()
+                .expect("one command at least")
+                .push(statement);
+        }
+        let mut outcome = Ok(0);
+        for statements in commands {
+            outcome = match outcome {
+                Ok(moved) => self
+                    .update_many_statements(statements)
+                    .await
+                    .map(|n| moved + n),
+                error => error,
+            };
+        }
         let moved = self.noting_failed(user, outcome, |n| *n > 0).await?;
         tracing::info!(user = %user, batch, moved, transition = "requeue_edited_many", "tasks edited and re-queued in bulk");
         Ok(moved)

@@ -529,3 +529,30 @@ async fn an_automatic_retry_resumes_and_a_panic_in_a_step_records_no_step() {
         owned(&[("a", Done, 1), ("b-fixed", Done, 2), ("c", Done, 2)])
     );
 }
+
+/// A task an earlier version stored, without `payloadVersion` or a timeline: the claim (one
+/// pipeline update) counts it as version 1 and starts its timeline with the claim.
+#[tokio::test]
+async fn a_claim_of_a_task_stored_before_versions_says_version_1() {
+    let store = testing::fresh_store();
+    let seeded = task().insert(&store).await;
+    let raw = testing::raw_tasks(&store).await;
+    raw.update_one(
+        doc! { "taskId": seeded.task_id.as_str() },
+        doc! { "$unset": { "payloadVersion": "", "events": "" } },
+    )
+    .await
+    .unwrap();
+    let claimed = store
+        .claim(&seeded.task_id, LEASE, BY, DateTime::now())
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert_legal(&claimed);
+    assert_eq!(claimed.payload_version, 1);
+    assert_eq!(claimed.events.len(), 1);
+    assert_eq!(
+        (claimed.events[0].kind, claimed.events[0].payload_version),
+        (E::Claimed, Some(1))
+    );
+}
