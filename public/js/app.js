@@ -467,9 +467,10 @@ function openEditor(task) {
   $('#editor-base').textContent = String(task.payloadVersion ?? 1);
   $('#editor-payload').value = JSON.stringify(task.payload ?? {}, null, 2);
   const at = resumeStep(task);
+  // (No "steps" in these labels: the create form's "Steps" field is found by its label.)
   $('#editor-keeps').textContent = at === null
     ? 'no step has completed, so nothing is kept'
-    : `keeps the outputs of the ${at - 1} completed step${at === 2 ? '' : 's'}, computed from the old payload`;
+    : `keeps what ${at === 2 ? 'the completed step' : `the ${at - 1} completed ones`} produced from the old payload`;
   $('#editor-from').querySelector('input[value="start"]').checked = true;
   showRefusal('');
   checkEditor();

@@ -3,30 +3,20 @@
 //! `retry` runs only steps 4 and 5, and one `from: "start"` runs all five; and a host
 //! application behind a `webhook` that reports its steps resumes at the one that failed.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::support::Service;
 
 const EXAMPLE: fn() -> Value =
     || json!({ "steps": 5, "stepMs": 200, "failAttempts": 1, "failAtStep": 4 });
 
-/// `get`'s task.
 async fn task(jobs: &Service, id: &str) -> Value {
-    let reply = jobs
-        .get(&format!("action=get&taskId={id}&userId=alice"))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["task"].clone()
+    jobs.view(id, "alice").await
 }
 
 /// `(name, status, attempt)` of each stored step.
@@ -189,39 +179,24 @@ struct StepsHost {
 
 impl StepsHost {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let shared = received.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = shared.clone();
-                let handle = move |req: Request<Incoming>| {
-                    let shared = shared.clone();
-                    async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let request: Value = serde_json::from_slice(&body).unwrap();
-                        let calls = {
-                            let mut received = shared.lock().unwrap();
-                            received.push(request.clone());
-                            received.len()
-                        };
-                        let (status, answer) = Self::work(&request, calls);
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(answer.to_string())))
-                                .unwrap(),
-                        )
-                    }
+        let url = crate::stubs::serve(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let request: Value = serde_json::from_slice(&body).unwrap();
+                let calls = {
+                    let mut received = shared.lock().unwrap();
+                    received.push(request.clone());
+                    received.len()
                 };
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(handle)),
-                );
+                let (status, answer) = Self::work(&request, calls);
+                crate::stubs::answer(status, answer.to_string())
             }
-        });
+        })
+        .await;
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
         Self { port, received }
     }
 

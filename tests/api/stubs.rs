@@ -16,10 +16,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-type Reply = Result<Response<Full<Bytes>>, Infallible>;
+pub type Reply = Result<Response<Full<Bytes>>, Infallible>;
 
 /// Serves `handle` on a free local port; returns its base URL.
-async fn serve<F, Fut>(handle: F) -> String
+pub async fn serve<F, Fut>(handle: F) -> String
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
@@ -38,7 +38,7 @@ where
     url
 }
 
-fn answer(status: u16, body: impl Into<Bytes>) -> Reply {
+pub fn answer(status: u16, body: impl Into<Bytes>) -> Reply {
     Ok(Response::builder()
         .status(status)
         .header("content-type", "application/json")

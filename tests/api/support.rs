@@ -269,6 +269,15 @@ impl Service {
     }
 
     /// Every stored task, for "nothing changed" checks.
+    /// `get`'s task of `user` (the API's view), asserting a 200.
+    pub async fn view(&self, task_id: &str, user: &str) -> Value {
+        let reply = self
+            .get(&format!("action=get&taskId={task_id}&userId={user}"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["task"].clone()
+    }
+
     pub async fn snapshot(&self) -> Vec<Document> {
         let cursor = self
             .tasks
