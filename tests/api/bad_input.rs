@@ -410,6 +410,12 @@ fn refused_edits(failed: &str) -> Vec<Case> {
                 .to_string(),
         ),
         invalid_body(
+            "a group correction of more than 100 tasks a call",
+            "action=retryMany",
+            json!({ "userId": "alice", "filter": {}, "patch": { "steps": 2 }, "limit": 101 })
+                .to_string(),
+        ),
+        invalid_body(
             "a group correction by ids",
             "action=retryMany",
             json!({ "userId": "alice", "taskIds": [failed], "patch": { "steps": 2 } }).to_string(),

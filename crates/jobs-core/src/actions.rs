@@ -474,7 +474,11 @@ impl App {
             .validate(payload)
             .map_err(JobsError::InvalidPayload)?;
         let by = format!("user:{user}");
-        Ok(Edit::of(task, document.clone(), &by, DateTime::now()))
+        let edit = Edit::of(task, document.clone(), &by, DateTime::now());
+        match edit.as_ref().and_then(Edit::refusal) {
+            Some(refused) => Err(JobsError::InvalidPayload(refused)),
+            None => Ok(edit),
+        }
     }
 
     /// `cancel`: a queued, scheduled or processing task of the caller; the precise refusal is

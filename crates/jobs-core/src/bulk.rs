@@ -95,9 +95,15 @@ pub async fn retry_many(
             let mut edits = Vec::new();
             let mut accepted = Vec::new();
             for task in candidates {
-                match patched(processors, &task, patch) {
-                    Ok(payload) => {
-                        edits.push(Edit::of(&task, payload, &by, now));
+                let edit = patched(processors, &task, patch)
+                    .map(|payload| Edit::of(&task, payload, &by, now))
+                    .and_then(|edit| match edit.as_ref().and_then(Edit::refusal) {
+                        Some(refused) => Err(refused),
+                        None => Ok(edit),
+                    });
+                match edit {
+                    Ok(edit) => {
+                        edits.push(edit);
                         accepted.push(task);
                     }
                     Err(message) => reply.skipped.push(Skipped::refused(task.task_id, message)),

@@ -184,6 +184,10 @@ pub struct BulkFilterRequest {
 /// Most tasks one `retryMany` call handles (docs/spec.md §13).
 pub const MAX_BULK: usize = 1000;
 
+/// Most tasks one `retryMany` call with a `patch` handles (docs/spec.md §17): each is read with
+/// its payload and versions, and rewritten whole.
+pub const MAX_PATCHED: usize = 100;
+
 /// What a `retryMany` call asks for, checked.
 #[derive(Debug)]
 pub enum BulkSelection {
@@ -206,6 +210,19 @@ impl RetryManyRequest {
             return Err(JobsError::InvalidBody(
                 "patch goes with filter, not with taskIds".into(),
             ));
+        }
+        // A correction reads each task's payload and versions and builds a new one: at most
+        // MAX_PATCHED a call keeps a call's memory bounded.
+        if patch.is_some() {
+            match self.limit {
+                None => self.limit = Some(MAX_PATCHED as u32),
+                Some(n) if n as usize > MAX_PATCHED => {
+                    return Err(JobsError::InvalidBody(format!(
+                        "limit must be 1 to {MAX_PATCHED} with a patch"
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         Ok(BulkRetry {
             selection: self.selection()?,

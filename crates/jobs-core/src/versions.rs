@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use crate::task::{PAYLOAD_HISTORY_LEN, PayloadBase, PayloadChange, Task, document_to_json};
 
+/// The largest patch an edit may store, as JSON text.
+pub const MAX_PATCH_BYTES: usize = 64 * 1024;
+
 /// What an edit stores on its task: the next version, whole, and the history that leads to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Edit {
@@ -67,6 +70,19 @@ impl Edit {
             history,
             base,
             folded,
+        })
+    }
+
+    /// Why this edit is refused: its patch (JSON text) is above [`MAX_PATCH_BYTES`], so 20
+    /// kept patches stay within about 1.3 MiB of a task document. `None`: it is not.
+    pub fn refusal(&self) -> Option<String> {
+        let len = self.history.last().map_or(0, |change| change.patch.len());
+        (len > MAX_PATCH_BYTES).then(|| {
+            format!(
+                "the change from version {} is {len} bytes as a JSON patch, above the limit of \
+                 {MAX_PATCH_BYTES}; send a payload closer to the current one",
+                self.version - 1
+            )
         })
     }
 
@@ -188,6 +204,28 @@ mod tests {
             Err("there is no payload version 3: the payload is at version 2".into())
         );
         assert!(payload_at(&t, 0).is_err());
+    }
+
+    #[test]
+    fn an_edit_whose_patch_is_above_64_kib_is_refused() {
+        let t = task(doc! { "n": 0 });
+        // Control characters are 1 byte in BSON, 6 in JSON text (`\u0001`).
+        let small_in_bson = "\u{1}".repeat(12_000);
+        let edit = Edit::of(
+            &t,
+            doc! { "n": small_in_bson },
+            "user:alice",
+            DateTime::now(),
+        )
+        .unwrap();
+        let refused = edit.refusal().expect("refused");
+        assert!(
+            refused.starts_with("the change from version 1 is ")
+                && refused.contains("above the limit of 65536"),
+            "{refused}"
+        );
+        let fine = Edit::of(&t, doc! { "n": 1 }, "user:alice", DateTime::now()).unwrap();
+        assert_eq!(fine.refusal(), None);
     }
 
     #[test]

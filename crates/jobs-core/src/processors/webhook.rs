@@ -251,11 +251,6 @@ impl Webhook {
         let p: WebhookPayload =
             serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse(&p.url).map_err(|e| format!("url: {e}"))?;
-        if url.username() == "redacted" {
-            return Err(
-                "url holds the redacted credentials that get shows; send the real ones".into(),
-            );
-        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err("url must be http or https".into());
         }
@@ -299,14 +294,6 @@ impl Webhook {
         for (name, value) in &p.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("header name {name:?} is not valid"))?;
-            // What `get` shows in place of a value, sent back by an edit, would replace the
-            // secret: refused, so a payload read from the API cannot silently lose it.
-            if value == REDACTED {
-                return Err(format!(
-                    "the value of header {name} is the {REDACTED} placeholder that get shows; \
-                     send its real value"
-                ));
-            }
             // The value is a secret: never echo it.
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| format!("the value of header {name} is not valid"))?;
@@ -474,9 +461,35 @@ pub fn redact(mut payload: Value) -> Value {
     payload
 }
 
+/// Refuses what `get` shows in place of a secret (a header value [`REDACTED`], URL credentials
+/// `redacted`): a payload read from the API and sent back would replace the secrets with the
+/// placeholders. Checked where a payload comes in (`create`, an edit), not when a stored task
+/// runs.
+fn refuse_placeholders(payload: &Value) -> Result<(), String> {
+    if let Some(headers) = payload.get("headers").and_then(Value::as_object) {
+        for (name, value) in headers {
+            if value == REDACTED {
+                return Err(format!(
+                    "the value of header {name} is the {REDACTED} placeholder that get shows; \
+                     send its real value"
+                ));
+            }
+        }
+    }
+    let url = payload
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if reqwest::Url::parse(url).is_ok_and(|u| u.username() == "redacted") {
+        return Err("url holds the redacted credentials that get shows; send the real ones".into());
+    }
+    Ok(())
+}
+
 impl Processor for Webhook {
     fn validate(&self, payload: &Value) -> Result<(), String> {
-        self.parse(payload).map(drop)
+        self.parse(payload)?;
+        refuse_placeholders(payload)
     }
 
     fn run<'a>(&'a self, job: Job<'a>) -> ProcessorFuture<'a> {

@@ -201,11 +201,12 @@ impl Store {
             command.insert("writeConcern", concern);
         }
         let reply = self.run(database.run_command(command)).await?;
-        // Unordered: the statements without an error applied. Say how many matched, and let
-        // the caller find out which (bulk retry reads back by hand-off; the migration's next
-        // pass sees what is left).
+        // Unordered: the statements without an error applied. An error that may have applied
+        // (bulk retry then reads back which moved and answers the others with it; the
+        // migration's pass stops and the next one starts where it was).
         if let Ok(errors) = reply.get_array("writeErrors") {
             tracing::warn!(errors = errors.len(), detail = ?errors, "some statements of a bulk update failed");
+            return Err(JobsError::DbUnavailable);
         }
         // `run_command` hands back the raw reply: a missed write concern is only in it.
         if let Ok(concern) = reply.get_document("writeConcernError") {

@@ -90,10 +90,16 @@ impl Store {
         let mut outcome = Ok(0);
         for statements in commands {
             outcome = match outcome {
-                Ok(moved) => self
-                    .update_many_statements(statements)
-                    .await
-                    .map(|n| moved + n),
+                Ok(moved) => match self.update_many_statements(statements).await {
+                    Ok(n) => Ok(moved + n),
+                    // Earlier commands moved tasks: the caller must read back what moved (and
+                    // hand those off), not answer as if nothing had.
+                    Err(error) if moved > 0 && !error.may_have_applied() => {
+                        tracing::warn!(%error, moved, "a later command of a group correction failed");
+                        Err(JobsError::DbUnavailable)
+                    }
+                    Err(error) => Err(error),
+                },
                 error => error,
             };
         }
