@@ -103,19 +103,6 @@ impl Recorder for FencedRecorder {
     }
 }
 
-/// The longest failure message stored, in characters; a longer one is cut and says so.
-pub const MAX_ERROR_MESSAGE: usize = 2000;
-
-fn cut_message(message: String) -> String {
-    match message.chars().nth(MAX_ERROR_MESSAGE) {
-        None => message,
-        Some(_) => {
-            let kept: String = message.chars().take(MAX_ERROR_MESSAGE).collect();
-            format!("{kept}… (cut at {MAX_ERROR_MESSAGE} characters)")
-        }
-    }
-}
-
 /// Processor output as a document: objects as they are, anything else under `value`.
 fn result_document(value: Value) -> Document {
     match bson::to_bson(&value) {
@@ -251,13 +238,6 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
     }
 
     let succeeded = outcome.is_ok();
-    // A failure's message goes into `lastError`, the error history and the timeline: a
-    // processor (or a webhook host) must not be able to grow the task document with it.
-    let outcome = outcome.map_err(|error| match error {
-        ProcessorError::Failed(m) => ProcessorError::Failed(cut_message(m)),
-        ProcessorError::Permanent(m) => ProcessorError::Permanent(cut_message(m)),
-        stopped => stopped,
-    });
     let recorded = match outcome {
         Ok(value) => {
             let result = result_document(value);

@@ -76,12 +76,31 @@ impl Ran {
     }
 }
 
+/// The longest failure message stored, in characters; a longer one is cut and says so.
+pub const MAX_ERROR_MESSAGE: usize = 2000;
+
+/// `message` as a failure stores it (in `lastError`, the error history and the timeline): a
+/// processor, or a webhook host, must not grow the task document with it.
+fn stored_message(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(MAX_ERROR_MESSAGE) {
+        None => message.into(),
+        Some((end, _)) => format!(
+            "{}… (cut at {MAX_ERROR_MESSAGE} characters)",
+            &message[..end]
+        )
+        .into(),
+    }
+}
+
 /// What any failure records, whatever status it leads to: `lastError`, the `errorHistory`
 /// entry (with the payload version the attempt ran, when known), the cause (`errorTemplate`,
-/// `errorGroup`), and no lease.
+/// `errorGroup`, from the whole message, so cutting a long one never splits its group), and no
+/// lease.
 fn failure_update(status: TaskStatus, ran: Ran, message: &str, permanent: bool) -> Document {
     let now = DateTime::now();
     let cause = Cause::of(message);
+    let message = stored_message(message);
+    let message = message.as_ref();
     let mut entry = doc! { "attempt": ran.attempt, "message": message, "at": now };
     if permanent {
         entry.insert("permanent", true);
@@ -107,7 +126,10 @@ fn failure_update(status: TaskStatus, ran: Ran, message: &str, permanent: bool) 
 fn failed_update(ran: impl Into<Ran>, message: &str, event: Event) -> Document {
     let ran = ran.into();
     let mut update = failure_update(TaskStatus::Failed, ran, message, false);
-    push_events(&mut update, &[event.attempt(ran.attempt).message(message)]);
+    push_events(
+        &mut update,
+        &[event.attempt(ran.attempt).message(stored_message(message))],
+    );
     update
 }
 

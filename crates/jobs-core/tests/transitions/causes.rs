@@ -193,3 +193,46 @@ async fn an_expired_answer_at_version_zero_is_kept_again() {
         "kept again at version 0"
     );
 }
+
+/// A failure message over 2,000 characters is stored cut (in `lastError`, the error history and
+/// the event) and says so, but its cause comes from the whole message: cutting never splits a
+/// group.
+#[tokio::test]
+async fn a_long_message_is_stored_cut_with_the_cause_of_the_whole() {
+    let store = testing::fresh_store();
+    let seeded = task().status(TaskStatus::Processing).insert(&store).await;
+    let lease = seeded.lease.clone().expect("a lease");
+    // A quoted body the template replaces whole, longer than what is stored.
+    let message = format!("Webhook answered HTTP 500: \"{}\"", "word ".repeat(1_000));
+    let failed = store
+        .fail(
+            (&seeded.task_id, &seeded.user_id),
+            &lease,
+            seeded.attempts,
+            &message,
+            false,
+            "self",
+        )
+        .await
+        .unwrap();
+    assert!(failed);
+    let now = store.find(&seeded.task_id).await.unwrap().unwrap();
+    assert_legal(&now);
+    let stored = now.last_error.clone().unwrap();
+    assert_eq!(
+        stored.chars().count(),
+        2_000 + "… (cut at 2000 characters)".chars().count()
+    );
+    assert!(stored.ends_with("… (cut at 2000 characters)"));
+    assert_eq!(now.error_history.last().unwrap().message, stored);
+    assert_eq!(
+        now.events.last().unwrap().message.as_deref(),
+        Some(stored.as_str())
+    );
+    let whole = jobs_core::error_groups::Cause::of(&message);
+    assert_eq!(now.error_group.as_deref(), Some(whole.group.as_str()));
+    assert_eq!(
+        now.error_template.as_deref(),
+        Some("Webhook answered HTTP <n>: <s>")
+    );
+}
