@@ -71,6 +71,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// `(status, code)` of an error reply (`code` absent on a success).
+    pub fn refusal(&self) -> (u16, Option<&str>) {
+        (self.status, self.body["code"].as_str())
+    }
+
     /// The status, headers and body (JSON, or the text as a JSON string) of a response.
     pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();

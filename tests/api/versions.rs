@@ -18,6 +18,15 @@ async fn always_failing(jobs: &Service) -> String {
     id
 }
 
+/// The attempt that ran each stored step, in order.
+fn step_attempts(task: &Value) -> Vec<i64> {
+    let steps = task["steps"].as_array().expect("get returns steps");
+    steps
+        .iter()
+        .map(|s| s["attempt"].as_i64().unwrap())
+        .collect()
+}
+
 fn edit(id: &str, payload: Value) -> Value {
     json!({ "taskId": id, "userId": "alice", "payload": payload })
 }
@@ -76,12 +85,7 @@ async fn an_edited_retry_runs_the_new_version_and_keeps_the_old_one() {
         "Payload edited: version 2; From the start: stored steps discarded"
     );
     // After an edit the run starts over: step-1 ran again, on the new input.
-    let attempts: Vec<i64> = done["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["attempt"].as_i64().unwrap())
-        .collect();
+    let attempts = step_attempts(&done);
     assert_eq!(attempts, [2, 2, 2]);
 
     // Every kept version can be shown.
@@ -96,10 +100,7 @@ async fn an_edited_retry_runs_the_new_version_and_keeps_the_old_one() {
     let v9 = jobs
         .get(&format!("action=get&taskId={id}&userId=alice&version=9"))
         .await;
-    assert_eq!(
-        (v9.status, v9.body["code"].as_str()),
-        (400, Some("INVALID_QUERY"))
-    );
+    assert_eq!(v9.refusal(), (400, Some("INVALID_QUERY")));
     assert_eq!(
         v9.body["error"],
         "Invalid query: there is no payload version 9: the payload is at version 2"
@@ -115,12 +116,7 @@ async fn an_edit_that_keeps_the_completed_steps_when_asked() {
     assert_eq!(jobs.post("retry", body).await.status, 200);
     jobs.wait_for_status(&id, "completed").await;
     let done = task(&jobs, &id).await;
-    let attempts: Vec<i64> = done["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["attempt"].as_i64().unwrap())
-        .collect();
+    let attempts = step_attempts(&done);
     assert_eq!(attempts, [1, 2, 2], "step-1 kept from attempt 1, as asked");
 }
 
@@ -154,10 +150,7 @@ async fn a_stale_edit_is_a_conflict_and_an_edit_of_a_task_that_is_not_failed_is_
     let reply = jobs
         .post("retry", edit(&completed, json!({ "steps": 2 })))
         .await;
-    assert_eq!(
-        (reply.status, reply.body["code"].as_str()),
-        (409, Some("NOT_FAILED"))
-    );
+    assert_eq!(reply.refusal(), (409, Some("NOT_FAILED")));
     assert_eq!(jobs.task(&completed).await, before);
 }
 
@@ -193,10 +186,7 @@ async fn a_webhook_edit_never_shows_a_header_value_in_its_history() {
     let mut shown_payload = shown["payload"].clone();
     shown_payload["method"] = json!("PUT");
     let reply = jobs.post("retry", edit(&id, shown_payload)).await;
-    assert_eq!(
-        (reply.status, reply.body["code"].as_str()),
-        (400, Some("INVALID_PAYLOAD"))
-    );
+    assert_eq!(reply.refusal(), (400, Some("INVALID_PAYLOAD")));
     assert!(
         reply.body["error"]
             .as_str()
@@ -219,10 +209,7 @@ async fn an_edit_whose_hand_off_fails_keeps_its_version_and_gives_the_retry_back
     let reply = cut_off
         .post("retry", edit(&id, json!({ "steps": 3, "stepMs": 0 })))
         .await;
-    assert_eq!(
-        (reply.status, reply.body["code"].as_str()),
-        (503, Some("REQUEUE_FAILED"))
-    );
+    assert_eq!(reply.refusal(), (503, Some("REQUEUE_FAILED")));
     let now = task(&jobs, &id).await;
     assert_eq!(now["status"], "failed");
     assert_eq!(now["payloadVersion"], 2, "the edit is kept");
@@ -324,10 +311,7 @@ async fn one_correction_for_a_whole_group_after_a_dry_run() {
     // A patch goes with a filter.
     let by_ids = json!({ "userId": "alice", "taskIds": [refused], "patch": patch });
     let reply = jobs.post("retryMany", by_ids).await;
-    assert_eq!(
-        (reply.status, reply.body["code"].as_str()),
-        (400, Some("INVALID_BODY"))
-    );
+    assert_eq!(reply.refusal(), (400, Some("INVALID_BODY")));
     assert_eq!(
         reply.body["error"],
         "Invalid request body: patch goes with filter, not with taskIds"
