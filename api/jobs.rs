@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 
 use jobs_core::conditional::{ETag, IfNoneMatch};
 use jobs_core::idempotency::KeySource;
 use jobs_core::replies::Listed;
+use jobs_core::watch::{Frames, Streaming};
 use jobs_core::{Action, App, Config, Credentials, Delivery, JobsError, Processors, Query};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -46,8 +48,12 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
     let ((action, outcome), db_commands) =
         jobs_core::store::count_commands(run_action(app, &parts, body, state)).await;
 
+    let mut frames = None;
     let (status, body, allow, etag) = match outcome {
-        Ok(reply) => (reply.status, reply.body, None, reply.etag),
+        Ok(reply) => {
+            frames = reply.stream;
+            (reply.status, reply.body, None, reply.etag)
+        }
         Err(error) => {
             if let JobsError::Internal(detail) = &error {
                 tracing::error!(detail, "internal error");
@@ -97,6 +103,9 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
     if let Some(allow) = allow {
         response = response.header("allow", allow);
     }
+    if let Some(frames) = frames {
+        return event_stream(response, frames);
+    }
     response
         .body(ResponseBody::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
@@ -104,11 +113,23 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
         .expect("valid response parts")
 }
 
-/// A success to send: its status, its JSON body (none for a 304) and its `ETag`, if any.
+/// A success to send: its status, its JSON body (none for a 304 or a stream), its `ETag`, if
+/// any, and the frames of a `watch`.
 struct Reply {
     status: u16,
     body: Option<Value>,
     etag: Option<ETag>,
+    stream: Option<Frames>,
+}
+
+/// `watch`'s 200: a `text/event-stream` that proxies must neither buffer nor transform.
+fn event_stream(response: http::response::Builder, frames: Frames) -> Response<ResponseBody> {
+    let frames = frames.map(|bytes| Ok(hyper::body::Frame::data(bytes)));
+    response
+        .header("content-type", "text/event-stream")
+        .header("x-accel-buffering", "no")
+        .body(ResponseBody::from(http_body_util::StreamBody::new(frames)))
+        .expect("valid response parts")
 }
 
 /// Routes one API request to its `jobs-core` call and encodes the typed reply; returns the
@@ -164,6 +185,7 @@ async fn run_action(
                     status: 304,
                     body: None,
                     etag: Some(etag),
+                    stream: None,
                 }),
                 Err(error) => Err(error),
             }
@@ -174,6 +196,28 @@ async fn run_action(
         Action::DeliveryFailed => encode(200, app.delivery_failed(&credentials, &body).await),
         Action::RetryMany => encode(200, app.retry_many(&credentials, &body).await),
         Action::Groups => encode(200, app.groups(&credentials, &query).await),
+        Action::Watch => {
+            let last_event_id = parts
+                .headers
+                .get("last-event-id")
+                .and_then(|value| value.to_str().ok());
+            match app.watch(&credentials, &query, last_event_id).await {
+                Ok(watcher) => {
+                    let Streaming { frames, done } = watcher.stream();
+                    // The invocation lasts as long as its stream, not only its first bytes.
+                    state.wait_until(async move {
+                        let _ = done.await;
+                    });
+                    Ok(Reply {
+                        status: 200,
+                        body: None,
+                        etag: None,
+                        stream: Some(frames),
+                    })
+                }
+                Err(error) => Err(error),
+            }
+        }
         Action::Health => match app
             .health(
                 !parts
@@ -225,6 +269,7 @@ fn encode<T: Serialize>(status: u16, reply: Result<T, JobsError>) -> Result<Repl
             status,
             body: Some(body),
             etag: None,
+            stream: None,
         })
         .map_err(JobsError::internal)
 }

@@ -26,3 +26,4 @@ mod support;
 mod upgrade;
 mod vercel_dev;
 mod versions;
+mod watch;

@@ -370,16 +370,23 @@ pub struct OwnDatabase {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    flags: Vec<&'static str>,
 }
 
 impl OwnDatabase {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Started with these flags too (`--standalone`: no change streams).
+    pub async fn start_with(flags: &[&'static str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("db-{}", uuid::Uuid::new_v4().simple()));
         let mut db = Self {
             port: free_port(),
             dir,
             child: None,
+            flags: flags.to_vec(),
         };
         db.resume().await;
         db
@@ -410,6 +417,7 @@ impl OwnDatabase {
                 "--storage-path",
             ])
             .arg(&self.dir)
+            .args(&self.flags)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

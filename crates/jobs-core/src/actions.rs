@@ -13,6 +13,7 @@ use crate::conditional::IfNoneMatch;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::error::{JobsError, NOT_DUE_STATUS, Result};
+use crate::event_stream::EventId;
 use crate::failpoints::At;
 use crate::http::{Query, decode};
 use crate::idempotency::{IdempotencyKey, request_hash};
@@ -31,6 +32,7 @@ use crate::sweeper::{self, SweepReport};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId, rfc3339};
 use crate::transitions::{Refusal, retry_refusal};
 use crate::versions::{Edit, payload_at};
+use crate::watch::{Hub, Watcher};
 use crate::worker;
 
 /// Deployed settings without which a hand-off can never be delivered (`process` refuses it) or
@@ -62,6 +64,8 @@ pub struct App {
     probe: std::sync::OnceLock<DestinationProbe>,
     /// The shared client, for `health`'s probe.
     http: reqwest::Client,
+    /// The process's one change stream, fanned out to every `watch` (docs/spec.md §18).
+    hub: Arc<Hub>,
 }
 
 /// Why the function could not start (the database is not contacted at start-up, so a
@@ -141,13 +145,19 @@ impl App {
                 "a deployed function needs this setting; health answers 503 until it is set"
             );
         }
+        let store = Arc::new(store);
         Ok(Self {
+            hub: Arc::new(Hub::new(
+                store.clone(),
+                config.watch_duration,
+                config.watch_ping,
+            )),
             missing,
             auth: Auth::new(&config),
             processors: processors(&config, http.clone()),
             probe: std::sync::OnceLock::new(),
             http,
-            store: Arc::new(store),
+            store,
             dispatcher: Arc::new(dispatcher),
             config,
         })
@@ -357,6 +367,24 @@ impl App {
         let canonical = list_query.canonical();
         let scope = [user.as_str().as_bytes(), canonical.as_bytes()];
         Ok(Listed::answer(&scope, page, if_none_match))
+    }
+
+    /// `watch`: the caller's changes as they happen, after `last_event_id` (the
+    /// `Last-Event-ID` of a reconnect) or from now; no read of its own (docs/spec.md §18).
+    pub async fn watch(
+        &self,
+        credentials: &Credentials,
+        query: &Query,
+        last_event_id: Option<&str>,
+    ) -> Result<Watcher> {
+        let user = self
+            .auth
+            .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
+        let after = last_event_id
+            .filter(|id| !id.is_empty())
+            .map(EventId::decode)
+            .transpose()?;
+        self.hub.subscribe(user, after).await
     }
 
     /// The headline feature: read the task, refuse with the precise reason, or re-queue it in

@@ -139,6 +139,13 @@ pub struct Config {
     /// `JOBS_GROUPS_CACHE_SECONDS` (default 30, 0..=3600): the longest `groups` answers a
     /// user's failures from the answer kept for them (docs/spec.md §14); 0 turns keeping off.
     pub groups_cache: Duration,
+    /// `JOBS_WATCH_SECONDS` (default 240, 1..=780): how long one `watch` stream stays open
+    /// before it ends with `end` and the client reconnects; below the function's
+    /// `maxDuration` (300 s in `vercel.json`), so the platform never cuts it (docs/spec.md §18).
+    pub watch_duration: Duration,
+    /// `JOBS_WATCH_PING_SECONDS` (default 15, 1..=60): how often an idle `watch` stream sends a
+    /// `: ping` comment, so proxies keep it open.
+    pub watch_ping: Duration,
     /// `JOBS_DB_TIMEOUT_MS` (default 10000, 100..=120000): the longest one database operation
     /// may take before the request answers 503 `DB_UNAVAILABLE`.
     pub db_operation_timeout: Duration,
@@ -284,6 +291,8 @@ impl Config {
             queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800),
             redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400),
             groups_cache: seconds("JOBS_GROUPS_CACHE_SECONDS", 30, 0..=3_600),
+            watch_duration: seconds("JOBS_WATCH_SECONDS", 240, 1..=780),
+            watch_ping: seconds("JOBS_WATCH_PING_SECONDS", 15, 1..=60),
             db_operation_timeout: Duration::from_millis(number(
                 "JOBS_DB_TIMEOUT_MS",
                 10_000,

@@ -116,6 +116,10 @@ pub enum JobsError {
     /// One database operation ran past `JOBS_DB_TIMEOUT_MS` (carried): it may still apply. 503.
     #[error("The database did not answer within {} s", .0.as_secs_f64())]
     DbTimeout(Duration),
+    /// `watch` on a database without change streams (a standalone server, a proxy without
+    /// them): the page polls `list` instead. 503.
+    #[error("Live updates are unavailable here ({0}); poll list instead.")]
+    WatchUnavailable(String),
     /// Unexpected failure; the detail is logged, never sent. 500.
     #[error("Internal error")]
     Internal(String),
@@ -142,7 +146,7 @@ impl JobsError {
             NotDueYet(_) => NOT_DUE_STATUS,
             Misconfigured(_) | Internal(_) => 500,
             InvalidSettings(_) | RequeueFailed | EnqueueFailed(_) | DbUnavailable
-            | DbTimeout(_) => 503,
+            | DbTimeout(_) | WatchUnavailable(_) => 503,
         }
     }
 
@@ -173,6 +177,7 @@ impl JobsError {
             Self::Misconfigured(_) | Self::InvalidSettings(_) => "MISCONFIGURED",
             Self::DbUnavailable => "DB_UNAVAILABLE",
             Self::DbTimeout(_) => "DB_TIMEOUT",
+            Self::WatchUnavailable(_) => "WATCH_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }

@@ -40,11 +40,13 @@ pub enum Action {
     RetryMany,
     /// `groups` (GET): the caller's failures grouped by cause.
     Groups,
+    /// `watch` (GET): a `text/event-stream` of changes to the caller's tasks.
+    Watch,
 }
 
 impl Action {
     /// Every action, in the order of docs/spec.md §5.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Self::Create,
         Self::Get,
         Self::List,
@@ -56,6 +58,7 @@ impl Action {
         Self::DeliveryFailed,
         Self::RetryMany,
         Self::Groups,
+        Self::Watch,
     ];
 
     /// The `?action=` value that names it (lower-case, matched exactly).
@@ -72,6 +75,7 @@ impl Action {
             Self::DeliveryFailed => "deliveryFailed",
             Self::RetryMany => "retryMany",
             Self::Groups => "groups",
+            Self::Watch => "watch",
         }
     }
 
@@ -84,7 +88,9 @@ impl Action {
             | Self::Process
             | Self::DeliveryFailed
             | Self::RetryMany => Method::POST,
-            Self::Get | Self::List | Self::Sweep | Self::Health | Self::Groups => Method::GET,
+            Self::Get | Self::List | Self::Sweep | Self::Health | Self::Groups | Self::Watch => {
+                Method::GET
+            }
         }
     }
 

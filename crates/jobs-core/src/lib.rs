@@ -11,6 +11,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod error_groups;
+pub mod event_stream;
 pub mod failpoints;
 pub mod http;
 pub mod idempotency;
@@ -27,6 +28,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod transitions;
 pub mod versions;
+pub mod watch;
 pub mod worker;
 
 pub use actions::{App, Delivery, StartupError};

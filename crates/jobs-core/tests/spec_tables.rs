@@ -664,6 +664,7 @@ fn every_error_has_its_row() {
         JobsError::EnqueueFailed(id()),
         JobsError::DbUnavailable,
         JobsError::DbTimeout(std::time::Duration::from_millis(2500)),
+        JobsError::WatchUnavailable("no change streams".into()),
     ];
     let source = include_str!("../src/error.rs");
     let body = source

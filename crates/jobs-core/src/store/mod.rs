@@ -6,6 +6,7 @@
 //! - `reads`: what actions read, each named after the question it answers;
 //! - `scans`: what the sweep looks for;
 //! - `idempotency`: create's idempotency keys, in their own collection;
+//! - `changes`: the change stream of task summaries `watch` fans out;
 //! - `summary`: the answer of `groups` kept per user, and the version that every change of
 //!   a user's `failed` tasks moves;
 //! - every write of `tasks` is a transition (`crate::transitions`, one file per who makes
@@ -13,6 +14,7 @@
 //!
 //! No module but these builds a filter.
 
+mod changes;
 mod idempotency;
 mod reads;
 mod scans;
@@ -35,6 +37,7 @@ use crate::config::Config;
 use crate::error::{JobsError, Result};
 use crate::task::Task;
 
+pub use changes::{CHANGE_AWAIT, ChangesError, TaskChanges};
 pub use idempotency::Admission;
 pub use reads::{Page, ReadBack};
 pub(crate) use reads::{carrying, failed_selection};
@@ -108,6 +111,11 @@ impl Store {
             migrated: OnceCell::new(),
             key_indexes: OnceCell::new(),
         }
+    }
+
+    /// The longest one database operation may take (`JOBS_DB_TIMEOUT_MS`).
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
     }
 
     /// The database handle, created on first use; a failure is retried by the next call.

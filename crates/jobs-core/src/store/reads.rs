@@ -33,6 +33,22 @@ fn error_groups_pipeline(user: &UserId, status: TaskStatus) -> [Document; 6] {
     ]
 }
 
+/// What a summary of a task leaves out (`list` and `watch`): its payload with its versions, its
+/// timeline and its steps (`get` has them). `prefix` is `""` for a task, `"fullDocument."` for a
+/// change event.
+pub(crate) fn summary_projection(prefix: &str) -> Document {
+    [
+        "payload",
+        "payloadHistory",
+        "payloadBase",
+        "events",
+        "steps",
+    ]
+    .into_iter()
+    .map(|field| (format!("{prefix}{field}"), Bson::Int32(0)))
+    .collect()
+}
+
 /// Newest first, after `after`: `createdAt` older, or the same and a smaller `taskId`.
 fn after_cursor(after: &Cursor) -> Vec<Document> {
     vec![
@@ -118,7 +134,7 @@ impl Store {
         let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .projection(doc! { "payload": 0, "payloadHistory": 0, "payloadBase": 0, "events": 0, "steps": 0 })
+            .projection(summary_projection(""))
             .limit(query.limit + 1)
             .batch_size(query.limit as u32 + 1);
         let mut tasks: Vec<Task> = self.run(async { find.await?.try_collect().await }).await?;
