@@ -139,14 +139,20 @@ export async function launchBrowser() {
   });
 }
 
-/** A page of the Task Manager, acting as `userId` (remembered as the page would). */
-export async function openPage(browser, service, userId, viewport = { width: 1280, height: 800 }) {
+/**
+ * A page of the Task Manager, acting as `userId` (remembered as the page would); `search` is
+ * the page's query (`?live=poll` keeps it polling, as the tests of polling need).
+ */
+export async function openPage(browser, service, userId, viewport = { width: 1280, height: 800 }, search = '') {
   const context = await browser.newContext({ viewport });
   await context.addInitScript((id) => localStorage.setItem('jobs.userId', id), userId);
   const page = await context.newPage();
-  await page.goto(`${service.base}/`);
+  await page.goto(`${service.base}/${search}`);
   return page;
 }
+
+/** `?live=poll`: the page polls `list` instead of reading the `watch` stream. */
+export const POLLING = '?live=poll';
 
 export const row = (page, taskId) => page.locator(`tr[data-task-id="${taskId}"]`);
 export const shot = (target, name, options = {}) => target.screenshot({ path: join(SCREENSHOTS, `${name}.png`), ...options });

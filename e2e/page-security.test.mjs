@@ -7,7 +7,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  axe, browserAndService, mintToken, PAGE_HEADERS, row, securityHeaderProblems, shot, watchCsp,
+  axe, browserAndService, mintToken, PAGE_HEADERS, POLLING, row, securityHeaderProblems, shot, watchCsp,
 } from './harness.mjs';
 
 const SECRET = 'e2e-page-security-secret';
@@ -41,13 +41,13 @@ async function aMinuteLater(page, seen) {
 }
 
 /** Opens `/#token=<token>` in a fresh context with a fake clock; returns the page and what it sent. */
-async function openWithToken(token) {
+async function openWithToken(token, search = '') {
   const context = await setup.browser.newContext();
   const csp = await watchCsp(context);
   await context.clock.install();
   const page = await context.newPage();
   const seen = apiRequests(page);
-  await page.goto(`${setup.jobs.base}/#token=${token}`);
+  await page.goto(`${setup.jobs.base}/${search}#token=${token}`);
   return { context, page, seen, csp };
 }
 
@@ -60,8 +60,9 @@ describe('a sign-in link that cannot be used is a message, and nothing polls', (
     ['a fragment that is not URL-encoded', `${HEADER}.%%%.c2ln`, 'This sign-in link is invalid', 0],
     ['a payload that is not JSON', `${HEADER}.${base64url('not json')}.c2ln`, 'This sign-in link is invalid', 0],
     ['expired an hour ago', () => mintToken(SECRET, 'late-user', { expiresIn: -3600 }), 'This sign-in link has expired', 0],
-    // Well-formed and unexpired, so the page asks; the API answers 401 and the page stops.
-    ['signed with another secret', () => mintToken('not-the-secret', 'forger'), 'The jobs API refused this sign-in link (Invalid or expired token)', 2],
+    // Well-formed and unexpired, so the page asks (list, groups, and the live stream); the API
+  // answers 401 and the page stops.
+    ['signed with another secret', () => mintToken('not-the-secret', 'forger'), 'The jobs API refused this sign-in link (Invalid or expired token)', 3],
   ];
   for (const [name, make, message, callsBefore] of rows) {
     test(`${name}: "${message}…", no refresh, 0 axe and 0 CSP violations`, async () => {
@@ -86,7 +87,7 @@ describe('a sign-in link that cannot be used is a message, and nothing polls', (
 
   test('the same minute with a good link refreshes (the count above can see polling)', async () => {
     const user = 'signed-in-user';
-    const { context, page, seen } = await openWithToken(mintToken(SECRET, user));
+    const { context, page, seen } = await openWithToken(mintToken(SECRET, user), POLLING);
     await page.getByText(`Signed in as ${user}`).waitFor();
     await page.getByText('No tasks yet.').waitFor();
     const later = await aMinuteLater(page, seen);
@@ -141,7 +142,7 @@ describe('a sign-in link that cannot be used is a message, and nothing polls', (
     const user = 'expires-later';
     // Accepted for 5 more seconds of real time (the server's clock), the 30 s leeway included.
     const validUntil = Date.now() + 5000;
-    const { context, page, seen } = await openWithToken(mintToken(SECRET, user, { expiresIn: -25 }));
+    const { context, page, seen } = await openWithToken(mintToken(SECRET, user, { expiresIn: -25 }), POLLING);
     await page.getByText(`Signed in as ${user}`).waitFor();
     await page.getByText('No tasks yet.').waitFor();
     await page.waitForTimeout(validUntil + 1000 - Date.now());
@@ -150,12 +151,25 @@ describe('a sign-in link that cannot be used is a message, and nothing polls', (
     assert.deepEqual(later.sort(), ['groups', 'list'], 'one refresh was refused, then none');
     await context.close();
   });
+
+  test('a live stream ends when its link expires: the reconnect is refused and the page stops', async () => {
+    const user = 'expires-while-pushed';
+    const validUntil = Date.now() + 5000;
+    const { context, page, seen } = await openWithToken(mintToken(SECRET, user, { expiresIn: -25 }));
+    await page.locator('#live[data-mode="push"]').waitFor();
+    const before = seen.length;
+    await page.waitForTimeout(validUntil + 1500 - Date.now());
+    await page.getByText('The jobs API refused this sign-in link (Invalid or expired token)').waitFor();
+    assert.deepEqual(seen.slice(before), ['watch'], 'the stream ended with the token; its reconnect was refused');
+    assert.deepEqual(await aMinuteLater(page, seen), [], 'then nothing');
+    await context.close();
+  });
 });
 
 describe('security headers and the Content-Security-Policy', () => {
   test('every page response carries the headers of vercel.json', async () => {
     assert.deepEqual(PAGE_HEADERS.map(([name]) => name), ['Content-Security-Policy', 'Referrer-Policy', 'X-Content-Type-Options']);
-    for (const path of ['/', '/index.html', '/app.css', '/js/app.js', '/js/api.js', '/js/view.js', '/no-such-file.js']) {
+    for (const path of ['/', '/index.html', '/app.css', '/js/app.js', '/js/api.js', '/js/live.js', '/js/view.js', '/no-such-file.js']) {
       const response = await fetch(`${setup.jobs.base}${path}`);
       assert.deepEqual(securityHeaderProblems(response.headers), [], path);
     }
@@ -193,7 +207,7 @@ describe('security headers and the Content-Security-Policy', () => {
 
     assert.deepEqual((await axe(page)).violations, []);
     assert.deepEqual(csp, [], 'no Content-Security-Policy violation');
-    assert.deepEqual(documents.map((r) => r.url().replace(secured.base, '')).sort(), ['/', '/app.css', '/js/api.js', '/js/app.js', '/js/view.js']);
+    assert.deepEqual(documents.map((r) => r.url().replace(secured.base, '')).sort(), ['/', '/app.css', '/js/api.js', '/js/app.js', '/js/live.js', '/js/view.js']);
     for (const response of documents) {
       assert.deepEqual(securityHeaderProblems(new Headers(await response.allHeaders())), [], response.url());
     }

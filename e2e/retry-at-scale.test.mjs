@@ -7,7 +7,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { axe, browserAndService, mintToken, openPage, row, shot, slowDown, startService } from './harness.mjs';
+import { axe, browserAndService, mintToken, openPage, POLLING, row, shot, slowDown, startService } from './harness.mjs';
 import { countdown, retrySummary } from '../public/js/view.js';
 
 const setup = browserAndService();
@@ -20,8 +20,8 @@ const waitStatus = (page, taskId, status, timeout = 20000) => page.waitForFuncti
 const isAction = (name) => (r) => new URL(r.url()).searchParams.get('action') === name;
 
 /** Opens the page and records every uncaught error and failed script on it. */
-async function open(user, viewport) {
-  const page = await openPage(setup.browser, setup.jobs, user, viewport);
+async function open(user, viewport, search) {
+  const page = await openPage(setup.browser, setup.jobs, user, viewport, search);
   page.errors = [];
   page.on('pageerror', (error) => page.errors.push(String(error)));
   return page;
@@ -81,7 +81,8 @@ test('a task with automatic retries, created from the form, shows scheduled with
   const user = 'scale-scheduled';
   const failed = await setup.jobs.createDemo(user, FAILS_ONCE);
   await setup.jobs.waitForStatus(user, failed, 'failed');
-  const page = await open(user);
+  // Polling: the test counts the live refresh's list requests.
+  const page = await open(user, undefined, POLLING);
   await row(page, failed).waitFor();
 
   const form = page.locator('#create');

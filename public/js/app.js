@@ -14,6 +14,7 @@ import {
   changesHtml, detailHtml, detailTitle, dryRunHtml, isActive, isFailed, payloadDiff, renderGroups, renderTasks,
   resumeStep, retrySummary, tickCountdowns,
 } from './view.js';
+import { LiveUpdates } from './live.js';
 
 const LIVE_INTERVAL_MS = 1000;
 const IDLE_INTERVAL_MS = 10000;
@@ -50,7 +51,16 @@ const state = {
   freshSince: 0,
   // Set when the sign-in cannot be used: the page shows why and calls the API no more.
   signedOut: false,
+  // How changes reach the page: 'connecting', 'push' (the `watch` stream) or 'poll' (`list`
+  // on a timer), and why it polls.
+  live: { mode: 'connecting', reason: '' },
+  // When each task was last pushed (`performance.now()`): a list asked for before then does
+  // not know it yet.
+  pushedAt: new Map(),
 };
+
+/** `?live=poll` keeps the page on polling (a proxy known to buffer streams; the polling tests). */
+const POLL_ONLY = new URLSearchParams(location.search).get('live') === 'poll';
 
 const AGAIN = 'Open the Task Manager again from the application that sent you here; it signs you in with a new link.';
 const SIGN_IN_MESSAGES = {
@@ -65,6 +75,7 @@ const SIGN_IN_MESSAGES = {
 function signOut(message) {
   state.signedOut = true;
   clearTimeout(state.timer);
+  liveUpdates.stop();
   if ($('#detail').open) $('#detail').close();
   $('#signin-text').textContent = message;
   $('#signin').hidden = false;
@@ -140,8 +151,102 @@ function render() {
   }
   renderSelection();
   renderGroupsPanel();
-  const live = state.tasks.some(isActive);
-  $('#live').textContent = live ? 'Updating live' : '';
+  renderLiveMode();
+}
+
+/** Says how the page gets changes: pushed, or polled (and why). */
+function renderLiveMode() {
+  const { mode, reason } = state.live;
+  const indicator = $('#live');
+  indicator.dataset.mode = mode;
+  const busy = state.tasks.some(isActive);
+  indicator.textContent = mode === 'push'
+    ? 'Live: changes are pushed'
+    : mode === 'poll'
+      ? `Polling every ${busy ? LIVE_INTERVAL_MS / 1000 : IDLE_INTERVAL_MS / 1000} s`
+      : 'Connecting…';
+  indicator.title = mode === 'poll' && reason ? `Live push is off: ${reason}` : '';
+}
+
+const liveUpdates = new LiveUpdates({
+  mode(mode, reason = '') {
+    state.live = { mode, reason };
+    renderLiveMode();
+    // Pushed changes replace the timer; polling takes over when the stream cannot be used.
+    schedule();
+  },
+  sync() {
+    load();
+  },
+  task: applyChange,
+  unauthenticated(message) {
+    signOut(identity().token
+      ? `The jobs API refused this sign-in link (${message}). ${AGAIN}`
+      : `The jobs API needs a sign-in link (${message}). ${AGAIN}`);
+  },
+});
+
+/** A task as `watch` pushed it: its row updated, added (newest first) or dropped by the filter. */
+function applyChange(task) {
+  if (state.signedOut) return;
+  const at = state.tasks.findIndex((t) => t.taskId === task.taskId);
+  const before = at >= 0 ? state.tasks[at] : null;
+  // A change sent twice around a reconnect may come after a later one.
+  if (before && newer(before, task)) return;
+  const shown = !state.status || task.status === state.status;
+  state.pushedAt.set(task.taskId, performance.now());
+  if (before && shown) state.tasks[at] = task;
+  else if (before) state.tasks.splice(at, 1);
+  else if (shown) {
+    const last = state.tasks[state.tasks.length - 1];
+    // A task older than the last row shown belongs to a page not loaded yet.
+    if (!last || !state.nextCursor || Date.parse(task.createdAt) >= Date.parse(last.createdAt)) {
+      state.tasks = sortNewestFirst(state.tasks.concat(task));
+    }
+  }
+  // The first page held is no longer the one its ETag names.
+  state.listTag = null;
+  if ((before?.status === 'failed') !== (task.status === 'failed')) refreshGroupsSoon();
+  if (state.detail?.taskId === task.taskId) refreshDetail();
+  render();
+}
+
+/** Tasks in `list`'s order: newest first, then the greater id. */
+function sortNewestFirst(tasks) {
+  return tasks.sort((a, b) => (Date.parse(b.createdAt) - Date.parse(a.createdAt))
+    || (a.taskId < b.taskId ? 1 : a.taskId > b.taskId ? -1 : 0));
+}
+
+/** Whether `a` is a later state of its task than `b` (`updatedAt` moves with every change). */
+function newer(a, b) {
+  return Date.parse(a.updatedAt) > Date.parse(b.updatedAt);
+}
+
+/**
+ * A list page's tasks, each kept as the page holds it when that is later: a change pushed while
+ * the list was on its way must not be undone by the older answer.
+ */
+function keepingLater(tasks) {
+  const held = new Map(state.tasks.map((t) => [t.taskId, t]));
+  return tasks.map((t) => {
+    const mine = held.get(t.taskId);
+    return mine && newer(mine, t) ? mine : t;
+  });
+}
+
+/** Failures by cause again, at most once a second however many changes arrive. */
+function refreshGroupsSoon() {
+  state.groupsStale = true;
+  if (state.groupsTimer) return;
+  state.groupsTimer = setTimeout(async () => {
+    state.groupsTimer = null;
+    if (!takeGroupsTurn()) return;
+    const fresh = await loadGroups();
+    if (fresh) {
+      state.groups = fresh;
+      renderGroupsPanel();
+    }
+  }, 1000);
 }
 
 /** After the page changed tasks (or tried to): list answers sent before now are stale, groups too. */
@@ -217,12 +322,15 @@ async function load({ append = false } = {}) {
     }
     if (!append) state.listTag = page.etag ?? null;
     if (append) {
-      state.tasks = state.tasks.concat(page.tasks);
+      state.tasks = state.tasks.concat(keepingLater(page.tasks));
     } else {
       // Keep pages the user loaded beyond the first: replace only what the first page covers.
       const fresh = new Set(page.tasks.map((t) => t.taskId));
       const rest = state.tasks.slice(PAGE_SIZE).filter((t) => !fresh.has(t.taskId));
-      state.tasks = page.tasks.concat(rest);
+      // Tasks pushed after this list was asked for, which it cannot hold yet.
+      const pushed = state.tasks.slice(0, PAGE_SIZE)
+        .filter((t) => !fresh.has(t.taskId) && (state.pushedAt.get(t.taskId) ?? -1) >= startedAt);
+      state.tasks = sortNewestFirst(pushed.concat(keepingLater(page.tasks))).concat(rest);
       if (rest.length === 0) state.nextCursor = page.nextCursor;
     }
     if (append) state.nextCursor = page.nextCursor;
@@ -241,7 +349,8 @@ async function load({ append = false } = {}) {
 
 function schedule() {
   clearTimeout(state.timer);
-  if (document.hidden || state.signedOut) return;
+  // Pushed: every change arrives as it happens; nothing to poll.
+  if (document.hidden || state.signedOut || state.live.mode === 'push') return;
   const busy = state.tasks.some(isActive) || state.retrying.size > 0 || Boolean(state.bulk)
     || Boolean(state.detail?.task && isActive(state.detail.task));
   state.timer = setTimeout(async () => {
@@ -254,10 +363,13 @@ function updateTask(taskId, changes) {
   state.tasks = state.tasks.map((t) => (t.taskId === taskId ? { ...t, ...changes } : t));
 }
 
-/** What a retry changes at once, before the next refresh confirms it. */
+/**
+ * What a retry changes at once, before the next refresh confirms it; nothing when newer news of
+ * the task came meanwhile (pushed changes can outrun the retry's own answer).
+ */
 function markRequeued(taskId) {
   const task = state.tasks.find((t) => t.taskId === taskId);
-  if (!task) return;
+  if (!task || task.status !== 'failed') return;
   updateTask(taskId, {
     status: 'queued',
     progress: 0,
@@ -752,6 +864,10 @@ function wire() {
     state.listTag = null;
     state.nextCursor = null;
     showState('Loading tasks…');
+    // Another user: a new stream, from now.
+    liveUpdates.stop();
+    liveUpdates.lastId = null;
+    startLive();
     load().then(schedule);
   });
 
@@ -805,8 +921,14 @@ function wire() {
   });
   $('#more').addEventListener('click', () => load({ append: true }));
   document.addEventListener('visibilitychange', () => {
-    if (document.hidden) clearTimeout(state.timer);
-    else if (!state.signedOut) load().then(schedule);
+    if (document.hidden) {
+      clearTimeout(state.timer);
+      liveUpdates.stop();
+    } else if (!state.signedOut) {
+      // The stream resumes from its last id: what changed while hidden arrives with it.
+      startLive();
+      if (state.live.mode !== 'push') load().then(schedule);
+    }
   });
   // A new sign-in link opened in this tab changes only the fragment: start again with it.
   window.addEventListener('hashchange', () => {
@@ -839,7 +961,17 @@ function start() {
     signOut(SIGN_IN_MESSAGES[problem]);
     return;
   }
+  startLive();
   load().then(schedule);
+}
+
+/** Opens the `watch` stream (unless `?live=poll`), once the page knows who it acts for. */
+function startLive() {
+  if (POLL_ONLY) {
+    state.live = { mode: 'poll', reason: 'the page was opened with ?live=poll' };
+    return;
+  }
+  if (hasIdentity() && !state.signedOut && !document.hidden) liveUpdates.start();
 }
 
 start();

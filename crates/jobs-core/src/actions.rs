@@ -377,14 +377,17 @@ impl App {
         query: &Query,
         last_event_id: Option<&str>,
     ) -> Result<Watcher> {
-        let user = self
+        let (user, token_until) = self
             .auth
-            .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
+            .user_until(credentials, user_id(query.get("userId"), Source::Query)?)?;
         let after = last_event_id
             .filter(|id| !id.is_empty())
             .map(EventId::decode)
             .transpose()?;
-        self.hub.subscribe(user, after).await
+        // A stream ends when its token does; the reconnect is then refused like any call.
+        let until =
+            token_until.map(|exp| std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp));
+        self.hub.subscribe(user, after, until).await
     }
 
     /// The headline feature: read the task, refuse with the precise reason, or re-queue it in

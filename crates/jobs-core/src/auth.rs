@@ -32,6 +32,9 @@ enum UserAuth {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Required by the validation; kept so a stream can end when the token does.
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 /// The headers auth looks at, copied out of the request by the edge.
@@ -118,8 +121,20 @@ impl Auth {
     /// The user a request acts for. `claimed` is the `userId` from the body or query: trusted
     /// in development, and with tokens it must match `sub` when present.
     pub fn user(&self, credentials: &Credentials, claimed: Option<UserId>) -> Result<UserId> {
+        self.user_until(credentials, claimed).map(|(user, _)| user)
+    }
+
+    /// [`Auth::user`], and until when its token is accepted (Unix seconds, the leeway
+    /// included; `None` without tokens): a `watch` stream ends then (docs/spec.md §18).
+    pub fn user_until(
+        &self,
+        credentials: &Credentials,
+        claimed: Option<UserId>,
+    ) -> Result<(UserId, Option<u64>)> {
         match &self.users {
-            UserAuth::Trusted => claimed.ok_or(JobsError::MissingFields("userId")),
+            UserAuth::Trusted => claimed
+                .ok_or(JobsError::MissingFields("userId"))
+                .map(|user| (user, None)),
             UserAuth::Misconfigured(name) => Err(JobsError::missing_setting(name)),
             UserAuth::Jwt(jwt) => {
                 let (key, validation) = &**jwt;
@@ -131,9 +146,11 @@ impl Auth {
                     .claims;
                 let user = UserId::parse(claims.sub)
                     .map_err(|_| JobsError::Unauthenticated("Invalid or expired token"))?;
+                // Accepted through the whole second `exp + leeway` (the check is in seconds).
+                let until = claims.exp.map(|exp| exp + TOKEN_LEEWAY_SECONDS + 1);
                 match claimed {
                     Some(claimed) if claimed != user => Err(JobsError::UserMismatch),
-                    _ => Ok(user),
+                    _ => Ok((user, until)),
                 }
             }
         }

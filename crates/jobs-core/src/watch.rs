@@ -114,6 +114,16 @@ impl Hub {
         }
     }
 
+    /// How long a stream may stay open: its duration, or less when its token ends sooner.
+    fn lifetime(&self, until: Option<std::time::SystemTime>) -> Duration {
+        let left = until.map(|until| {
+            until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+        left.map_or(self.duration, |left| left.min(self.duration))
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared
             .lock()
@@ -122,10 +132,12 @@ impl Hub {
 
     /// A watcher of `user`'s tasks, after `after` (a `Last-Event-ID`) or from now. Opens the
     /// process's stream if it is not; 503 when it cannot be opened.
+    /// `until`: when the caller's credentials stop being accepted; the stream ends by then.
     pub async fn subscribe(
         self: &Arc<Self>,
         user: UserId,
         after: Option<EventId>,
+        until: Option<std::time::SystemTime>,
     ) -> Result<Watcher> {
         let (live, replay, from) = loop {
             let mut status = self.status.subscribe();
@@ -176,7 +188,7 @@ impl Hub {
             at: from,
             resumed: after.is_some(),
             started: false,
-            deadline: Instant::now() + self.duration,
+            deadline: Instant::now() + self.lifetime(until),
             ping: {
                 let mut ping = tokio::time::interval_at(Instant::now() + self.ping, self.ping);
                 ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
