@@ -19,6 +19,7 @@ mod qstash_failures;
 mod qstash_signatures;
 mod recovery;
 mod retry;
+mod search;
 mod steps;
 mod stranded;
 mod stubs;

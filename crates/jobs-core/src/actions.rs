@@ -243,8 +243,10 @@ impl App {
             .auto_retry()?
             .or_else(|| processor.default_auto_retry());
         self.route()?;
+        let tags = request.tags()?;
         let mut task = Task {
             auto_retry,
+            tags,
             ..Task::new(user, brand_id, request.kind, stored, max_retries)
         };
         if let Some(key) = &key {
@@ -363,6 +365,7 @@ impl App {
         let page = TaskList {
             tasks: page.tasks.into_iter().map(TaskView::summary).collect(),
             next_cursor: page.next.map(|cursor| cursor.encode()),
+            window_ended: page.window_ended,
         };
         let canonical = list_query.canonical();
         let scope = [user.as_str().as_bytes(), canonical.as_bytes()];

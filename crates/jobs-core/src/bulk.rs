@@ -52,7 +52,7 @@ pub async fn retry_many(
         }
         BulkSelection::Filter(filter, after, limit) => {
             let with_payload = patch.is_some();
-            let mut page = store
+            let (mut page, window) = store
                 .failed_page(
                     user,
                     &filter,
@@ -68,6 +68,9 @@ pub async fn retry_many(
                     task_id: last.task_id.clone(),
                 };
                 reply.next_cursor = Some(next.encode());
+            } else if let Some(end) = window {
+                // A search on payload fields examined its window: the next call goes on after it.
+                reply.next_cursor = Some(end.encode());
             }
             let read = page
                 .into_iter()

@@ -146,6 +146,18 @@ impl Query {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
+
+    /// The parameters whose name starts with `prefix`, the rest of the name with the value,
+    /// sorted by name.
+    pub fn prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = self
+            .0
+            .iter()
+            .filter_map(|(key, value)| Some((key.strip_prefix(prefix)?.to_owned(), value.clone())))
+            .collect();
+        found.sort();
+        found
+    }
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`].

@@ -83,13 +83,17 @@ impl IdempotencyKey {
 /// (object keys sorted at every depth), so key order and whitespace do not make two requests
 /// different. `payload` is the task's payload as the client sent it.
 pub fn request_hash(task: &Task, payload: &Value) -> String {
-    let request = serde_json::json!({
+    let mut request = serde_json::json!({
         "type": task.kind,
         "payload": payload,
         "brandId": task.brand_id,
         "maxRetries": task.max_retries,
         "autoRetry": task.auto_retry,
     });
+    // Only when sent: a key stored before tags existed keeps its fingerprint.
+    if !task.tags.is_empty() {
+        request["tags"] = serde_json::json!(task.tags);
+    }
     let mut text = String::new();
     canonical_json(&request, &mut text);
     let digest = Sha256::digest(text.as_bytes());

@@ -105,6 +105,10 @@ pub struct TaskList {
     pub tasks: Vec<TaskView>,
     /// Pass it back as `?cursor=` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+    /// `windowEnded: true`: a search on payload fields examined the most tasks a page may
+    /// (docs/spec.md §19) before it filled the page; `nextCursor` searches on from there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub window_ended: bool,
 }
 
 /// What `list` answers: the page with its `ETag`, or 304 when the client holds that page already.
@@ -260,6 +264,8 @@ pub struct TaskView {
     /// `type`: the task type, which names the processor that runs it.
     #[serde(rename = "type")]
     pub kind: String,
+    /// `tags`: the labels set at `create` (`[]` when none).
+    pub tags: Vec<String>,
     /// `payload`: the input given at `create`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
@@ -454,6 +460,7 @@ impl From<Task> for TaskView {
             task_id: task.task_id,
             user_id: task.user_id,
             brand_id: task.brand_id,
+            tags: task.tags,
             // Before `kind` moves: header values and other secrets are never shown.
             payload: Some(crate::processors::redact_payload(
                 &task.kind,

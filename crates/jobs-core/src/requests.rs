@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use crate::error::{JobsError, Result};
 use crate::error_groups::is_group_id;
 use crate::http::Query;
-pub use crate::selection::{BulkFilter, Cursor, ListQuery};
+pub use crate::selection::{BulkFilter, Cursor, ListQuery, Search};
+use crate::selection::{MAX_FIELD_CONDITIONS, MAX_TAG_CHARS, MAX_TAGS};
 use crate::steps::Resume;
 use crate::task::{
     AutoRetry, Backoff, BrandId, DEFAULT_MAX_RETRIES, MAX_MAX_RETRIES, TaskId, TaskStatus, UserId,
@@ -50,6 +51,9 @@ pub struct CreateRequest {
     /// set headers (`crate::idempotency`).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// `tags`, as sent; read them through [`CreateRequest::tags`].
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 /// `autoRetry` as a client sends it (docs/spec.md §12).
@@ -107,6 +111,25 @@ impl CreateRequest {
                 "maxRetries must be between 0 and {MAX_MAX_RETRIES}"
             ))),
         }
+    }
+
+    /// The checked `tags`: at most [`MAX_TAGS`], each a tag [`checked_tag`] accepts, repeats
+    /// dropped (order kept); a bad one is an `InvalidBody`.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let sent = self.tags.as_deref().unwrap_or_default();
+        if sent.len() > MAX_TAGS {
+            return Err(JobsError::InvalidBody(format!(
+                "tags holds at most {MAX_TAGS} tags"
+            )));
+        }
+        let mut tags: Vec<String> = Vec::with_capacity(sent.len());
+        for tag in sent {
+            let tag = checked_tag(tag, "tags").map_err(JobsError::InvalidBody)?;
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        Ok(tags)
     }
 
     /// The checked `brandId`, if sent; a bad one is an `InvalidBody`.
@@ -179,6 +202,107 @@ pub struct BulkFilterRequest {
     /// `brandId`: only tasks of this tenant.
     #[serde(default)]
     pub brand_id: Option<String>,
+    /// `tag`: only tasks carrying this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// `createdAfter`: only tasks created at or after this RFC 3339 time.
+    #[serde(default)]
+    pub created_after: Option<String>,
+    /// `createdBefore`: only tasks created before this RFC 3339 time.
+    #[serde(default)]
+    pub created_before: Option<String>,
+    /// `payload`: equality on top-level payload fields, `{"brandId": "b1"}` (strings, numbers
+    /// or booleans; at most [`MAX_FIELD_CONDITIONS`]).
+    #[serde(default)]
+    pub payload: Option<Map<String, Value>>,
+}
+
+/// A tag as stored: 1..=[`MAX_TAG_CHARS`] characters, no control characters, trimmed.
+pub fn checked_tag(tag: &str, name: &str) -> std::result::Result<String, String> {
+    let tag = tag.trim();
+    let length = tag.chars().count();
+    if length == 0 || length > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+        return Err(format!(
+            "{name}: a tag is 1 to {MAX_TAG_CHARS} characters without control characters"
+        ));
+    }
+    Ok(tag.to_owned())
+}
+
+/// The longest value a payload condition compares with, in characters.
+const MAX_FIELD_VALUE_CHARS: usize = 256;
+
+/// A search, checked (docs/spec.md §19): `invalid` makes the error (`INVALID_QUERY` for
+/// `list`, `INVALID_BODY` for `retryMany`), `prefix` names the parameters in it.
+pub fn checked_search(
+    (tag, kind): (Option<&str>, Option<&str>),
+    (after, before): (Option<&str>, Option<&str>),
+    fields: Vec<(String, String)>,
+    (prefix, invalid): (&str, fn(String) -> JobsError),
+) -> Result<Search> {
+    fn present(value: Option<&str>) -> Option<&str> {
+        value.map(str::trim).filter(|v| !v.is_empty())
+    }
+    let time = |raw: Option<&str>, name: &str| {
+        present(raw)
+            .map(|raw| {
+                bson::DateTime::parse_rfc3339_str(raw).map_err(|_| {
+                    invalid(format!(
+                        "{prefix}{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let created_after = time(after, "createdAfter")?;
+    let created_before = time(before, "createdBefore")?;
+    if let (Some(a), Some(b)) = (created_after, created_before)
+        && a >= b
+    {
+        return Err(invalid(format!(
+            "{prefix}createdAfter must be earlier than {prefix}createdBefore"
+        )));
+    }
+    let kind = present(kind)
+        .map(|k| {
+            TaskId::parse(k.to_owned())
+                .map(|_| k.to_owned())
+                .map_err(|e| invalid(e.replace("taskId", &format!("{prefix}type"))))
+        })
+        .transpose()?;
+    let tag = present(tag)
+        .map(|t| checked_tag(t, &format!("{prefix}tag")).map_err(invalid))
+        .transpose()?;
+    if fields.len() > MAX_FIELD_CONDITIONS {
+        return Err(invalid(format!(
+            "at most {MAX_FIELD_CONDITIONS} payload conditions (payload.<field>=<value>) per search"
+        )));
+    }
+    for (field, value) in &fields {
+        let top_level = !field.is_empty()
+            && field.len() <= 64
+            && field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !top_level {
+            return Err(invalid(format!(
+                "{prefix}payload.{}: a condition names one top-level payload field (letters, digits, _ and -, at most 64), as payload.brandId=b1",
+                field.chars().take(64).collect::<String>()
+            )));
+        }
+        if value.chars().count() > MAX_FIELD_VALUE_CHARS || value.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "{prefix}payload.{field}: the value is at most {MAX_FIELD_VALUE_CHARS} characters without control characters"
+            )));
+        }
+    }
+    Ok(Search {
+        tag,
+        kind,
+        created_after,
+        created_before,
+        fields,
+    })
 }
 
 /// Most tasks one `retryMany` call handles (docs/spec.md §13).
@@ -270,6 +394,27 @@ impl RetryManyRequest {
                 if error_group.as_deref().is_some_and(|g| !is_group_id(g)) {
                     return Err(invalid("filter.errorGroup must be 12 hex digits"));
                 }
+                let fields = filter
+                    .payload
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(field, value)| match value {
+                        Value::String(text) => Ok((field, text)),
+                        Value::Number(_) | Value::Bool(_) => Ok((field, value.to_string())),
+                        _ => Err(JobsError::InvalidBody(format!(
+                            "filter.payload.{field} must be a string, number or boolean"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let search = checked_search(
+                    (filter.tag.as_deref(), None),
+                    (
+                        filter.created_after.as_deref(),
+                        filter.created_before.as_deref(),
+                    ),
+                    fields,
+                    ("filter.", JobsError::InvalidBody),
+                )?;
                 let filter = BulkFilter {
                     kind: text(filter.kind, "filter.type")?,
                     error_group,
@@ -279,6 +424,7 @@ impl RetryManyRequest {
                         .map(BrandId::parse)
                         .transpose()
                         .map_err(JobsError::InvalidBody)?,
+                    search,
                 };
                 let cursor = self
                     .cursor
@@ -494,12 +640,19 @@ impl ListQuery {
                     .ok_or_else(|| invalid("errorGroup must be 12 hex digits".into()))
             })
             .transpose()?;
+        let search = checked_search(
+            (query.get("tag"), query.get("type")),
+            (query.get("createdAfter"), query.get("createdBefore")),
+            query.prefixed("payload."),
+            ("", JobsError::InvalidQuery),
+        )?;
         Ok(Self {
             status,
             brand_id,
             limit,
             after,
             error_group,
+            search,
         })
     }
 }

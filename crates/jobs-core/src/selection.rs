@@ -9,6 +9,51 @@ use mongodb::bson::DateTime;
 use crate::error::{JobsError, Result};
 use crate::task::{BrandId, TaskId, TaskStatus};
 
+/// Most tags a task carries, and the longest tag (docs/spec.md §19).
+pub const MAX_TAGS: usize = 10;
+/// The longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+/// Most conditions on payload fields one search takes.
+pub const MAX_FIELD_CONDITIONS: usize = 3;
+/// Most of a user's tasks one search on payload fields examines per page (they are not
+/// indexed): the page then ends there and `nextCursor` continues the search from it.
+pub const SCAN_WINDOW: i64 = 5000;
+
+/// What a search selects beyond status and cause: a tag, a type, a creation window, and
+/// equality on top-level scalar payload fields (`list`'s query, `retryMany`'s filter).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Search {
+    /// Only tasks carrying this tag (indexed with the user).
+    pub tag: Option<String>,
+    /// Only tasks of this type (indexed with the user).
+    pub kind: Option<String>,
+    /// Only tasks created at or after this time.
+    pub created_after: Option<DateTime>,
+    /// Only tasks created before this time.
+    pub created_before: Option<DateTime>,
+    /// `payload.<field>` equals the value, for each (not indexed: a page examines at most
+    /// [`SCAN_WINDOW`] tasks).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Search {
+    /// Whether a page must be bounded by [`SCAN_WINDOW`]: a condition no index serves.
+    pub fn scans(&self) -> bool {
+        !self.fields.is_empty()
+    }
+
+    /// The search in one unambiguous form (part of `list`'s `ETag`).
+    pub fn canonical(&self) -> serde_json::Value {
+        serde_json::json!([
+            self.tag,
+            self.kind,
+            self.created_after.map(|t| t.timestamp_millis()),
+            self.created_before.map(|t| t.timestamp_millis()),
+            self.fields,
+        ])
+    }
+}
+
 /// `list`: filters, page size and the cursor of the previous page.
 #[derive(Debug)]
 pub struct ListQuery {
@@ -24,6 +69,8 @@ pub struct ListQuery {
     pub after: Option<Cursor>,
     /// `?errorGroup=`: only tasks whose last failure had this cause (12 lower-case hex digits).
     pub error_group: Option<String>,
+    /// `?tag=&type=&createdAfter=&createdBefore=&payload.<field>=`.
+    pub search: Search,
 }
 
 impl ListQuery {
@@ -36,6 +83,7 @@ impl ListQuery {
             self.error_group,
             self.limit,
             self.after.as_ref().map(Cursor::encode),
+            self.search.canonical(),
         ])
         .to_string()
     }
@@ -44,12 +92,14 @@ impl ListQuery {
 /// Which failed tasks a bulk retry by filter selects (checked values).
 #[derive(Debug, Default)]
 pub struct BulkFilter {
-    /// Only tasks of this type.
+    /// Only tasks of this type (also `search.kind`, which is kept empty here).
     pub kind: Option<String>,
     /// Only tasks that failed for this cause (12 lower-case hex digits).
     pub error_group: Option<String>,
     /// Only tasks of this tenant.
     pub brand_id: Option<BrandId>,
+    /// A tag, a creation window and payload fields, as `list` takes them.
+    pub search: Search,
 }
 
 /// Position after the last task of a page: `(createdAt, taskId)`, newest first.

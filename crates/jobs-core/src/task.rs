@@ -558,6 +558,10 @@ pub struct Task {
     /// The task type (`type` in the database and in JSON): names the processor that runs it.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Labels set at `create` (at most 10, each at most 64 characters), indexed with the user
+    /// for search (docs/spec.md §19).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// The processor's input, validated at `create` and by each edit (docs/spec.md §17): the
     /// current version, whole. Empty when read by `list`, which leaves payloads out.
     #[serde(default)]
@@ -664,6 +668,7 @@ impl Task {
         };
         Self {
             handoff: Some(Handoff::new(&task_id, now, false)),
+            tags: Vec::new(),
             auto_retry: None,
             auto_retries: 0,
             next_attempt_at: None,

@@ -417,6 +417,7 @@ impl TaskFixture {
             user_id: UserId::parse(&self.owner).expect("a valid fixture owner"),
             brand_id: None,
             kind: self.kind.clone(),
+            tags: Vec::new(),
             payload: self.payload.clone(),
             status: self.status,
             progress: self

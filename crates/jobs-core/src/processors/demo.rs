@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Job, Processor, ProcessorError, ProcessorFuture};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct DemoPayload {
     #[serde(default = "default_steps")]
     steps: u32,
@@ -23,6 +23,42 @@ struct DemoPayload {
     panic_attempts: u32,
     #[serde(default)]
     fail_at_step: Option<u32>,
+    /// The application's own fields (`brandId`, `campaign`, ...): kept with the task, never
+    /// read, and searchable (docs/spec.md §19).
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
+}
+
+/// The fields the demo reads.
+const FIELDS: [&str; 5] = [
+    "steps",
+    "stepMs",
+    "failAttempts",
+    "panicAttempts",
+    "failAtStep",
+];
+
+/// The field `name` is a slip of (its letters differ from one in at most two edits,
+/// ignoring case), if any: an application's own field is kept, a misspelt one refused.
+fn misspelt(name: &str) -> Option<&'static str> {
+    let distance = |a: &str, b: &str| {
+        let (a, b): (Vec<char>, Vec<char>) = (
+            a.to_lowercase().chars().collect(),
+            b.to_lowercase().chars().collect(),
+        );
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.iter().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substituted = previous + usize::from(ca != cb);
+                previous = row[j + 1];
+                row[j + 1] = substituted.min(row[j] + 1).min(previous + 1);
+            }
+        }
+        row[b.len()]
+    };
+    FIELDS.into_iter().find(|field| distance(name, field) <= 2)
 }
 
 fn default_steps() -> u32 {
@@ -39,6 +75,13 @@ impl DemoPayload {
             return Err("payload must be an object".into());
         }
         let parsed: Self = serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
+        if let Some((name, field)) = parsed
+            .other
+            .keys()
+            .find_map(|name| Some((name, misspelt(name)?)))
+        {
+            return Err(format!("unknown field `{name}`; did you mean `{field}`?"));
+        }
         if !(1..=100).contains(&parsed.steps) {
             return Err("steps must be between 1 and 100".into());
         }
@@ -149,7 +192,13 @@ mod tests {
             (json!({ "steps": 101 }), false),
             (json!({ "stepMs": 5001 }), false),
             (json!({ "steps": "5" }), false),
-            (json!({ "unknown": 1 }), false),
+            // The application's own fields are kept; a slip of the demo's own is refused.
+            (json!({ "brandId": "b1", "campaign": "launch" }), true),
+            (json!({ "unknown": 1 }), true),
+            (json!({ "failAtempts": 1 }), false),
+            (json!({ "Steps": 2 }), false),
+            (json!({ "stepsMs": 2 }), false),
+            (json!({ "failatstep": 2 }), false),
             (json!({ "steps": 5, "failAtStep": 1 }), true),
             (json!({ "steps": 5, "failAtStep": 5 }), true),
             (json!({ "steps": 5, "failAtStep": 0 }), false),

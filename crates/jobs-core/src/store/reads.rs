@@ -1,11 +1,11 @@
 //! What actions read from `tasks`, each read named after the question it answers.
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, doc};
 
 use super::{PRIMARY, Store};
 use crate::error::Result;
-use crate::selection::{BulkFilter, Cursor, ListQuery};
+use crate::selection::{BulkFilter, Cursor, ListQuery, SCAN_WINDOW, Search};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
 
 /// The aggregation of `groups` (docs/spec.md §14): a user's tasks in `status` grouped by
@@ -65,6 +65,60 @@ pub(crate) fn carrying(handoffs: &[(TaskId, Handoff)]) -> Document {
     doc! { "taskId": { "$in": ids }, "handoff.dedupId": { "$in": dedup } }
 }
 
+/// A search's conditions (docs/spec.md §19), added to `query`: the tag and the type, which an
+/// index serves with the user, the creation window, and each payload field equal to its value
+/// as text or as the number or boolean the text spells.
+fn add_search(query: &mut Document, search: &Search) {
+    if let Some(tag) = &search.tag {
+        query.insert("tags", tag.as_str());
+    }
+    if let Some(kind) = &search.kind {
+        query.insert("type", kind.as_str());
+    }
+    let mut created = Document::new();
+    if let Some(after) = search.created_after {
+        // `$gt` a millisecond before: the same tasks (BSON dates are whole milliseconds), and
+        // secantusd-py's bounds on a descending index drop the boundary itself for `$gte`.
+        let just_before = DateTime::from_millis(after.timestamp_millis() - 1);
+        created.insert("$gt", just_before);
+    }
+    if let Some(before) = search.created_before {
+        created.insert("$lt", before);
+    }
+    if !created.is_empty() {
+        query.insert("createdAt", created);
+    }
+    for (field, value) in &search.fields {
+        let mut equal = vec![Bson::String(value.clone())];
+        if let Ok(n) = value.parse::<i64>() {
+            equal.extend([Bson::Int64(n), Bson::Double(n as f64)]);
+        } else if let Ok(x) = value.parse::<f64>().map(Bson::Double) {
+            equal.push(x);
+        }
+        if let Ok(b) = value.parse::<bool>() {
+            equal.push(Bson::Boolean(b));
+        }
+        query.insert(format!("payload.{field}"), doc! { "$in": equal });
+    }
+}
+
+/// `query` without its payload conditions: what an index serves.
+fn indexed_part(query: &Document) -> Document {
+    query
+        .iter()
+        .filter(|(key, _)| !key.starts_with("payload."))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// At or after `end` in newest-first order: the tasks up to and including it.
+fn within(end: &Cursor) -> Document {
+    doc! { "$or": [
+        { "createdAt": { "$gt": end.created_at } },
+        { "createdAt": end.created_at, "taskId": { "$gte": end.task_id.as_str() } },
+    ] }
+}
+
 /// A user's `failed` tasks that `filter` selects (bulk retry by filter).
 pub(crate) fn failed_selection(user: &UserId, filter: &BulkFilter) -> Document {
     let mut query = doc! { "userId": user.as_str(), "status": TaskStatus::Failed };
@@ -77,6 +131,7 @@ pub(crate) fn failed_selection(user: &UserId, filter: &BulkFilter) -> Document {
     if let Some(brand) = &filter.brand_id {
         query.insert("brandId", brand.as_str());
     }
+    add_search(&mut query, &filter.search);
     query
 }
 
@@ -95,6 +150,9 @@ pub struct Page {
     pub tasks: Vec<Task>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<Cursor>,
+    /// The page ended at the search's window ([`SCAN_WINDOW`] tasks examined), not at its
+    /// limit: `next` continues the search after the window.
+    pub window_ended: bool,
 }
 
 impl Store {
@@ -127,8 +185,16 @@ impl Store {
         if let Some(group) = &query.error_group {
             filter.insert("errorGroup", group.as_str());
         }
+        add_search(&mut filter, &query.search);
         if let Some(after) = &query.after {
             filter.insert("$or", after_cursor(after));
+        }
+        let window = match query.search.scans() {
+            true => self.window_end(&filter).await?,
+            false => None,
+        };
+        if let Some(end) = &window {
+            filter.insert("$and", vec![within(end)]);
         }
         let tasks = self.tasks().await?;
         let find = tasks
@@ -146,7 +212,34 @@ impl Store {
                 task_id: last.task_id.clone(),
             }
         });
-        Ok(Page { tasks, next })
+        let window_ended = next.is_none() && window.is_some();
+        Ok(Page {
+            next: next.or(window),
+            tasks,
+            window_ended,
+        })
+    }
+
+    /// Where a search that examines tasks one by one stops this page: the
+    /// [`SCAN_WINDOW`]-th task the indexed part of `query` selects, newest first, read from
+    /// the index alone (ONE `find` that skips); `None` when fewer match.
+    async fn window_end(&self, query: &Document) -> Result<Option<Cursor>> {
+        let tasks = self.database().await?.collection::<Document>("tasks");
+        let find = tasks
+            .find(indexed_part(query))
+            .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .projection(doc! { "_id": 0, "createdAt": 1, "taskId": 1 })
+            .skip((SCAN_WINDOW - 1) as u64)
+            .limit(1);
+        let found = self
+            .run(async { find.await?.try_collect::<Vec<_>>().await })
+            .await?;
+        Ok(found.first().and_then(|end| {
+            Some(Cursor {
+                created_at: end.get_datetime("createdAt").ok().copied()?,
+                task_id: TaskId::parse(end.get_str("taskId").ok()?.to_owned()).ok()?,
+            })
+        }))
     }
 
     /// Tasks by id, whoever owns them, in ONE `find` (bulk retry reads its candidates).
@@ -166,10 +259,17 @@ impl Store {
         filter: &BulkFilter,
         (after, limit): (Option<&Cursor>, i64),
         with_payload: bool,
-    ) -> Result<Vec<Task>> {
+    ) -> Result<(Vec<Task>, Option<Cursor>)> {
         let mut query = failed_selection(user, filter);
         if let Some(after) = after {
             query.insert("$or", after_cursor(after));
+        }
+        let window = match filter.search.scans() {
+            true => self.window_end(&query).await?,
+            false => None,
+        };
+        if let Some(end) = &window {
+            query.insert("$and", vec![within(end)]);
         }
         let tasks = self.tasks().await?;
         let find = tasks
@@ -183,7 +283,8 @@ impl Store {
             })
             .limit(limit)
             .batch_size(limit as u32);
-        self.run(async { find.await?.try_collect().await }).await
+        let page = self.run(async { find.await?.try_collect().await }).await?;
+        Ok((page, window))
     }
 
     /// What a bulk re-queue did with `handoffs`' tasks, in ONE `find` of four fields a task:

@@ -29,7 +29,8 @@ const RETRIES_LEFT: &str = "retriesLeft";
 /// and without a status filter, in exactly `list`'s sort order (so MongoDB serves a page from
 /// the index without a blocking sort; `brandId` only filters what that walk finds; the second
 /// also serves the `$match` of `groups`); a user's tasks in one status and error group, newest
-/// first (bulk retry's `failed_page` by group); and the sweeper's scan by status and age.
+/// first (bulk retry's `failed_page` by group); the sweeper's scan by status and age; and a
+/// user's tasks by tag and by type, newest first (search).
 fn task_indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
@@ -47,6 +48,13 @@ fn task_indexes() -> Vec<IndexModel> {
             .build(),
         IndexModel::builder()
             .keys(doc! { "status": 1, "updatedAt": 1 })
+            .build(),
+        // Search (docs/spec.md §19): a user's tasks with a tag, or of a type, newest first.
+        IndexModel::builder()
+            .keys(doc! { "userId": 1, "tags": 1, "createdAt": -1, "taskId": -1 })
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { "userId": 1, "type": 1, "createdAt": -1, "taskId": -1 })
             .build(),
     ]
 }
