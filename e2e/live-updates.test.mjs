@@ -70,6 +70,52 @@ test('a list answer older than a pushed change does not undo it', async () => {
   await page.context().close();
 });
 
+test('under a status filter, a late list does not bring back a row a push moved out of it', async () => {
+  const user = 'late-list-filter';
+  const failed = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0, failAttempts: 1 });
+  await setup.jobs.waitForStatus(user, failed, 'failed');
+  const page = await openPage(setup.browser, setup.jobs, user);
+  await page.locator('#live[data-mode="push"]').waitFor();
+  await page.locator('#status-filter').selectOption('failed');
+  await row(page, failed).waitFor();
+  await page.route((url) => url.searchParams.get('action') === 'list', async (route) => {
+    const response = await route.fetch();
+    await new Promise((r) => setTimeout(r, 2500));
+    await route.fulfill({ response });
+  });
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  // Retried while that list (which still holds it failed) is on its way back.
+  await setup.jobs.api('retry', { method: 'POST', body: { taskId: failed, userId: user } });
+  await row(page, failed).waitFor({ state: 'detached' });
+  await page.waitForResponse((r) => new URL(r.url()).searchParams.get('action') === 'list');
+  await page.waitForTimeout(300);
+  assert.equal(await row(page, failed).count(), 0, 'the late list does not bring it back');
+  await page.context().close();
+});
+
+test('a list that fails while changes are pushed is asked again', async () => {
+  const user = 'failed-sync';
+  const taskId = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0 });
+  await setup.jobs.waitForStatus(user, taskId, 'completed');
+  let failures = 0;
+  const context = await setup.browser.newContext();
+  await context.addInitScript((id) => localStorage.setItem('jobs.userId', id), user);
+  // The first two lists (the page's first, and the one after `ready`) meet a database outage.
+  await context.route((url) => url.searchParams.get('action') === 'list', async (route) => {
+    if (failures < 2) {
+      failures += 1;
+      return route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'Database unavailable', code: 'DB_UNAVAILABLE' }) });
+    }
+    return route.continue();
+  });
+  const page = await context.newPage();
+  await page.goto(`${setup.jobs.base}/`);
+  await page.locator('#live[data-mode="push"]').waitFor();
+  await row(page, taskId).waitFor({ timeout: 10000 });
+  assert.equal(failures, 2);
+  await context.close();
+});
+
 // When the stream cannot be used the page polls, says so, and still shows changes.
 const withoutStream = [
   {

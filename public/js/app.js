@@ -15,9 +15,11 @@ import {
   resumeStep, retrySummary, tickCountdowns,
 } from './view.js';
 import { LiveUpdates } from './live.js';
+import { matchesSearch, parseSearch } from './search.js';
 
 const LIVE_INTERVAL_MS = 1000;
 const IDLE_INTERVAL_MS = 10000;
+const RETRY_LOAD_MS = 2000;
 const PAGE_SIZE = 20;
 /**
  * Tasks per `retryMany` call the page asks for: the API takes up to 1,000, the page takes 100
@@ -54,9 +56,16 @@ const state = {
   // How changes reach the page: 'connecting', 'push' (the `watch` stream) or 'poll' (`list`
   // on a timer), and why it polls.
   live: { mode: 'connecting', reason: '' },
-  // When each task was last pushed (`performance.now()`): a list asked for before then does
-  // not know it yet.
-  pushedAt: new Map(),
+  // The latest pushed summary of each task and when it arrived (`performance.now()`), kept even
+  // when the row left the page: a list asked for before then does not know it yet.
+  pushed: new Map(),
+  // The last list failed: pushed changes alone cannot bring the rows back, so it is asked again.
+  loadFailed: false,
+  // The search box's terms (`?q=`) and the `list` parameters they ask for (docs/spec.md §19).
+  query: '',
+  search: {},
+  // The last page answered stopped at the search's window of examined tasks.
+  windowEnded: false,
 };
 
 /** `?live=poll` keeps the page on polling (a proxy known to buffer streams; the polling tests). */
@@ -144,11 +153,17 @@ function render() {
   renderTasks($('#tasks tbody'), state.tasks, state.retrying, state.selected);
   $('#tasks').hidden = state.tasks.length === 0;
   $('#more').hidden = !state.nextCursor;
-  if (state.tasks.length === 0) {
+  const searching = Object.keys(state.search).length > 0;
+  if (state.tasks.length === 0 && searching) {
+    showState(state.windowEnded
+      ? 'No match among the 5,000 newest tasks searched. Load more to search older ones.'
+      : 'No task matches this search.');
+  } else if (state.tasks.length === 0) {
     showState(state.status ? `No ${state.status} tasks.` : 'No tasks yet. Create a demo task above to see one run.');
   } else {
-    showState('');
+    showState(state.windowEnded ? 'Searched the 5,000 newest tasks: Load more searches older ones.' : '');
   }
+  $('#more').textContent = state.windowEnded ? 'Search older tasks' : 'Load more';
   renderSelection();
   renderGroupsPanel();
   renderLiveMode();
@@ -176,7 +191,7 @@ const liveUpdates = new LiveUpdates({
     schedule();
   },
   sync() {
-    load();
+    load().then(schedule);
   },
   task: applyChange,
   unauthenticated(message) {
@@ -191,10 +206,11 @@ function applyChange(task) {
   if (state.signedOut) return;
   const at = state.tasks.findIndex((t) => t.taskId === task.taskId);
   const before = at >= 0 ? state.tasks[at] : null;
-  // A change sent twice around a reconnect may come after a later one.
-  if (before && newer(before, task)) return;
-  const shown = !state.status || task.status === state.status;
-  state.pushedAt.set(task.taskId, performance.now());
+  // Pushed changes come in the stream's order, the truth whatever the servers' clocks say.
+  state.pushed.set(task.taskId, { task, at: performance.now() });
+  // Nothing a row shows changed (a lease renewal): nothing to do.
+  if (before && JSON.stringify(before) === JSON.stringify(task)) return;
+  const shown = isShown(task, Boolean(before));
   if (before && shown) state.tasks[at] = task;
   else if (before) state.tasks.splice(at, 1);
   else if (shown) {
@@ -217,21 +233,34 @@ function sortNewestFirst(tasks) {
     || (a.taskId < b.taskId ? 1 : a.taskId > b.taskId ? -1 : 0));
 }
 
-/** Whether `a` is a later state of its task than `b` (`updatedAt` moves with every change). */
-function newer(a, b) {
-  return Date.parse(a.updatedAt) > Date.parse(b.updatedAt);
+/**
+ * Whether a task belongs on the page: its status filter, and the search as far as the page can
+ * judge it (payload fields are not pushed: a row already shown stays, a new one waits for a list).
+ */
+function isShown(task, alreadyShown) {
+  const matches = matchesSearch(task, state.search);
+  return (!state.status || task.status === state.status) && (matches || (alreadyShown && matches === null));
 }
 
 /**
- * A list page's tasks, each kept as the page holds it when that is later: a change pushed while
- * the list was on its way must not be undone by the older answer.
+ * A list page asked for at `startedAt`, with what was pushed since: each task as pushed when the
+ * push arrived after the list was asked for (the list could not know it), then the filter; and
+ * the tasks pushed since that the list could not hold yet, newest first.
  */
-function keepingLater(tasks) {
-  const held = new Map(state.tasks.map((t) => [t.taskId, t]));
-  return tasks.map((t) => {
-    const mine = held.get(t.taskId);
-    return mine && newer(mine, t) ? mine : t;
-  });
+function withLaterPushes(tasks, startedAt) {
+  const now = performance.now();
+  for (const [id, { at }] of state.pushed) if (now - at > 600000) state.pushed.delete(id);
+  const later = (id) => {
+    const pushed = state.pushed.get(id);
+    return pushed && pushed.at >= startedAt ? pushed.task : null;
+  };
+  const listed = new Set(tasks.map((t) => t.taskId));
+  const merged = tasks.map((t) => later(t.taskId) ?? t).filter((t) => isShown(t, true));
+  const oldest = tasks.length ? Date.parse(tasks[tasks.length - 1].createdAt) : -Infinity;
+  const added = [...state.pushed.values()]
+    .filter(({ task, at }) => at >= startedAt && !listed.has(task.taskId) && isShown(task, false)
+      && Date.parse(task.createdAt) >= oldest);
+  return sortNewestFirst(merged.concat(added.map(({ task }) => task)));
 }
 
 /** Failures by cause again, at most once a second however many changes arrive. */
@@ -308,6 +337,7 @@ async function load({ append = false } = {}) {
   if (!append) refreshDetail();
   try {
     const page = await api.list({
+      ...state.search,
       status: state.status,
       limit: PAGE_SIZE,
       cursor: append ? state.nextCursor : undefined,
@@ -321,24 +351,26 @@ async function load({ append = false } = {}) {
       return;
     }
     if (!append) state.listTag = page.etag ?? null;
+    state.loadFailed = false;
     if (append) {
-      state.tasks = state.tasks.concat(keepingLater(page.tasks));
+      const held = new Set(state.tasks.map((t) => t.taskId));
+      state.tasks = state.tasks.concat(withLaterPushes(page.tasks, startedAt).filter((t) => !held.has(t.taskId)));
     } else {
       // Keep pages the user loaded beyond the first: replace only what the first page covers.
-      const fresh = new Set(page.tasks.map((t) => t.taskId));
+      const first = withLaterPushes(page.tasks, startedAt);
+      const fresh = new Set(first.map((t) => t.taskId));
       const rest = state.tasks.slice(PAGE_SIZE).filter((t) => !fresh.has(t.taskId));
-      // Tasks pushed after this list was asked for, which it cannot hold yet.
-      const pushed = state.tasks.slice(0, PAGE_SIZE)
-        .filter((t) => !fresh.has(t.taskId) && (state.pushedAt.get(t.taskId) ?? -1) >= startedAt);
-      state.tasks = sortNewestFirst(pushed.concat(keepingLater(page.tasks))).concat(rest);
+      state.tasks = first.concat(rest);
       if (rest.length === 0) state.nextCursor = page.nextCursor;
     }
     if (append) state.nextCursor = page.nextCursor;
+    state.windowEnded = Boolean(page.windowEnded);
     render();
   } catch (error) {
     if (state.signedOut) return;
     // The error replaces the list on screen: the next answer must be in full to show it again.
     state.listTag = null;
+    state.loadFailed = true;
     showState(error.code === 'DB_UNAVAILABLE'
       ? 'The task database is unavailable. Retrying automatically…'
       : error.code === 'DB_TIMEOUT'
@@ -349,14 +381,17 @@ async function load({ append = false } = {}) {
 
 function schedule() {
   clearTimeout(state.timer);
-  // Pushed: every change arrives as it happens; nothing to poll.
-  if (document.hidden || state.signedOut || state.live.mode === 'push') return;
+  // Pushed: every change arrives as it happens; nothing to poll, unless the list itself failed.
+  if (document.hidden || state.signedOut) return;
+  if (state.live.mode === 'push' && !state.loadFailed) return;
   const busy = state.tasks.some(isActive) || state.retrying.size > 0 || Boolean(state.bulk)
     || Boolean(state.detail?.task && isActive(state.detail.task));
+  // A list that failed is asked again soon, pushed or polled.
+  const wait = state.loadFailed ? RETRY_LOAD_MS : busy ? LIVE_INTERVAL_MS : IDLE_INTERVAL_MS;
   state.timer = setTimeout(async () => {
     await load();
     schedule();
-  }, busy ? LIVE_INTERVAL_MS : IDLE_INTERVAL_MS);
+  }, wait);
 }
 
 function updateTask(taskId, changes) {
@@ -907,6 +942,16 @@ function wire() {
   $('#create').addEventListener('input', showWork);
   showWork();
 
+  $('#search-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    applySearch($('#search').value);
+  });
+  $('#search-clear').addEventListener('click', () => {
+    $('#search').value = '';
+    applySearch('');
+    $('#search').focus();
+  });
+
   $('#status-filter').addEventListener('change', (event) => {
     state.status = event.target.value;
     state.tasks = [];
@@ -956,12 +1001,44 @@ function start() {
       : `The jobs API needs a sign-in link (${error.message}). ${AGAIN}`);
   });
   wire();
+  const shared = new URLSearchParams(location.search).get('q');
+  if (shared) {
+    $('#search').value = shared;
+    applySearch(shared, { reload: false });
+  }
   const problem = token ? tokenProblem(token) : null;
   if (problem) {
     signOut(SIGN_IN_MESSAGES[problem]);
     return;
   }
   startLive();
+  load().then(schedule);
+}
+
+/**
+ * Searches with the box's terms: checked here first (a term the page cannot read is said next
+ * to the box), kept in the URL as `?q=` so the search can be shared, then the list again.
+ */
+function applySearch(text, { reload = true } = {}) {
+  const { params, problem } = parseSearch(text);
+  const shown = $('#search-problem');
+  shown.hidden = !problem;
+  shown.textContent = problem ?? '';
+  $('#search').setAttribute('aria-invalid', problem ? 'true' : 'false');
+  if (problem) return;
+  state.query = text.trim();
+  state.search = params;
+  $('#search-clear').hidden = !state.query;
+  const url = new URL(location.href);
+  if (state.query) url.searchParams.set('q', state.query);
+  else url.searchParams.delete('q');
+  history.replaceState(null, '', url);
+  if (!reload) return;
+  state.tasks = [];
+  state.listTag = null;
+  state.nextCursor = null;
+  state.windowEnded = false;
+  showState('Searching…');
   load().then(schedule);
 }
 

@@ -12,6 +12,8 @@ const READY_WITHIN_MS = 5000;
 const RETRY_STREAM_AFTER_MS = 60000;
 /** The first reconnect after a drop waits this long, doubling up to 30 s while drops repeat. */
 const RECONNECT_MS = 1000;
+/** No frame for this long (pings come every 15 s): the connection is dead; reconnect. */
+const SILENCE_MS = 45000;
 
 /** Parses a text/event-stream body into `{event, id, data}` frames (comments: event ':'). */
 export async function* frames(body) {
@@ -85,8 +87,15 @@ export class LiveUpdates {
     let ready = false;
     const opened = performance.now();
     const buffered = setTimeout(() => { if (!ready) abort.abort('buffered'); }, READY_WITHIN_MS);
+    // A connection a sleeping laptop or a NAT dropped silently: no ping arrives.
+    let silence = null;
+    const heard = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => abort.abort('silent'), SILENCE_MS);
+    };
     try {
       const response = await fetch(`/api/jobs?${params}`, { headers, cache: 'no-store', signal: abort.signal });
+      if (this.abort !== abort) return;
       if (!response.ok || !response.body) {
         let reason = `the API answered HTTP ${response.status}`;
         try { reason = (await response.json()).error || reason; } catch { /* not JSON */ }
@@ -96,7 +105,9 @@ export class LiveUpdates {
         }
         return this.fallBack(reason);
       }
+      heard();
       for await (const frame of frames(response.body)) {
+        heard();
         if (frame.id) this.lastId = frame.id;
         if (frame.event === 'ready') {
           ready = true;
@@ -128,12 +139,16 @@ export class LiveUpdates {
       this.retryTimer = setTimeout(() => this.connect(), wait);
     } finally {
       clearTimeout(buffered);
+      clearTimeout(silence);
     }
   }
 
   /** Polls instead, and tries the stream again later. */
   fallBack(reason) {
     this.abort = null;
+    // The next stream starts afresh (the page reloads its list on its `ready`): a position the
+    // server could not resume from must not be sent again and again.
+    this.lastId = null;
     this.handlers.mode('poll', reason);
     if (!this.running) return;
     this.retryTimer = setTimeout(() => this.connect(), RETRY_STREAM_AFTER_MS);

@@ -128,7 +128,7 @@ function rowHtml(task, { retrying, selected }) {
   return [
     select,
     cell('Task', `<span class="id" title="${escape(task.taskId)}">${escape(shortId(task.taskId))}</span><button type="button" class="secondary copy" data-action="copy" aria-label="Copy task id ${escape(task.taskId)}">Copy</button>`),
-    cell('Type', escape(task.type)),
+    cell('Type', `${escape(task.type)}${(task.tags ?? []).map((tag) => ` <span class="tag">${escape(tag)}</span>`).join('')}`),
     cell('Status', badge(task)),
     cell('Progress', `<span class="progress" role="progressbar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${progress}"><span></span></span> <span data-progress>${progress}%</span>`),
     cell('Retries', `<span data-retries>${escape(task.retryCount)} / ${escape(task.maxRetries)}</span>${autoMarker(task)}`),

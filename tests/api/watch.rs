@@ -118,6 +118,20 @@ impl EventStream {
         }
     }
 
+    /// Frames until none comes for `quiet`: every change already made has been read.
+    async fn settle(&mut self, quiet: Duration) -> Vec<Sse> {
+        let mut frames = Vec::new();
+        loop {
+            while self.buffer.contains("\n\n") {
+                frames.push(self.next(Duration::from_secs(1)).await.unwrap());
+            }
+            match tokio::time::timeout(quiet, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                _ => return frames,
+            }
+        }
+    }
+
     /// The `ready` frame that opens every stream: `resumed` as expected.
     async fn ready(&mut self, resumed: bool) -> Sse {
         let ready = self.next(Duration::from_secs(15)).await.expect("ready");
@@ -209,6 +223,9 @@ async fn a_dropped_watch_resumes_from_last_event_id_with_nothing_missed() {
                 completed(std::slice::from_ref(f)).contains(&first)
             })
             .await;
+        // Every change of `first` read (a summary is the task when the stream read it, so its
+        // `completed` may show before its last change's event).
+        watch.settle(Duration::from_millis(1500)).await;
         let last_id = watch.last_id.clone().expect("an id");
         drop(watch);
 
@@ -401,9 +418,59 @@ async fn an_idle_watch_pings_and_ends_cleanly_before_its_time_is_up() {
         "the stream closes after end"
     );
     assert!(started.elapsed() < Duration::from_secs(8));
-    // A reconnect from the ping's position resumes.
+    // A reconnect from the ping's position resumes: pings follow, no reset.
     let mut again = EventStream::open(&jobs, "frank", watch.last_id.as_deref()).await;
     again.ready(true).await;
+    let next = again.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(next.event, ":", "a ping, not a reset: {next:?}");
+}
+
+/// Changes made WHILE a reconnect catches up on another process are not missed: the catch-up
+/// hands over to the process's stream without a gap.
+#[tokio::test]
+async fn changes_made_during_a_catch_up_are_not_missed() {
+    let jobs = Service::start().await;
+    let other = jobs.start_sharing_db(&[]).await;
+    let mut watch = EventStream::open(&jobs, "nina", None).await;
+    let ready = watch.ready(false).await;
+    let from = ready.id.expect("ready carries the position");
+    drop(watch);
+
+    let writer = {
+        let base = jobs.base.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut created = Vec::new();
+            for _ in 0..40 {
+                let reply = client
+                    .post(format!("{base}/api/jobs?action=create"))
+                    .json(&json!({ "type": "demo", "userId": "nina", "payload": QUICK() }))
+                    .send()
+                    .await
+                    .unwrap();
+                let body: Value = reply.json().await.unwrap();
+                created.push(body["taskId"].as_str().unwrap().to_owned());
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            created
+        })
+    };
+    // Reconnect while the writer is busy: the catch-up reads what came before, the stream
+    // what comes after, and the handover falls in the middle of the writes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut watch = EventStream::open(&other, "nina", Some(&from)).await;
+    watch.ready(true).await;
+    let created: HashSet<String> = writer.await.unwrap().into_iter().collect();
+    let mut seen = HashSet::new();
+    let frames = watch
+        .until(Duration::from_secs(30), |f| {
+            if f.event == "task" {
+                seen.insert(f.task()["taskId"].as_str().unwrap().to_owned());
+            }
+            created.is_subset(&seen)
+        })
+        .await;
+    assert!(!frames.iter().any(|f| f.event == "reset"), "{frames:?}");
 }
 
 #[tokio::test]

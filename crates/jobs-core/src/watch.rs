@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::error::{JobsError, Result};
 use crate::event_stream::{EventId, Frame};
 use crate::replies::TaskView;
-use crate::store::{ChangesError, Store, TaskChanges};
+use crate::store::{ChangesError, Store, TaskChanges, task_of};
 use crate::task::{Task, UserId};
 
 /// Entries kept for reconnects: at one change a second, a quarter of an hour.
@@ -36,8 +36,14 @@ const IDLE_GRACE: Duration = Duration::from_secs(30);
 const CATCH_UP_AWAIT: Duration = Duration::from_millis(250);
 /// The longest a catch-up may take; past it the client is sent `reset`.
 const CATCH_UP_BUDGET: Duration = Duration::from_secs(20);
-/// Pause before the stream is opened again after a database error.
+/// Pause before the stream is opened again after an error.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
+/// A stream closed longer than this opens from now, not after its last position: replaying
+/// hours of changes (a lookup each) for a window nobody reads is not worth it.
+const RESUME_WITHIN: Duration = Duration::from_secs(300);
+/// A reconnect whose first missed change is older than this is sent `reset` instead of a
+/// catch-up through everything since.
+const CATCH_UP_HORIZON: Duration = Duration::from_secs(3600);
 
 /// A task's change as every watcher of the process receives it.
 #[derive(Debug)]
@@ -90,6 +96,8 @@ struct Shared {
     recent: VecDeque<Entry>,
     /// Where the stream stands: the newest entry's position.
     position: Option<EventId>,
+    /// When the stream last closed for want of watchers.
+    closed_at: Option<Instant>,
 }
 
 /// The process's one change stream and its watchers.
@@ -232,7 +240,18 @@ impl Hub {
     async fn run(self: Arc<Self>, live: broadcast::Sender<Entry>) {
         let mut idle_since: Option<Instant> = None;
         loop {
-            let from = self.shared().position.clone();
+            let from = {
+                let mut shared = self.shared();
+                if shared
+                    .closed_at
+                    .take()
+                    .is_some_and(|at| at.elapsed() > RESUME_WITHIN)
+                {
+                    shared.recent.clear();
+                    shared.position = None;
+                }
+                shared.position.clone()
+            };
             let opened = self
                 .store
                 .task_changes(
@@ -246,6 +265,7 @@ impl Hub {
                 Err(ChangesError::PositionLost) => {
                     tracing::warn!("change stream position lost; starting from now");
                     self.start_over(&live);
+                    tokio::time::sleep(REOPEN_AFTER).await;
                     continue;
                 }
                 Err(ChangesError::Unsupported(reason)) => {
@@ -274,9 +294,10 @@ impl Hub {
                 match self.store.next_change(&mut stream).await {
                     Ok(Some(event)) => {
                         let at = EventId::new(event.id);
-                        let entry = match event.full_document {
+                        let entry = match event.full_document.and_then(task_of) {
                             Some(task) => Entry::Change(Arc::new(change(at, task))),
-                            // Deleted before it could be looked up: nothing to show.
+                            // Deleted before it could be looked up, or unreadable: nothing
+                            // to show, the position moves on.
                             None => Entry::Position(at),
                         };
                         self.publish(&live, Some(entry));
@@ -292,6 +313,8 @@ impl Hub {
                     }
                     Err(error) => {
                         tracing::warn!(%error, "change stream interrupted; resuming");
+                        self.status.send_replace(Status::Opening);
+                        tokio::time::sleep(REOPEN_AFTER).await;
                         break;
                     }
                 }
@@ -325,6 +348,8 @@ impl Hub {
     /// The position is gone: forget the window and tell every watcher to reload.
     fn start_over(&self, live: &broadcast::Sender<Entry>) {
         let mut shared = self.shared();
+        // Until it is open again, from now: a watcher joining meanwhile waits for it.
+        self.status.send_replace(Status::Opening);
         shared.recent.clear();
         shared.position = None;
         let _ = live.send(Entry::Reset);
@@ -346,6 +371,7 @@ impl Hub {
             return false;
         }
         shared.live = None;
+        shared.closed_at = Some(Instant::now());
         self.status.send_replace(Status::Opening);
         tracing::info!("change stream closed: nobody watches");
         true
@@ -467,7 +493,17 @@ impl Watcher {
                 Ok(Some(event)) => {
                     let at = EventId::new(event.id);
                     self.at = Some(at.clone());
-                    let Some(task) = event.full_document else {
+                    let stale = event.wall_time.is_some_and(|at| {
+                        let age = mongodb::bson::DateTime::now().timestamp_millis()
+                            - at.timestamp_millis();
+                        age > CATCH_UP_HORIZON.as_millis() as i64
+                    });
+                    if stale {
+                        tracing::info!(user = %self.user, "watch resumes from too far back; reset");
+                        self.catch_up = None;
+                        return Some(Frame::Reset);
+                    }
+                    let Some(task) = event.full_document.and_then(task_of) else {
                         continue;
                     };
                     self.delivered.insert(at.encode());
@@ -496,13 +532,18 @@ impl Watcher {
 pub struct Streaming {
     /// The frames' bytes, in order; the stream ends when the watcher does.
     pub frames: Frames,
-    /// Settles once the watcher has ended: its last frame sent or the client gone. A platform
-    /// that ends an invocation with its response waits for it (`wait_until`).
-    pub done: tokio::task::JoinHandle<()>,
+    /// Settles once the response body is dropped: every frame written, or the client gone. A
+    /// platform that ends an invocation with its response waits for it (`wait_until`), so the
+    /// end is never reported while frames are still on their way.
+    pub done: tokio::sync::oneshot::Receiver<()>,
 }
 
-/// The bytes of a watcher's frames (`Send + Sync`, as a response body must be).
-pub struct Frames(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+/// The bytes of a watcher's frames (`Send + Sync`, as a response body must be); dropping it
+/// settles [`Streaming::done`].
+pub struct Frames {
+    frames: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    _settles_when_dropped: tokio::sync::oneshot::Sender<()>,
+}
 
 impl futures_util::Stream for Frames {
     type Item = bytes::Bytes;
@@ -511,7 +552,7 @@ impl futures_util::Stream for Frames {
         mut self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(context)
+        self.frames.poll_recv(context)
     }
 }
 
@@ -520,7 +561,8 @@ impl Watcher {
     /// (noticed at once, not at the next frame).
     pub fn stream(mut self) -> Streaming {
         let (sender, frames) = tokio::sync::mpsc::channel(16);
-        let done = tokio::spawn(async move {
+        let (dropped, done) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
                     _ = sender.closed() => return,
@@ -533,7 +575,10 @@ impl Watcher {
             }
         });
         Streaming {
-            frames: Frames(frames),
+            frames: Frames {
+                frames,
+                _settles_when_dropped: dropped,
+            },
             done,
         }
     }

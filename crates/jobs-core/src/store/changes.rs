@@ -9,13 +9,27 @@ use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::error::ErrorKind;
 use mongodb::options::FullDocumentType;
 
+use super::PRIMARY;
+
 use super::Store;
 use super::reads::summary_projection;
 use crate::error::JobsError;
 use crate::task::{Task, UserId};
 
-/// An open change stream of task summaries.
-pub type TaskChanges = ChangeStream<ChangeStreamEvent<Task>>;
+/// An open change stream of task summaries, each still a document: one that does not read as
+/// a [`Task`] (written by a newer version, say) must not stop the stream ([`task_of`]).
+pub type TaskChanges = ChangeStream<ChangeStreamEvent<Document>>;
+
+/// The task a change carries, if it reads as one.
+pub fn task_of(document: Document) -> Option<Task> {
+    match mongodb::bson::from_document(document) {
+        Ok(task) => Some(task),
+        Err(error) => {
+            tracing::warn!(%error, "a changed task does not read as a task; not sent");
+            None
+        }
+    }
+}
 
 /// How long one `getMore` of an idle stream waits for a change before it answers empty (it
 /// answers at once when one arrives): an idle stream costs one command per this period.
@@ -82,9 +96,12 @@ impl Store {
         user: Option<&UserId>,
         await_for: Duration,
     ) -> Result<TaskChanges, ChangesError> {
-        let tasks = self.tasks().await?;
+        let tasks = self.database().await?.collection::<Document>("tasks");
         let open = tasks
             .watch()
+            // From the primary, as the writes: a lagging secondary could end a catch-up short
+            // of where the process's stream stands.
+            .selection_criteria(PRIMARY)
             .pipeline(pipeline(user))
             .full_document(FullDocumentType::UpdateLookup)
             .max_await_time(await_for)
@@ -100,7 +117,7 @@ impl Store {
     pub async fn next_change(
         &self,
         stream: &mut TaskChanges,
-    ) -> Result<Option<ChangeStreamEvent<Task>>, ChangesError> {
+    ) -> Result<Option<ChangeStreamEvent<Document>>, ChangesError> {
         let wait = CHANGE_AWAIT + self.operation_timeout;
         match tokio::time::timeout(wait, stream.next_if_any()).await {
             Ok(Ok(change)) => Ok(change),

@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::error::{JobsError, Result};
 use crate::task::Task;
 
-pub use changes::{CHANGE_AWAIT, ChangesError, TaskChanges};
+pub use changes::{CHANGE_AWAIT, ChangesError, TaskChanges, task_of};
 pub use idempotency::Admission;
 pub use reads::{Page, ReadBack};
 pub(crate) use reads::{carrying, failed_selection};
