@@ -48,10 +48,11 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
     let ((action, outcome), db_commands) =
         jobs_core::store::count_commands(run_action(app, &parts, body, state)).await;
 
-    let mut frames = None;
+    let (mut frames, mut text) = (None, None);
     let (status, body, allow, etag) = match outcome {
         Ok(reply) => {
             frames = reply.stream;
+            text = reply.text;
             (reply.status, reply.body, None, reply.etag)
         }
         Err(error) => {
@@ -106,6 +107,12 @@ async fn handle(app: &App, req: Request, state: AppState) -> Response<ResponseBo
     if let Some(frames) = frames {
         return event_stream(response, frames);
     }
+    if let Some((content_type, text)) = text {
+        return response
+            .header("content-type", content_type)
+            .body(ResponseBody::from(text))
+            .expect("valid response parts");
+    }
     response
         .body(ResponseBody::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
@@ -120,6 +127,8 @@ struct Reply {
     body: Option<Value>,
     etag: Option<ETag>,
     stream: Option<Frames>,
+    /// A body that is not JSON, with its content type (`metrics`).
+    text: Option<(&'static str, String)>,
 }
 
 /// `watch`'s 200: a `text/event-stream` that proxies must neither buffer nor transform.
@@ -186,6 +195,7 @@ async fn run_action(
                     body: None,
                     etag: Some(etag),
                     stream: None,
+                    text: None,
                 }),
                 Err(error) => Err(error),
             }
@@ -196,6 +206,13 @@ async fn run_action(
         Action::DeliveryFailed => encode(200, app.delivery_failed(&credentials, &body).await),
         Action::RetryMany => encode(200, app.retry_many(&credentials, &body).await),
         Action::Groups => encode(200, app.groups(&credentials, &query).await),
+        Action::Metrics => app.metrics(&credentials).await.map(|text| Reply {
+            status: 200,
+            body: None,
+            etag: None,
+            stream: None,
+            text: Some((jobs_core::metrics::CONTENT_TYPE, text)),
+        }),
         Action::Watch => {
             let last_event_id = parts
                 .headers
@@ -213,6 +230,7 @@ async fn run_action(
                         body: None,
                         etag: None,
                         stream: Some(frames),
+                        text: None,
                     })
                 }
                 Err(error) => Err(error),
@@ -270,6 +288,7 @@ fn encode<T: Serialize>(status: u16, reply: Result<T, JobsError>) -> Result<Repl
             body: Some(body),
             etag: None,
             stream: None,
+            text: None,
         })
         .map_err(JobsError::internal)
 }

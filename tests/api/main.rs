@@ -11,6 +11,7 @@ mod idempotency;
 mod lease_loss;
 mod lifecycle;
 mod load;
+mod metrics;
 mod platform;
 mod qstash;
 mod qstash_emulator;

@@ -66,7 +66,12 @@ pub struct App {
     http: reqwest::Client,
     /// The process's one change stream, fanned out to every `watch` (docs/spec.md §18).
     hub: Arc<Hub>,
+    /// The last `metrics` text and when it was read: scrapes within [`METRICS_FRESH`] share it.
+    metrics: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long one read of the metrics serves the scrapes of an instance (docs/spec.md §20).
+const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the function could not start (the database is not contacted at start-up, so a
 /// database problem is never one of these).
@@ -153,6 +158,7 @@ impl App {
                 config.watch_ping,
             )),
             missing,
+            metrics: tokio::sync::Mutex::new(None),
             auth: Auth::new(&config),
             processors: processors(&config, http.clone()),
             probe: std::sync::OnceLock::new(),
@@ -370,6 +376,22 @@ impl App {
         let canonical = list_query.canonical();
         let scope = [user.as_str().as_bytes(), canonical.as_bytes()];
         Ok(Listed::answer(&scope, page, if_none_match))
+    }
+
+    /// `metrics`: the OpenMetrics text (docs/spec.md §20), read from the database at most once
+    /// per [`METRICS_FRESH`] per instance (concurrent scrapes wait for the one read).
+    pub async fn metrics(&self, credentials: &Credentials) -> Result<String> {
+        self.auth.metrics(credentials)?;
+        let mut kept = self.metrics.lock().await;
+        if let Some((at, text)) = kept.as_ref()
+            && at.elapsed() < METRICS_FRESH
+        {
+            return Ok(text.clone());
+        }
+        let snapshot = self.store.metrics_snapshot(DateTime::now()).await?;
+        let text = crate::metrics::openmetrics(&snapshot);
+        *kept = Some((std::time::Instant::now(), text.clone()));
+        Ok(text)
     }
 
     /// `watch`: the caller's changes as they happen, after `last_event_id` (the

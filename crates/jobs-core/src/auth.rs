@@ -77,6 +77,7 @@ pub struct Auth {
     qstash: Option<Receiver>,
     internal_secret: Option<Secret>,
     cron_secret: Option<Secret>,
+    metrics_token: Option<Secret>,
     /// Production or preview: nothing is open.
     deployed: bool,
 }
@@ -114,6 +115,7 @@ impl Auth {
             qstash,
             internal_secret: config.internal_secret.clone(),
             cron_secret: config.cron_secret.clone(),
+            metrics_token: config.metrics_token.clone(),
             deployed: config.is_deployed(),
         }
     }
@@ -199,6 +201,18 @@ impl Auth {
                 "Missing cron secret or signature",
             )),
             (None, _) => Ok(()),
+        }
+    }
+
+    /// `metrics`: `Authorization: Bearer $JOBS_METRICS_TOKEN`; off (404) when it is not set.
+    pub fn metrics(&self, credentials: &Credentials) -> Result<()> {
+        let Some(token) = &self.metrics_token else {
+            return Err(JobsError::MetricsOff);
+        };
+        match credentials.bearer() {
+            None => Err(JobsError::Unauthenticated("Missing bearer token")),
+            Some(given) if constant_time_eq(token.expose().as_bytes(), given.as_bytes()) => Ok(()),
+            Some(_) => Err(JobsError::Unauthenticated("Invalid metrics token")),
         }
     }
 

@@ -125,6 +125,9 @@ pub struct Config {
     /// `CRON_SECRET`: `sweep` requires it as `Authorization: Bearer` (Vercel Cron sends it) unless
     /// the call carries a QStash signature. Required when deployed.
     pub cron_secret: Option<Secret>,
+    /// `JOBS_METRICS_TOKEN`: `metrics` requires it as `Authorization: Bearer`; unset, `metrics`
+    /// is off (404).
+    pub metrics_token: Option<Secret>,
     /// `JOBS_LEASE_SECONDS` (default 300; at least 30 when deployed, at least 1 in development
     /// for tests): how long a claim holds a task without a heartbeat before `sweep` fails it as
     /// a lost worker. The worker renews it every sixth of its length.
@@ -287,6 +290,7 @@ impl Config {
             auth_secret: secret("JOBS_AUTH_SECRET"),
             internal_secret: secret("JOBS_INTERNAL_SECRET"),
             cron_secret: secret("CRON_SECRET"),
+            metrics_token: secret("JOBS_METRICS_TOKEN"),
             lease: seconds("JOBS_LEASE_SECONDS", 300, lease_floor..=86_400),
             queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800),
             redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400),

@@ -120,6 +120,9 @@ pub enum JobsError {
     /// them): the page polls `list` instead. 503.
     #[error("Live updates are unavailable here ({0}); poll list instead.")]
     WatchUnavailable(String),
+    /// `metrics` while `JOBS_METRICS_TOKEN` is not set. 404.
+    #[error("Metrics are off: set JOBS_METRICS_TOKEN to turn them on.")]
+    MetricsOff,
     /// Unexpected failure; the detail is logged, never sent. 500.
     #[error("Internal error")]
     Internal(String),
@@ -138,7 +141,7 @@ impl JobsError {
             | UnknownTaskType(_) | InvalidPayload(_) => 400,
             Unauthenticated(_) => 401,
             NotOwner | UserMismatch => 403,
-            TaskNotFound(_) => 404,
+            TaskNotFound(_) | MetricsOff => 404,
             MethodNotAllowed { .. } => 405,
             NotFailed | MaxRetries(_) | NotCancellable(_) | CancelledMeanwhile
             | IdempotencyKeyReused | VersionConflict(_) => 409,
@@ -178,6 +181,7 @@ impl JobsError {
             Self::DbUnavailable => "DB_UNAVAILABLE",
             Self::DbTimeout(_) => "DB_TIMEOUT",
             Self::WatchUnavailable(_) => "WATCH_UNAVAILABLE",
+            Self::MetricsOff => "METRICS_OFF",
             Self::Internal(_) => "INTERNAL",
         }
     }

@@ -42,11 +42,13 @@ pub enum Action {
     Groups,
     /// `watch` (GET): a `text/event-stream` of changes to the caller's tasks.
     Watch,
+    /// `metrics` (GET): the OpenMetrics text, for a scraper holding `JOBS_METRICS_TOKEN`.
+    Metrics,
 }
 
 impl Action {
     /// Every action, in the order of docs/spec.md §5.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Self::Create,
         Self::Get,
         Self::List,
@@ -59,6 +61,7 @@ impl Action {
         Self::RetryMany,
         Self::Groups,
         Self::Watch,
+        Self::Metrics,
     ];
 
     /// The `?action=` value that names it (lower-case, matched exactly).
@@ -76,6 +79,7 @@ impl Action {
             Self::RetryMany => "retryMany",
             Self::Groups => "groups",
             Self::Watch => "watch",
+            Self::Metrics => "metrics",
         }
     }
 
@@ -88,9 +92,13 @@ impl Action {
             | Self::Process
             | Self::DeliveryFailed
             | Self::RetryMany => Method::POST,
-            Self::Get | Self::List | Self::Sweep | Self::Health | Self::Groups | Self::Watch => {
-                Method::GET
-            }
+            Self::Get
+            | Self::List
+            | Self::Sweep
+            | Self::Health
+            | Self::Groups
+            | Self::Watch
+            | Self::Metrics => Method::GET,
         }
     }
 

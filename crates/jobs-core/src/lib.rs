@@ -15,6 +15,7 @@ pub mod event_stream;
 pub mod failpoints;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod processors;
 pub mod replies;
 pub mod requests;

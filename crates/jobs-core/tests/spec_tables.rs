@@ -665,6 +665,7 @@ fn every_error_has_its_row() {
         JobsError::DbUnavailable,
         JobsError::DbTimeout(std::time::Duration::from_millis(2500)),
         JobsError::WatchUnavailable("no change streams".into()),
+        JobsError::MetricsOff,
     ];
     let source = include_str!("../src/error.rs");
     let body = source

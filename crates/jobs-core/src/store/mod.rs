@@ -7,6 +7,7 @@
 //! - `scans`: what the sweep looks for;
 //! - `idempotency`: create's idempotency keys, in their own collection;
 //! - `changes`: the change stream of task summaries `watch` fans out;
+//! - `metrics`: what `metrics` reports, read across every user;
 //! - `summary`: the answer of `groups` kept per user, and the version that every change of
 //!   a user's `failed` tasks moves;
 //! - every write of `tasks` is a transition (`crate::transitions`, one file per who makes
@@ -16,6 +17,7 @@
 
 mod changes;
 mod idempotency;
+mod metrics;
 mod reads;
 mod scans;
 mod summary;
