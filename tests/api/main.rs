@@ -1,5 +1,6 @@
 //! HTTP integration tests: the real `jobs` binary, a real SecantusDB (see `support`).
 
+mod alerts;
 mod at_scale;
 mod auth;
 mod bad_input;

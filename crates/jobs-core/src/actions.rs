@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mongodb::bson::{DateTime, Document};
 use serde_json::Value;
 
+use crate::alerts::Alerts;
 use crate::auth::{Auth, Credentials};
 use crate::bulk;
 use crate::conditional::IfNoneMatch;
@@ -66,6 +67,8 @@ pub struct App {
     http: reqwest::Client,
     /// The process's one change stream, fanned out to every `watch` (docs/spec.md §18).
     hub: Arc<Hub>,
+    /// Alerts on failures (docs/spec.md §21).
+    alerts: Arc<Alerts>,
     /// The last `metrics` text and when it was read: scrapes within [`METRICS_FRESH`] share it.
     metrics: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
@@ -159,6 +162,7 @@ impl App {
             )),
             missing,
             metrics: tokio::sync::Mutex::new(None),
+            alerts: Arc::new(Alerts::new(&config, store.clone())),
             auth: Auth::new(&config),
             processors: processors(&config, http.clone()),
             probe: std::sync::OnceLock::new(),
@@ -592,6 +596,7 @@ impl App {
             processors: self.processors.clone(),
             lease_for: self.config.lease,
             by,
+            alerts: self.alerts.clone(),
         };
         Ok(Delivery::Claimed {
             task_id,

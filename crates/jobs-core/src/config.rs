@@ -128,6 +128,17 @@ pub struct Config {
     /// `JOBS_METRICS_TOKEN`: `metrics` requires it as `Authorization: Bearer`; unset, `metrics`
     /// is off (404).
     pub metrics_token: Option<Secret>,
+    /// `JOBS_ALERT_WEBHOOK_URL`: where alerts are POSTed (docs/spec.md §21); its host must be
+    /// in `JOBS_WEBHOOK_ALLOWED_HOSTS`, as a webhook task's. Unset: no alerts.
+    pub alert_webhook_url: Option<String>,
+    /// `JOBS_ALERT_SECRET`: the key alerts are signed with; required with the URL.
+    pub alert_secret: Option<Secret>,
+    /// `JOBS_ALERT_GROUP_THRESHOLD` (default 10, 1..=100000): a group's failures in a window
+    /// above this alert.
+    pub alert_group_threshold: i64,
+    /// `JOBS_ALERT_WINDOW_MINUTES` (default 60, 1..=1440): the window of the threshold, and of
+    /// the one alert per group.
+    pub alert_window: Duration,
     /// `JOBS_LEASE_SECONDS` (default 300; at least 30 when deployed, at least 1 in development
     /// for tests): how long a claim holds a task without a heartbeat before `sweep` fails it as
     /// a lost worker. The worker renews it every sixth of its length.
@@ -291,6 +302,12 @@ impl Config {
             internal_secret: secret("JOBS_INTERNAL_SECRET"),
             cron_secret: secret("CRON_SECRET"),
             metrics_token: secret("JOBS_METRICS_TOKEN"),
+            alert_webhook_url: url("JOBS_ALERT_WEBHOOK_URL", false),
+            alert_secret: secret("JOBS_ALERT_SECRET"),
+            alert_group_threshold: number("JOBS_ALERT_GROUP_THRESHOLD", 10, 1..=100_000) as i64,
+            alert_window: Duration::from_secs(
+                60 * number("JOBS_ALERT_WINDOW_MINUTES", 60, 1..=1_440),
+            ),
             lease: seconds("JOBS_LEASE_SECONDS", 300, lease_floor..=86_400),
             queue_timeout: seconds("JOBS_QUEUE_TIMEOUT_SECONDS", 900, 1..=604_800),
             redispatch_after: seconds("JOBS_REDISPATCH_SECONDS", 120, 1..=86_400),
@@ -320,6 +337,13 @@ impl Config {
             static_dir: var("JOBS_STATIC_DIR"),
             invalid: Vec::new(),
         };
+        if config.alert_webhook_url.is_some() && config.alert_secret.is_none() {
+            invalid.borrow_mut().push(ConfigError {
+                name: "JOBS_ALERT_SECRET",
+                problem: "required with JOBS_ALERT_WEBHOOK_URL: every alert is signed with it"
+                    .into(),
+            });
+        }
         Self {
             invalid: invalid.into_inner(),
             ..config
@@ -548,6 +572,27 @@ mod tests {
                 )],
             ),
             (vec![deployed, ("JOBS_LEASE_SECONDS", "30")], vec![]),
+            (
+                vec![("JOBS_ALERT_WEBHOOK_URL", "https://hooks.example.com/x")],
+                vec![(
+                    "JOBS_ALERT_SECRET",
+                    "required with JOBS_ALERT_WEBHOOK_URL: every alert is signed with it",
+                )],
+            ),
+            (
+                vec![
+                    ("JOBS_ALERT_WEBHOOK_URL", "https://hooks.example.com/x"),
+                    ("JOBS_ALERT_SECRET", "s"),
+                ],
+                vec![],
+            ),
+            (
+                vec![("JOBS_ALERT_WINDOW_MINUTES", "0")],
+                vec![(
+                    "JOBS_ALERT_WINDOW_MINUTES",
+                    "expected a whole number in 1..=1440, got \"0\"",
+                )],
+            ),
             (vec![("JOBS_LEASE_SECONDS", "1")], vec![]),
             (
                 vec![("JOBS_LEASE_SECONDS", "0")],

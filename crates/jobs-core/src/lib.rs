@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod actions;
+pub mod alerts;
 pub mod auth;
 pub mod bulk;
 pub mod conditional;

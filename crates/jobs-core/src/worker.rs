@@ -13,6 +13,7 @@ use mongodb::bson::DateTime;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{Alerts, Failure};
 use crate::dispatch::Dispatcher;
 use crate::failpoints::{At, hit};
 use crate::processors::{Job, ProcessorError, Processors, Recorder};
@@ -153,6 +154,8 @@ pub struct Worker {
     pub lease_for: Duration,
     /// `qstash` or `self`.
     pub by: &'static str,
+    /// Alerts on failures (docs/spec.md §21).
+    pub alerts: Arc<Alerts>,
 }
 
 /// Runs `task`, which `claim` just returned (so it holds a lease), and records the outcome.
@@ -186,6 +189,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         processors,
         lease_for,
         by,
+        alerts,
     } = worker;
     let (lease_for, by) = (*lease_for, *by);
     let started = Instant::now();
@@ -199,6 +203,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
     let policy = task.auto_retry.filter(|p| task.auto_retries < p.attempts);
     let auto_retries = task.auto_retries;
     let user = task.user_id.clone();
+    let (kind, budget_spent) = (task.kind.clone(), task.retry_count >= task.max_retries);
 
     let outcome = match processors.get(&task.kind) {
         None => Err(ProcessorError::Failed(format!(
@@ -238,6 +243,15 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
     }
 
     let succeeded = outcome.is_ok();
+    // What alerts see of a failure (docs/spec.md §21): its message, and whether it leaves the
+    // task with no retry (none scheduled, and the manual budget spent).
+    let failure = match &outcome {
+        Err(ProcessorError::Failed(message)) => {
+            Some((message.clone(), policy.is_none() && budget_spent))
+        }
+        Err(ProcessorError::Permanent(message)) => Some((message.clone(), budget_spent)),
+        _ => None,
+    };
     let recorded = match outcome {
         Ok(value) => {
             let result = result_document(value);
@@ -297,6 +311,7 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         Err(ProcessorError::Stopped) => Ok(false),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let wrote = matches!(recorded, Ok(true));
     match recorded {
         Ok(true) => {
             tracing::info!(task_id = %task_id, attempt, elapsed_ms, ok = succeeded, "task finished")
@@ -307,6 +322,18 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         Err(error) => {
             tracing::error!(task_id = %task_id, attempt, %error, "task outcome not recorded; the sweeper will fail it when the lease expires")
         }
+    }
+    // After the write, never before it: an alert can neither delay nor fail the transition.
+    if let (true, Some((message, exhausted))) = (wrote, failure) {
+        alerts
+            .failed(Failure {
+                task_id: &task_id,
+                user: &user,
+                kind: &kind,
+                message: &message,
+                exhausted,
+            })
+            .await;
     }
 }
 

@@ -23,7 +23,7 @@
 //! ```
 
 mod demo;
-mod webhook;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;

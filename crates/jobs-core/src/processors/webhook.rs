@@ -347,6 +347,25 @@ impl Webhook {
     }
 }
 
+impl Webhook {
+    /// A client for `url` under the same rules as a webhook task (http(s), an allowed host and
+    /// port, global addresses unless private networks are allowed, pinned to the addresses
+    /// checked): for other outbound calls, such as alerts (docs/spec.md §21).
+    pub async fn client_for_url(
+        &self,
+        url: &str,
+    ) -> Result<(reqwest::Url, reqwest::Client), String> {
+        let target = self.parse(&serde_json::json!({ "url": url }))?;
+        let pinned = self.checked_addresses(&target.url).await?;
+        let domain = match target.url.host() {
+            Some(Host::Domain(domain)) => Some(domain.to_owned()),
+            _ => None,
+        };
+        let client = client_for(domain.as_deref(), pinned.as_deref())?;
+        Ok((target.url, client))
+    }
+}
+
 /// A client for one call: no redirects, no proxy (a proxy would resolve the name itself), and,
 /// when `pinned` is given, `domain` resolved to those addresses only.
 fn client_for(

@@ -8,6 +8,7 @@
 //! - `idempotency`: create's idempotency keys, in their own collection;
 //! - `changes`: the change stream of task summaries `watch` fans out;
 //! - `metrics`: what `metrics` reports, read across every user;
+//! - `alerts`: who sends an alert, counted and claimed in the `alerts` collection;
 //! - `summary`: the answer of `groups` kept per user, and the version that every change of
 //!   a user's `failed` tasks moves;
 //! - every write of `tasks` is a transition (`crate::transitions`, one file per who makes
@@ -15,6 +16,7 @@
 //!
 //! No module but these builds a filter.
 
+mod alerts;
 mod changes;
 mod idempotency;
 mod metrics;
@@ -97,6 +99,7 @@ pub struct Store {
     /// Set once the `retriesLeft` migration has finished (`upkeep`).
     migrated: OnceCell<()>,
     key_indexes: OnceCell<()>,
+    alert_indexes: OnceCell<()>,
 }
 
 impl Store {
@@ -112,6 +115,7 @@ impl Store {
             indexes: OnceCell::new(),
             migrated: OnceCell::new(),
             key_indexes: OnceCell::new(),
+            alert_indexes: OnceCell::new(),
         }
     }
 

@@ -1,0 +1,238 @@
+//! Alerts (docs/spec.md §21): a signed POST to `JOBS_ALERT_WEBHOOK_URL` when a new error group
+//! appears, when a group's failures pass `JOBS_ALERT_GROUP_THRESHOLD` in a window of
+//! `JOBS_ALERT_WINDOW_MINUTES`, or when a task fails with no retries left; at most one per
+//! group per window across instances (the store's conditional update decides who sends).
+//! Called after a failure is written: it never delays or fails that write, and errors are
+//! logged, not returned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use mongodb::bson::DateTime;
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::config::{Config, Secret};
+use crate::error_groups::Cause;
+use crate::processors::webhook::Webhook;
+use crate::store::Store;
+use crate::task::{TaskId, UserId, rfc3339};
+
+/// The longest an alert's delivery may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The header that carries the signature.
+pub const SIGNATURE_HEADER: &str = "x-jobs-signature";
+
+/// Why an alert is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// The group has not been seen in the last 30 days.
+    NewGroup,
+    /// The group's failures in the window passed the threshold.
+    GroupThreshold,
+    /// The task failed with no retry left, manual or automatic.
+    RetriesExhausted,
+}
+
+impl AlertKind {
+    /// Its name in the body's `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewGroup => "new_group",
+            Self::GroupThreshold => "group_threshold",
+            Self::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+/// A failure just written, as alerts see it.
+pub struct Failure<'a> {
+    /// The task.
+    pub task_id: &'a TaskId,
+    /// Its owner.
+    pub user: &'a UserId,
+    /// Its type.
+    pub kind: &'a str,
+    /// The failure's message (only its template is sent).
+    pub message: &'a str,
+    /// Whether the task is left with no retry: `failed` for good.
+    pub exhausted: bool,
+}
+
+/// `t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, as Stripe signs its webhooks.
+pub fn signature(secret: &[u8], unix: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(format!("{unix}.{body}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={unix},v1={hex}")
+}
+
+/// Where alerts go, when configured.
+struct Destination {
+    url: String,
+    secret: Secret,
+    threshold: i64,
+    window: Duration,
+    outbound: Webhook,
+}
+
+/// The alerts of this process: off unless `JOBS_ALERT_WEBHOOK_URL` is set.
+pub struct Alerts {
+    store: Arc<Store>,
+    destination: Option<Destination>,
+}
+
+impl Alerts {
+    /// From the settings; off without a URL (and without a secret, which the configuration
+    /// refuses anyway).
+    pub fn new(config: &Config, store: Arc<Store>) -> Self {
+        let destination = match (&config.alert_webhook_url, &config.alert_secret) {
+            (Some(url), Some(secret)) => Some(Destination {
+                url: url.clone(),
+                secret: secret.clone(),
+                threshold: config.alert_group_threshold,
+                window: config.alert_window,
+                outbound: Webhook::new(
+                    &config.webhook_allowed_hosts,
+                    config.webhook_allow_private_networks,
+                ),
+            }),
+            _ => None,
+        };
+        Self { store, destination }
+    }
+
+    /// Decides whether `failure` alerts and sends it if so. Never fails: what goes wrong is
+    /// logged, and the failure it follows stands as written.
+    pub async fn failed(&self, failure: Failure<'_>) {
+        let Some(destination) = &self.destination else {
+            return;
+        };
+        let cause = Cause::of(failure.message);
+        let now = DateTime::now();
+        let length = destination.window.as_millis().max(1) as i64;
+        let window = DateTime::from_millis(now.timestamp_millis() / length * length);
+        let decided = async {
+            let count = self
+                .store
+                .count_failure(&cause.group, window, destination.window)
+                .await?;
+            let kind = if count == 1 && self.store.first_sighting(&cause.group, now).await? {
+                Some(AlertKind::NewGroup)
+            } else if count == destination.threshold + 1 {
+                Some(AlertKind::GroupThreshold)
+            } else if failure.exhausted {
+                Some(AlertKind::RetriesExhausted)
+            } else {
+                None
+            };
+            let Some(kind) = kind else {
+                return Ok(None);
+            };
+            let won = self
+                .store
+                .claim_alert(&cause.group, window, kind.as_str())
+                .await?;
+            Ok::<_, crate::error::JobsError>(won.then_some((kind, count)))
+        };
+        let (kind, count) = match decided.await {
+            Ok(Some(decided)) => decided,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, group = cause.group, "alert not decided");
+                return;
+            }
+        };
+        let minutes = destination.window.as_secs() / 60;
+        let text = match kind {
+            AlertKind::NewGroup => format!(
+                "New failure in jobs: \"{}\" (group {}), first on {} task {}.",
+                cause.template, cause.group, failure.kind, failure.task_id
+            ),
+            AlertKind::GroupThreshold => format!(
+                "{count} failures of \"{}\" (group {}) in {minutes} min, above the threshold of {}.",
+                cause.template, cause.group, destination.threshold
+            ),
+            AlertKind::RetriesExhausted => format!(
+                "{} task {} failed with no retries left: \"{}\" (group {}).",
+                failure.kind, failure.task_id, cause.template, cause.group
+            ),
+        };
+        let body = json!({
+            "kind": kind.as_str(),
+            "text": text,
+            "group": cause.group,
+            "template": cause.template,
+            "failuresInWindow": count,
+            "windowStart": rfc3339(window),
+            "windowMinutes": minutes,
+            "task": { "taskId": failure.task_id, "userId": failure.user, "type": failure.kind },
+            "at": rfc3339(now),
+        })
+        .to_string();
+        let sent = tokio::time::timeout(SEND_TIMEOUT, destination.send(&body)).await;
+        match sent {
+            Ok(Ok(status)) => tracing::info!(
+                kind = kind.as_str(),
+                group = cause.group,
+                status,
+                "alert sent"
+            ),
+            Ok(Err(error)) => tracing::warn!(
+                kind = kind.as_str(),
+                group = cause.group,
+                error,
+                "alert not delivered"
+            ),
+            Err(_) => tracing::warn!(kind = kind.as_str(), group = cause.group, "alert timed out"),
+        }
+    }
+}
+
+impl Destination {
+    /// POSTs `body`, signed, to the allow-listed URL; the answer's status.
+    async fn send(&self, body: &str) -> Result<u16, String> {
+        let (url, client) = self.outbound.client_for_url(&self.url).await?;
+        let unix = (DateTime::now().timestamp_millis() / 1000).max(0);
+        let signature = signature(self.secret.expose().as_bytes(), unix, body);
+        let answer = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| format!("alert request failed: {e}"))?;
+        let status = answer.status().as_u16();
+        match answer.status().is_success() {
+            true => Ok(status),
+            false => Err(format!("the alert URL answered HTTP {status}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signature as a receiver recomputes it (Stripe's scheme: `t.body`, hex); the vector
+    /// is Python's `hmac.new(b"whsec_test", b'1700000000.{"a":1}', sha256).hexdigest()`.
+    #[test]
+    fn signatures_are_stripe_style() {
+        assert_eq!(
+            signature(b"whsec_test", 1_700_000_000, "{\"a\":1}"),
+            "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
+        );
+        assert_ne!(
+            signature(b"other", 1_700_000_000, "{\"a\":1}"),
+            signature(b"whsec_test", 1_700_000_000, "{\"a\":1}")
+        );
+    }
+}
