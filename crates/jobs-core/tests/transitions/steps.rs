@@ -259,6 +259,8 @@ async fn attempt_at(
         processors: Processors::default().register("scripted", processor.clone()),
         lease_for: LEASE,
         by: BY,
+        // Off: no alert URL in this configuration.
+        alerts: Arc::new(jobs_core::alerts::Alerts::new(&config, store.clone())),
     };
     worker::run(worker, claimed).await;
     let now = store.find(id).await.unwrap().unwrap();
