@@ -206,6 +206,7 @@ async fn run_action(
         Action::DeliveryFailed => encode(200, app.delivery_failed(&credentials, &body).await),
         Action::RetryMany => encode(200, app.retry_many(&credentials, &body).await),
         Action::Groups => encode(200, app.groups(&credentials, &query).await),
+        Action::Failures => encode(200, app.failures(&credentials, &query).await),
         Action::Metrics => app.metrics(&credentials).await.map(|text| Reply {
             status: 200,
             body: None,

@@ -169,7 +169,7 @@ describe('a sign-in link that cannot be used is a message, and nothing polls', (
 describe('security headers and the Content-Security-Policy', () => {
   test('every page response carries the headers of vercel.json', async () => {
     assert.deepEqual(PAGE_HEADERS.map(([name]) => name), ['Content-Security-Policy', 'Referrer-Policy', 'X-Content-Type-Options']);
-    for (const path of ['/', '/index.html', '/app.css', '/js/app.js', '/js/api.js', '/js/live.js', '/js/search.js', '/js/view.js', '/no-such-file.js']) {
+    for (const path of ['/', '/index.html', '/app.css', '/js/app.js', '/js/api.js', '/js/chart.js', '/js/live.js', '/js/search.js', '/js/view.js', '/vendor/uplot/uPlot.iife.min.js', '/no-such-file.js']) {
       const response = await fetch(`${setup.jobs.base}${path}`);
       assert.deepEqual(securityHeaderProblems(response.headers), [], path);
     }
@@ -207,7 +207,7 @@ describe('security headers and the Content-Security-Policy', () => {
 
     assert.deepEqual((await axe(page)).violations, []);
     assert.deepEqual(csp, [], 'no Content-Security-Policy violation');
-    assert.deepEqual(documents.map((r) => r.url().replace(secured.base, '')).sort(), ['/', '/app.css', '/js/api.js', '/js/app.js', '/js/live.js', '/js/search.js', '/js/view.js']);
+    assert.deepEqual(documents.map((r) => r.url().replace(secured.base, '')).sort(), ['/', '/app.css', '/js/api.js', '/js/app.js', '/js/chart.js', '/js/live.js', '/js/search.js', '/js/view.js', '/vendor/uplot/uPlot.iife.min.js', '/vendor/uplot/uPlot.min.css']);
     for (const response of documents) {
       assert.deepEqual(securityHeaderProblems(new Headers(await response.allHeaders())), [], response.url());
     }

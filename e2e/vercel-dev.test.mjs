@@ -37,7 +37,7 @@ test('the page comes from public/ through the dev server', async () => {
 });
 
 test('every page response carries vercel.json\'s security headers, and the page runs under its policy', async () => {
-  for (const path of ['/', '/app.css', '/js/app.js', '/js/live.js', '/js/search.js', '/js/view.js', '/no-such-file.js']) {
+  for (const path of ['/', '/app.css', '/js/app.js', '/js/chart.js', '/js/live.js', '/js/search.js', '/js/view.js', '/vendor/uplot/uPlot.iife.min.js', '/no-such-file.js']) {
     assert.deepEqual(securityHeaderProblems((await fetch(`${dev.base}${path}`)).headers), [], path);
   }
   const user = 'vercel-dev-csp';
@@ -60,7 +60,7 @@ test('every page response carries vercel.json\'s security headers, and the page 
   await page.keyboard.press('Escape');
   assert.deepEqual((await axe(page)).violations, []);
   assert.deepEqual(csp, [], 'no Content-Security-Policy violation');
-  assert.equal(responses.length, 7, responses.map((r) => r.url()).join());
+  assert.equal(responses.length, 10, responses.map((r) => r.url()).join());
   for (const response of responses) {
     assert.deepEqual(securityHeaderProblems(new Headers(await response.allHeaders())), [], response.url());
   }

@@ -170,6 +170,8 @@ export const api = {
   cancel: (taskId) => call('cancel', { method: 'POST', body: { taskId } }),
   /** `{taskIds}` (1..=100) or `{filter, cursor?}` → `{retried, skipped, nextCursor}`. */
   retryMany: (body) => call('retryMany', { method: 'POST', body }),
+  /** Failures per hour over the last 24 h, by cause, with retries and recoveries (docs/spec.md §22). */
+  failures: () => call('failures'),
   /** The user's failures by cause: `{groups: [{errorGroup, template, count, lastAt, exampleTaskId}]}`. */
   groups: (status = 'failed') => call('groups', { query: { status } }),
 };

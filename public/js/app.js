@@ -16,6 +16,7 @@ import {
 } from './view.js';
 import { LiveUpdates } from './live.js';
 import { matchesSearch, parseSearch } from './search.js';
+import { chartTable, drawChart } from './chart.js';
 
 const LIVE_INTERVAL_MS = 1000;
 const IDLE_INTERVAL_MS = 10000;
@@ -88,7 +89,7 @@ function signOut(message) {
   if ($('#detail').open) $('#detail').close();
   $('#signin-text').textContent = message;
   $('#signin').hidden = false;
-  for (const panel of ['#create-panel', '#groups', '#tasks-panel']) $(panel).hidden = true;
+  for (const panel of ['#create-panel', '#groups', '#chart-panel', '#tasks-panel']) $(panel).hidden = true;
   if (identity().token) $('#signed-in').textContent = 'Not signed in';
 }
 
@@ -293,8 +294,25 @@ function takeGroupsTurn() {
   return true;
 }
 
+/** "Failures over time": asked for with the failures by cause, drawn, its table filled. */
+async function loadChart() {
+  let data;
+  try {
+    data = await api.failures();
+  } catch {
+    return; // an older deployment, or a passing error: the panel stays as it was
+  }
+  const panel = $('#chart-panel');
+  const caption = $('#chart-table caption').outerHTML;
+  $('#chart-table').innerHTML = caption + chartTable(data);
+  panel.hidden = false;
+  const drawn = drawChart($('#chart'), data, Math.max(280, $('#chart').clientWidth || panel.clientWidth - 32));
+  panel.hidden = !drawn;
+}
+
 async function loadGroups() {
   if (!state.groupsSupported) return null;
+  loadChart();
   try {
     return (await api.groups('failed')).groups ?? [];
   } catch (error) {

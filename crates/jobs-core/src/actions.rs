@@ -382,6 +382,24 @@ impl App {
         Ok(Listed::answer(&scope, page, if_none_match))
     }
 
+    /// `failures`: the caller's failures per hour over the last 24 h, by cause, with retries
+    /// and recoveries (docs/spec.md §22): ONE aggregation.
+    pub async fn failures(
+        &self,
+        credentials: &Credentials,
+        query: &Query,
+    ) -> Result<crate::chart::FailuresOverTime> {
+        let user = self
+            .auth
+            .user(credentials, user_id(query.get("userId"), Source::Query)?)?;
+        let now = DateTime::now();
+        let since = DateTime::from_millis(
+            (now.timestamp_millis() / 3_600_000 - (crate::chart::HOURS - 1)) * 3_600_000,
+        );
+        let events = self.store.chart_events(&user, since).await?;
+        Ok(crate::chart::FailuresOverTime::of(now, &events))
+    }
+
     /// `metrics`: the OpenMetrics text (docs/spec.md §20), read from the database at most once
     /// per [`METRICS_FRESH`] per instance (concurrent scrapes wait for the one read).
     pub async fn metrics(&self, credentials: &Credentials) -> Result<String> {

@@ -44,11 +44,13 @@ pub enum Action {
     Watch,
     /// `metrics` (GET): the OpenMetrics text, for a scraper holding `JOBS_METRICS_TOKEN`.
     Metrics,
+    /// `failures` (GET): the caller's failures, retries and recoveries per hour, last 24 h.
+    Failures,
 }
 
 impl Action {
     /// Every action, in the order of docs/spec.md §5.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Self::Create,
         Self::Get,
         Self::List,
@@ -62,6 +64,7 @@ impl Action {
         Self::Groups,
         Self::Watch,
         Self::Metrics,
+        Self::Failures,
     ];
 
     /// The `?action=` value that names it (lower-case, matched exactly).
@@ -80,6 +83,7 @@ impl Action {
             Self::Groups => "groups",
             Self::Watch => "watch",
             Self::Metrics => "metrics",
+            Self::Failures => "failures",
         }
     }
 
@@ -98,7 +102,8 @@ impl Action {
             | Self::Health
             | Self::Groups
             | Self::Watch
-            | Self::Metrics => Method::GET,
+            | Self::Metrics
+            | Self::Failures => Method::GET,
         }
     }
 

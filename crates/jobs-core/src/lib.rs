@@ -7,6 +7,7 @@ pub mod actions;
 pub mod alerts;
 pub mod auth;
 pub mod bulk;
+pub mod chart;
 pub mod conditional;
 pub mod config;
 pub mod dispatch;

@@ -4,6 +4,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 
 use super::{PRIMARY, Store};
+use crate::chart::{ChartEvent, Counted};
 use crate::error::Result;
 use crate::selection::{BulkFilter, Cursor, ListQuery, SCAN_WINDOW, Search};
 use crate::task::{Handoff, Task, TaskId, TaskStatus, UserId};
@@ -155,7 +156,60 @@ pub struct Page {
     pub window_ended: bool,
 }
 
+/// Most events the chart reads (docs/spec.md §22): a day of a very busy user is cut there.
+const CHART_EVENTS: i64 = 200_000;
+
 impl Store {
+    /// The events of `user`'s last day the failure chart counts (docs/spec.md §22): ONE
+    /// aggregation over the tasks changed since `since` (the `{userId, updatedAt}` index), their
+    /// `failed`, `scheduled`, `retried` and `completed` events since then, and whether each
+    /// task was retried (a completion after a retry is a recovery).
+    pub async fn chart_events(&self, user: &UserId, since: DateTime) -> Result<Vec<ChartEvent>> {
+        let tasks = self.database().await?.collection::<Document>("tasks");
+        let pipeline = vec![
+            doc! { "$match": { "userId": user.as_str(), "updatedAt": { "$gte": since } } },
+            doc! { "$project": { "_id": 0, "events": 1, "retryCount": 1, "autoRetries": 1 } },
+            doc! { "$unwind": "$events" },
+            doc! { "$match": {
+                "events.at": { "$gte": since },
+                "events.kind": { "$in": ["failed", "scheduled", "retried", "completed"] },
+            } },
+            doc! { "$limit": CHART_EVENTS },
+        ];
+        let rows: Vec<Document> = self
+            .run(async { tasks.aggregate(pipeline).await?.try_collect().await })
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Ok(event) = row.get_document("events") else {
+                continue;
+            };
+            let Ok(at) = event.get_datetime("at").copied() else {
+                continue;
+            };
+            let message = event.get_str("message").unwrap_or("").to_owned();
+            let retried = super::integer(&row, "retryCount").unwrap_or(0) > 0
+                || super::integer(&row, "autoRetries").unwrap_or(0) > 0;
+            match event.get_str("kind").unwrap_or("") {
+                "failed" => events.push(ChartEvent {
+                    at,
+                    kind: Counted::Failure(message),
+                }),
+                // An automatic retry scheduled (its failure is the `failed` event beside it).
+                "scheduled" | "retried" => events.push(ChartEvent {
+                    at,
+                    kind: Counted::Retry,
+                }),
+                "completed" if retried => events.push(ChartEvent {
+                    at,
+                    kind: Counted::Recovery,
+                }),
+                _ => {}
+            }
+        }
+        Ok(events)
+    }
+
     /// A task by id, whoever owns it.
     pub async fn find(&self, task_id: &TaskId) -> Result<Option<Task>> {
         let tasks = self.tasks().await?;

@@ -56,6 +56,10 @@ fn task_indexes() -> Vec<IndexModel> {
         IndexModel::builder()
             .keys(doc! { "userId": 1, "type": 1, "createdAt": -1, "taskId": -1 })
             .build(),
+        // The failure chart (docs/spec.md §22): a user's tasks changed in the last day.
+        IndexModel::builder()
+            .keys(doc! { "userId": 1, "updatedAt": -1 })
+            .build(),
     ]
 }
 
