@@ -8,6 +8,13 @@ import { axe, browserAndService, openPage, row, shot } from './harness.mjs';
 const setup = browserAndService();
 const actionOf = (request) => new URL(request.url()).searchParams.get('action');
 
+/** From now on every list is answered at once and its answer held `ms` on its way back: it shows what was true before the changes pushed meanwhile. */
+const holdListAnswers = (page, ms) => page.route((url) => url.searchParams.get('action') === 'list', async (route) => {
+  const response = await route.fetch();
+  await new Promise((r) => setTimeout(r, ms));
+  await route.fulfill({ response });
+});
+
 test('changes are pushed: a new task runs to completed on screen with no list request', async () => {
   const user = 'pushed';
   const page = await openPage(setup.browser, setup.jobs, user);
@@ -53,13 +60,7 @@ test('a list answer older than a pushed change does not undo it', async () => {
   const page = await openPage(setup.browser, setup.jobs, user);
   await page.locator('#live[data-mode="push"]').waitFor();
   await row(page, taskId).waitFor();
-  // Every list from now on is answered at once and its answer held 3 s on its way back: it
-  // shows what was true before the changes pushed meanwhile.
-  await page.route((url) => url.searchParams.get('action') === 'list', async (route) => {
-    const response = await route.fetch();
-    await new Promise((r) => setTimeout(r, 3000));
-    await route.fulfill({ response });
-  });
+  await holdListAnswers(page, 3000);
   await page.getByRole('button', { name: 'Refresh' }).click();
   const late = await setup.jobs.createDemo(user, { steps: 1, stepMs: 0 });
   await page.waitForFunction((id) => document.querySelector(`tr[data-task-id="${id}"]`)?.dataset.status === 'completed', late);
@@ -78,11 +79,7 @@ test('under a status filter, a late list does not bring back a row a push moved 
   await page.locator('#live[data-mode="push"]').waitFor();
   await page.locator('#status-filter').selectOption('failed');
   await row(page, failed).waitFor();
-  await page.route((url) => url.searchParams.get('action') === 'list', async (route) => {
-    const response = await route.fetch();
-    await new Promise((r) => setTimeout(r, 2500));
-    await route.fulfill({ response });
-  });
+  await holdListAnswers(page, 2500);
   await page.getByRole('button', { name: 'Refresh' }).click();
   // Retried while that list (which still holds it failed) is on its way back.
   await setup.jobs.api('retry', { method: 'POST', body: { taskId: failed, userId: user } });

@@ -99,6 +99,19 @@ async fn wait_for_alerts(seen: &Mutex<Vec<(String, String)>>, n: usize) -> Vec<V
     verified(seen)
 }
 
+/// A service without alerts, and the error group of a failure it wrote (the demo's).
+async fn a_known_cause(user: &str) -> (Service, String) {
+    let quiet = Service::start().await;
+    let probe = quiet.failed_task(user, 5, 3).await;
+    let group = quiet
+        .task(&probe)
+        .await
+        .get_str("errorGroup")
+        .unwrap()
+        .to_owned();
+    (quiet, group)
+}
+
 /// Marks `group` as seen, as a failure of the last 30 days would have.
 async fn known(jobs: &Service, group: &str) {
     let alerts = jobs
@@ -151,14 +164,7 @@ async fn a_task_failing_with_no_retries_left_alerts() {
     let (url, seen) = receiver().await;
     let settings = alerting(&url, "10");
     // The group is known already: its failure is no news, but this task is done for.
-    let quiet = Service::start().await;
-    let probe = quiet.failed_task("cal", 5, 3).await;
-    let group = quiet
-        .task(&probe)
-        .await
-        .get_str("errorGroup")
-        .unwrap()
-        .to_owned();
+    let (quiet, group) = a_known_cause("cal").await;
     let jobs = quiet.start_sharing_db(&env(&settings)).await;
     known(&jobs, &group).await;
     let retriable = jobs.failed_task("cal", 5, 3).await;
@@ -185,14 +191,7 @@ async fn a_task_failing_with_no_retries_left_alerts() {
 async fn a_group_past_its_threshold_alerts_once_across_instances() {
     let (url, seen) = receiver().await;
     let settings = alerting(&url, "2");
-    let quiet = Service::start().await;
-    let probe = quiet.failed_task("dee", 5, 3).await;
-    let group = quiet
-        .task(&probe)
-        .await
-        .get_str("errorGroup")
-        .unwrap()
-        .to_owned();
+    let (quiet, group) = a_known_cause("dee").await;
     let one = quiet.start_sharing_db(&env(&settings)).await;
     let two = quiet.start_sharing_db(&env(&settings)).await;
     known(&one, &group).await;
