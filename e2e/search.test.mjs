@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { axe, browserAndService, openPage, row, shot } from './harness.mjs';
+import { parseSearch } from '../public/js/search.js';
 
 const setup = browserAndService();
 
@@ -13,6 +14,21 @@ async function create(user, payload, tags) {
   assert.equal(reply.status, 201, JSON.stringify(reply.body));
   return reply.body.taskId;
 }
+
+test('search terms read as list parameters, and the ones that cannot be read say why', () => {
+  const cases = [
+    ['tag:launch type:demo brandId:b1', { tag: 'launch', type: 'demo', 'payload.brandId': 'b1' }, null],
+    ['after:2026-12-01 note:"two words"', { createdAfter: '2026-12-01T00:00:00Z', 'payload.note': 'two words' }, null],
+    // A name an object inherits is a payload field like any other, not a parameter.
+    ['constructor:x toString:y', { 'payload.constructor': 'x', 'payload.toString': 'y' }, null],
+    ['tag:a tag:b', {}, 'tag is given twice.'],
+    ['a:1 b:2 c:3 d:4', {}, 'At most 3 payload fields per search.'],
+    ['launch', {}, '"launch" is not a search term: write name:value, as tag:launch or brandId:b1.'],
+  ];
+  for (const [text, params, problem] of cases) {
+    assert.deepEqual(parseSearch(text), { params, problem }, text);
+  }
+});
 
 test('a search by tag and payload field lists only its matches, kept in the URL for sharing', async () => {
   const user = 'searcher';

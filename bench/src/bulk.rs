@@ -51,7 +51,7 @@ const OTHER_MESSAGES: [&str; 3] = [
 /// failed with [`GROUP_MESSAGE`] (retries left), one in twenty failed with one of
 /// [`OTHER_MESSAGES`] in turn (some with their retries used up), one in twenty cancelled, the
 /// rest completed.
-fn build(user: &str, count: usize) -> Result<Vec<Task>> {
+pub fn build(user: &str, count: usize) -> Result<Vec<Task>> {
     seed::spread(user, count, 3, |i, task| match i % 20 {
         0 | 10 => task.status(TaskStatus::Failed).last_error(GROUP_MESSAGE),
         1 => {

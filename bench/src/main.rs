@@ -14,6 +14,7 @@ mod bulk;
 mod calls;
 mod check;
 mod floor;
+mod metrics;
 mod plan;
 mod qstash_sink;
 mod run;
@@ -64,8 +65,11 @@ async fn main() -> Result<()> {
         Some("scale") => scale::run(&settings, &sink).await,
         Some("bulk") => bulk::run(&settings, &sink).await,
         Some("plan") => plan::run(&settings, &sink).await,
+        Some("metrics") => metrics::run(&settings, &sink).await,
         Some(other) => {
-            anyhow::bail!("unknown benchmark {other:?}: expected main, scale, bulk or plan")
+            anyhow::bail!(
+                "unknown benchmark {other:?}: expected main, scale, bulk, plan or metrics"
+            )
         }
     }
 }

@@ -47,6 +47,16 @@ pub struct Jobs {
 impl Jobs {
     /// `jobs` on the database `db`, once it answers `health`.
     pub async fn start(settings: &Settings, db: &str, sink: &Sink) -> Result<Self> {
+        Self::start_with(settings, db, sink, &[]).await
+    }
+
+    /// [`Jobs::start`] with more environment variables (`name`, `value`).
+    pub async fn start_with(
+        settings: &Settings,
+        db: &str,
+        sink: &Sink,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -63,6 +73,7 @@ impl Jobs {
             .env("QSTASH_URL", &sink.url)
             .env("USE_QSTASH_IN_DEV", "true")
             .env("QSTASH_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -113,6 +124,20 @@ impl Jobs {
         let mut call = Call::since(started, ok);
         call.commands = commands.and_then(|v| v.to_str().ok()?.parse().ok());
         Ok((call, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// One `GET /api/jobs?{query}` with `Authorization: Bearer {token}`, timed until its answer
+    /// is read: the call and the answer's text.
+    pub async fn get_text(&self, query: &str, token: &str) -> Result<(Call, String)> {
+        let url = format!("http://127.0.0.1:{}/api/jobs?{query}", self.port);
+        let started = Instant::now();
+        let response = self.http.get(url).bearer_auth(token).send().await?;
+        let ok = response.status().is_success();
+        let commands = response.headers().get("x-jobs-db-commands").cloned();
+        let text = response.text().await?;
+        let mut call = Call::since(started, ok);
+        call.commands = commands.and_then(|v| v.to_str().ok()?.parse().ok());
+        Ok((call, text))
     }
 
     /// User + system CPU time the process has used, in milliseconds.

@@ -294,8 +294,14 @@ function takeGroupsTurn() {
   return true;
 }
 
-/** "Failures over time": asked for with the failures by cause, drawn, its table filled. */
+/** The chart counts whole hours: asked again at most this often, whatever moves. */
+const CHART_EVERY_MS = 30000;
+
+/** "Failures over time": asked for with the failures by cause (at most every 30 s), drawn, its
+ * table filled. */
 async function loadChart() {
+  if (Date.now() - (state.chartAskedAt ?? -Infinity) < CHART_EVERY_MS) return;
+  state.chartAskedAt = Date.now();
   let data;
   try {
     data = await api.failures();

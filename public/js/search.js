@@ -33,7 +33,7 @@ export function parseSearch(text) {
     if (term.stray !== undefined) {
       return { params: {}, problem: `"${term.stray}" is not a search term: write name:value, as tag:launch or brandId:b1.` };
     }
-    const named = NAMED[term.name];
+    const named = Object.hasOwn(NAMED, term.name) ? NAMED[term.name] : undefined;
     const key = named ?? `payload.${term.name}`;
     if (key in params) return { params: {}, problem: `${term.name} is given twice.` };
     if (!named && ++fields > MAX_FIELDS) return { params: {}, problem: `At most ${MAX_FIELDS} payload fields per search.` };

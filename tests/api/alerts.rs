@@ -18,11 +18,21 @@ const SECRET: &str = "alert-signing-secret";
 
 /// A receiver that records every alert (body and signature header) and answers 200.
 async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    refusing_first(0).await
+}
+
+/// A receiver that answers 503 to its first `refused` alerts (not recorded), then as
+/// [`receiver`].
+async fn refusing_first(refused: usize) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = stubs::serve(move |request: hyper::Request<hyper::body::Incoming>| {
-        let record = record.clone();
+        let (record, asked) = (record.clone(), asked.clone());
         async move {
+            if asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refused {
+                return stubs::answer(503, "{}");
+            }
             let signature = request
                 .headers()
                 .get("x-jobs-signature")
@@ -153,7 +163,7 @@ async fn a_new_error_group_alerts_once_signed_with_a_slack_ready_text() {
         alert["text"]
             .as_str()
             .unwrap()
-            .starts_with("New failure in jobs: \"Simulated failure on attempt <n>\"")
+            .starts_with("New failure in jobs: \"Simulated failure on attempt &lt;n&gt;\"")
     );
     assert_eq!(alert["windowMinutes"], 60);
     assert_eq!(jobs.state(&second).await.0, "failed");
@@ -214,8 +224,31 @@ async fn a_group_past_its_threshold_alerts_once_across_instances() {
         alerts[0]["text"]
             .as_str()
             .unwrap()
-            .starts_with("3 failures of \"Simulated failure on attempt <n>\"")
+            .starts_with("3 failures of \"Simulated failure on attempt &lt;n&gt;\"")
     );
+}
+
+/// An alert the receiver refused is not lost: the window's next failure sends it.
+#[tokio::test]
+async fn a_refused_alert_is_sent_by_the_next_failure_of_its_window() {
+    let (url, seen) = refusing_first(1).await;
+    let settings = alerting(&url, "10");
+    let jobs = Service::start_with(&env(&settings)).await;
+    jobs.failed_task("fay", 5, 3).await;
+    for _ in 0..100 {
+        if jobs.logs().contains("alert not delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(wait_for_alerts(&seen, 1).await.is_empty(), "refused");
+    let second = jobs.failed_task("fay", 5, 3).await;
+    let alerts = wait_for_alerts(&seen, 1).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "new_group", "still news in its window");
+    assert_eq!(alerts[0]["task"]["taskId"], second.as_str());
+    jobs.failed_task("fay", 5, 3).await;
+    assert_eq!(wait_for_alerts(&seen, 2).await.len(), 1, "sent once");
 }
 
 /// An alert URL that is down, or not allow-listed, changes nothing about the failure.

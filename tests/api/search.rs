@@ -270,7 +270,7 @@ async fn a_payload_search_examines_a_bounded_window_and_pages_on_from_it() {
         &jobs,
         "kim",
         json!({ "steps": 1, "stepMs": 0, "brandId": "common" }),
-        json!([]),
+        json!(["bulk"]),
     )
     .await;
     jobs.wait_for_status(&common, "completed").await;
@@ -312,6 +312,14 @@ async fn a_payload_search_examines_a_bounded_window_and_pages_on_from_it() {
     assert_eq!(ids(&next.body["tasks"]), set([&rare]), "{}", next.body);
     assert_eq!(next.body["nextCursor"], Value::Null);
     assert!(next.body.get("windowEnded").is_none());
+    // Status and tag: no one index serves both, so the page walks the tag's and stops at the
+    // 5,000th task of that walk too (not a scan of every completed or every tagged task).
+    let mixed = jobs
+        .get("action=list&userId=kim&status=failed&tag=bulk")
+        .await;
+    assert_eq!(mixed.status, 200, "{}", mixed.body);
+    assert_eq!(mixed.body["tasks"], json!([]));
+    assert_eq!(mixed.body["windowEnded"], true);
     // The tag is indexed: no window.
     let tagged = jobs.get("action=list&userId=kim&tag=old").await;
     assert_eq!(ids(&tagged.body["tasks"]), set([&rare]));

@@ -396,8 +396,8 @@ impl App {
         let since = DateTime::from_millis(
             (now.timestamp_millis() / 3_600_000 - (crate::chart::HOURS - 1)) * 3_600_000,
         );
-        let events = self.store.chart_events(&user, since).await?;
-        Ok(crate::chart::FailuresOverTime::of(now, &events))
+        let (events, truncated) = self.store.chart_events(&user, since).await?;
+        Ok(crate::chart::FailuresOverTime::of(now, &events, truncated))
     }
 
     /// `metrics`: the OpenMetrics text (docs/spec.md §20), read from the database at most once

@@ -21,6 +21,14 @@ use crate::task::{TaskId, UserId, rfc3339};
 
 /// The longest an alert's delivery may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a failure's alert may take in all: deciding, sending, settling.
+const ALERT_BUDGET: Duration = Duration::from_secs(10);
+/// How long a claim keeps the window's alert for the failure that won it; a claim older than
+/// this (its instance died mid-send) may be taken by the window's next failure. Longer than
+/// [`ALERT_BUDGET`] by far, so instances' clocks may differ by tens of seconds.
+const CLAIM_HOLD: Duration = Duration::from_secs(120);
+/// Most characters of a template the alert's `text` carries.
+const TEMPLATE_CHARS: usize = 300;
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "x-jobs-signature";
@@ -109,36 +117,43 @@ impl Alerts {
         Self { store, destination }
     }
 
-    /// Decides whether `failure` alerts and sends it if so. Never fails: what goes wrong is
-    /// logged, and the failure it follows stands as written.
+    /// Decides whether `failure` alerts and sends it if so, within [`ALERT_BUDGET`]. Never
+    /// fails: what goes wrong is logged, and the failure it follows stands as written.
     pub async fn failed(&self, failure: Failure<'_>) {
         let Some(destination) = &self.destination else {
             return;
         };
         let cause = Cause::of(failure.message);
+        let alerted = self.alert(destination, &failure, &cause);
+        if tokio::time::timeout(ALERT_BUDGET, alerted).await.is_err() {
+            tracing::warn!(group = cause.group, "alert timed out");
+        }
+    }
+
+    async fn alert(&self, destination: &Destination, failure: &Failure<'_>, cause: &Cause) {
         let now = DateTime::now();
         let length = destination.window.as_millis().max(1) as i64;
         let window = DateTime::from_millis(now.timestamp_millis() / length * length);
+        let key = (cause.group.as_str(), window);
         let decided = async {
-            let count = self
-                .store
+            let store = &self.store;
+            let (count, sent) = store
                 .count_failure(&cause.group, window, destination.window)
                 .await?;
-            let kind = if count == 1 && self.store.first_sighting(&cause.group, now).await? {
-                Some(AlertKind::NewGroup)
-            } else if count == destination.threshold + 1 {
-                Some(AlertKind::GroupThreshold)
+            if sent {
+                return Ok(None);
+            }
+            let kind = if store.sighted(&cause.group, window, now).await? {
+                AlertKind::NewGroup
+            } else if count > destination.threshold {
+                AlertKind::GroupThreshold
             } else if failure.exhausted {
-                Some(AlertKind::RetriesExhausted)
+                AlertKind::RetriesExhausted
             } else {
-                None
-            };
-            let Some(kind) = kind else {
                 return Ok(None);
             };
-            let won = self
-                .store
-                .claim_alert(&cause.group, window, kind.as_str())
+            let won = store
+                .claim_alert(key, kind.as_str(), now, CLAIM_HOLD)
                 .await?;
             Ok::<_, crate::error::JobsError>(won.then_some((kind, count)))
         };
@@ -150,49 +165,75 @@ impl Alerts {
                 return;
             }
         };
-        let minutes = destination.window.as_secs() / 60;
-        let text = match kind {
-            AlertKind::NewGroup => format!(
-                "New failure in jobs: \"{}\" (group {}), first on {} task {}.",
-                cause.template, cause.group, failure.kind, failure.task_id
-            ),
-            AlertKind::GroupThreshold => format!(
-                "{count} failures of \"{}\" (group {}) in {minutes} min, above the threshold of {}.",
-                cause.template, cause.group, destination.threshold
-            ),
-            AlertKind::RetriesExhausted => format!(
-                "{} task {} failed with no retries left: \"{}\" (group {}).",
-                failure.kind, failure.task_id, cause.template, cause.group
-            ),
-        };
         let body = json!({
             "kind": kind.as_str(),
-            "text": text,
+            "text": text(kind, failure, cause, count, destination),
             "group": cause.group,
             "template": cause.template,
             "failuresInWindow": count,
             "windowStart": rfc3339(window),
-            "windowMinutes": minutes,
+            "windowMinutes": destination.window.as_secs() / 60,
             "task": { "taskId": failure.task_id, "userId": failure.user, "type": failure.kind },
             "at": rfc3339(now),
         })
         .to_string();
-        let sent = tokio::time::timeout(SEND_TIMEOUT, destination.send(&body)).await;
-        match sent {
-            Ok(Ok(status)) => tracing::info!(
-                kind = kind.as_str(),
-                group = cause.group,
-                status,
-                "alert sent"
-            ),
-            Ok(Err(error)) => tracing::warn!(
-                kind = kind.as_str(),
-                group = cause.group,
-                error,
-                "alert not delivered"
-            ),
-            Err(_) => tracing::warn!(kind = kind.as_str(), group = cause.group, "alert timed out"),
+        let (kind, group) = (kind.as_str(), cause.group.as_str());
+        let outcome = match tokio::time::timeout(SEND_TIMEOUT, destination.send(&body)).await {
+            Ok(Ok(status)) => {
+                tracing::info!(kind, group, status, "alert sent");
+                Some("delivered")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(kind, group, error, "alert not delivered");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(kind, group, "alert timed out");
+                Some("unknown")
+            }
+        };
+        if let Err(error) = self.store.settle_alert(key, kind, outcome).await {
+            tracing::warn!(%error, kind, group, "alert not settled");
         }
+    }
+}
+
+/// The alert's one sentence, ready for Slack: the template cut to [`TEMPLATE_CHARS`] and
+/// every text that reached it from outside escaped as Slack asks (`&`, `<`, `>`), so a failure
+/// message cannot mention `@channel` or draw a link.
+fn text(
+    kind: AlertKind,
+    failure: &Failure<'_>,
+    cause: &Cause,
+    count: i64,
+    destination: &Destination,
+) -> String {
+    let escaped = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut template: String = cause.template.chars().take(TEMPLATE_CHARS).collect();
+    if template.len() < cause.template.len() {
+        template.push('…');
+    }
+    let (template, group) = (escaped(&template), escaped(&cause.group));
+    let (kind_of_task, task) = (escaped(failure.kind), failure.task_id);
+    match kind {
+        AlertKind::NewGroup => format!(
+            "New failure in jobs: \"{template}\" (group {group}), first on {kind_of_task} task \
+             {task}."
+        ),
+        AlertKind::GroupThreshold => format!(
+            "{count} failures of \"{template}\" (group {group}) in {} min, above the threshold \
+             of {}.",
+            destination.window.as_secs() / 60,
+            destination.threshold
+        ),
+        AlertKind::RetriesExhausted => format!(
+            "{kind_of_task} task {task} failed with no retries left: \"{template}\" (group \
+             {group})."
+        ),
     }
 }
 

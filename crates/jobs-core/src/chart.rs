@@ -27,8 +27,14 @@ pub struct ChartEvent {
 /// What an event counts as.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Counted {
-    /// An attempt failed with this message (`failed`).
-    Failure(String),
+    /// A failure (`failed`, `swept`, `deliveryFailed`): its cause's group as the event keeps it
+    /// (the group of the whole message; absent on events older than that), and its message.
+    Failure {
+        /// The group the event keeps.
+        group: Option<String>,
+        /// The message as stored.
+        message: String,
+    },
     /// A retry: manual or bulk (`retried`), or automatic (`scheduled`).
     Retry,
     /// A task completed after at least one retry.
@@ -46,6 +52,8 @@ pub struct FailuresOverTime {
     pub groups: Vec<ChartGroup>,
     /// `hours`: 24 of them.
     pub hours: Vec<Hour>,
+    /// `truncated`: the day held more events than one answer reads (the newest are counted).
+    pub truncated: bool,
 }
 
 /// A cause shown by name.
@@ -77,8 +85,9 @@ pub struct Hour {
 }
 
 impl FailuresOverTime {
-    /// The chart of `events` over the 24 whole hours that end with the one holding `now`.
-    pub fn of(now: DateTime, events: &[ChartEvent]) -> Self {
+    /// The chart of `events` over the 24 whole hours that end with the one holding `now`;
+    /// `truncated` when they are not all the day's.
+    pub fn of(now: DateTime, events: &[ChartEvent], truncated: bool) -> Self {
         let first = (now.timestamp_millis() / HOUR_MS - (HOURS - 1)) * HOUR_MS;
         let hour_of = |at: DateTime| {
             let offset = at.timestamp_millis() - first;
@@ -93,13 +102,16 @@ impl FailuresOverTime {
                 continue;
             };
             let group = match &event.kind {
-                Counted::Failure(message) => {
-                    let cause = Cause::of(message);
+                Counted::Failure { group, message } => {
+                    let group = match group {
+                        Some(group) => group.clone(),
+                        None => Cause::of(message).group,
+                    };
                     let entry = causes
-                        .entry(cause.group.clone())
-                        .or_insert((cause.template, 0));
+                        .entry(group.clone())
+                        .or_insert_with(|| (Cause::of(message).template, 0));
                     entry.1 += 1;
-                    Some(cause.group)
+                    Some(group)
                 }
                 _ => None,
             };
@@ -121,7 +133,7 @@ impl FailuresOverTime {
         for (hour, group, kind) in counted {
             let hour = &mut hours[hour];
             match kind {
-                Counted::Failure(_) => {
+                Counted::Failure { .. } => {
                     match ranked.iter().position(|r| Some(&r.0) == group.as_ref()) {
                         Some(shown) => hour.failures[shown] += 1,
                         None => hour.other += 1,
@@ -142,6 +154,7 @@ impl FailuresOverTime {
                 })
                 .collect(),
             hours,
+            truncated,
         }
     }
 }
@@ -157,7 +170,10 @@ mod tests {
             |hours_ago: i64| DateTime::from_millis(now.timestamp_millis() - hours_ago * HOUR_MS);
         let failure = |m: &str, h| ChartEvent {
             at: at(h),
-            kind: Counted::Failure(m.into()),
+            kind: Counted::Failure {
+                group: None,
+                message: m.into(),
+            },
         };
         let mut events = vec![
             failure("timeout after 30 s", 0),
@@ -172,24 +188,32 @@ mod tests {
                 kind: Counted::Recovery,
             },
             failure("too old to count", 24),
+            // A long message's group is the event's (its whole message's), not its cut text's.
+            ChartEvent {
+                at: at(0),
+                kind: Counted::Failure {
+                    group: Some(Cause::of("timeout after 30 s").group),
+                    message: "timeout after 30 s… (cut at 2000 characters)".into(),
+                },
+            },
         ];
         for n in 0..6 {
             events.push(failure(&format!("rare cause {n} {}", "x".repeat(n)), 1));
         }
-        let chart = FailuresOverTime::of(now, &events);
+        let chart = FailuresOverTime::of(now, &events, false);
         assert_eq!(chart.hours.len(), 24);
         assert_eq!(chart.since, rfc3339(DateTime::from_millis(77 * HOUR_MS)));
         assert_eq!(chart.groups[0].template, "timeout after <n> s");
-        assert_eq!(chart.groups[0].count, 2);
+        assert_eq!(chart.groups[0].count, 3);
         assert_eq!(chart.groups.len(), TOP_GROUPS);
         let last = chart.hours.last().unwrap();
-        assert_eq!((last.failures[0], last.retries, last.recoveries), (2, 1, 1));
+        assert_eq!((last.failures[0], last.retries, last.recoveries), (3, 1, 1));
         let total: i64 = chart
             .hours
             .iter()
             .map(|h| h.failures.iter().sum::<i64>() + h.other)
             .sum();
-        assert_eq!(total, 9, "the 24-hour-old failure is outside");
+        assert_eq!(total, 10, "the 24-hour-old failure is outside");
         assert!(
             chart.hours[22].other > 0,
             "causes beyond the top {TOP_GROUPS} are other"

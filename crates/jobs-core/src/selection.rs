@@ -37,9 +37,9 @@ pub struct Search {
 }
 
 impl Search {
-    /// Whether a page must be bounded by [`SCAN_WINDOW`]: a condition no index serves.
-    pub fn scans(&self) -> bool {
-        !self.fields.is_empty()
+    /// Whether nothing is searched for (a page of status and cause alone).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 
     /// The search in one unambiguous form (part of `list`'s `ETag`).

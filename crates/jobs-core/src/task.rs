@@ -326,6 +326,10 @@ pub struct Event {
     /// edit stored (docs/spec.md §17).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_version: Option<i32>,
+    /// A failure's cause (`failed`, `swept`, `deliveryFailed`): the group of its whole
+    /// message, as the task's `errorGroup` (absent on events written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_group: Option<String>,
 }
 
 impl Event {
@@ -339,6 +343,7 @@ impl Event {
             message: None,
             step: None,
             payload_version: None,
+            error_group: None,
         }
     }
 

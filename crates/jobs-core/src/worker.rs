@@ -19,7 +19,9 @@ use crate::failpoints::{At, hit};
 use crate::processors::{Job, ProcessorError, Processors, Recorder};
 use crate::steps::{Memo, StepRecord};
 use crate::store::Store;
-use crate::task::{AutoRetry, Handoff, Lease, Task, TaskId, document_to_json};
+use crate::task::{
+    AutoRetry, EventKind, Handoff, Lease, Task, TaskId, TaskStatus, document_to_json,
+};
 use crate::transitions::Ran;
 
 /// A run's progress and steps, written on its task fenced on its lease.
@@ -252,6 +254,24 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
         Err(ProcessorError::Permanent(message)) => Some((message.clone(), budget_spent)),
         _ => None,
     };
+    // A failure's write retried after an error may find its own earlier write applied (the
+    // fence gone with it): the task then holds this attempt's `failed` event.
+    let fail = async |message: &str, permanent: bool| {
+        let written = with_backoff(&task_id, || async {
+            store
+                .fail((&task_id, &user), lease, ran, message, permanent, by)
+                .await
+                .at("worker.recorded")
+        })
+        .await;
+        match written {
+            Ok(false) => store
+                .find(&task_id)
+                .await
+                .map(|task| task.is_some_and(|task| failed_in(&task, attempt))),
+            other => other,
+        }
+    };
     let recorded = match outcome {
         Ok(value) => {
             let result = result_document(value);
@@ -289,25 +309,9 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
                 }
                 scheduled
             }
-            None => {
-                with_backoff(&task_id, || async {
-                    store
-                        .fail((&task_id, &user), lease, ran, &message, false, by)
-                        .await
-                        .at("worker.recorded")
-                })
-                .await
-            }
+            None => fail(&message, false).await,
         },
-        Err(ProcessorError::Permanent(message)) => {
-            with_backoff(&task_id, || async {
-                store
-                    .fail((&task_id, &user), lease, ran, &message, true, by)
-                    .await
-                    .at("worker.recorded")
-            })
-            .await
-        }
+        Err(ProcessorError::Permanent(message)) => fail(&message, true).await,
         Err(ProcessorError::Stopped) => Ok(false),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -335,6 +339,16 @@ async fn attempt(worker: &Worker, task: Task, lease: &Lease, stop: &Cancellation
             })
             .await;
     }
+}
+
+/// Whether `task` is `failed` by `attempt`: its last `failed` event is that attempt's.
+fn failed_in(task: &Task, attempt: i32) -> bool {
+    let last_failure = task
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::Failed);
+    task.status == TaskStatus::Failed && last_failure.is_some_and(|e| e.attempt == Some(attempt))
 }
 
 /// The next automatic retry of a task: when, and the hand-off that will start it.

@@ -9,7 +9,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 
 use super::{Store, integer};
-use crate::error::{Result, is_duplicate_key};
+use crate::error::Result;
 
 const ALERTS: &str = "alerts";
 /// A group not seen for this long is new again.
@@ -35,17 +35,17 @@ impl Store {
     }
 
     /// Counts one failure of `group` in the window starting at `window`: ONE upsert, which
-    /// answers the window's count with it.
+    /// answers the window's count and whether its alert went out.
     pub async fn count_failure(
         &self,
         group: &str,
         window: DateTime,
         length: Duration,
-    ) -> Result<i64> {
+    ) -> Result<(i64, bool)> {
         let alerts = self.alerts().await?;
         let update = alerts
             .find_one_and_update(
-                doc! { "_id": format!("window:{group}:{}", window.timestamp_millis()) },
+                doc! { "_id": window_id(group, window) },
                 doc! {
                     "$inc": { "failures": 1 },
                     "$setOnInsert": { "group": group, "windowStart": window,
@@ -55,32 +55,77 @@ impl Store {
             .upsert(true)
             .return_document(ReturnDocument::After);
         let counted = self.run(update).await?;
-        Ok(counted.and_then(|d| integer(&d, "failures")).unwrap_or(1))
+        let count = counted.as_ref().and_then(|d| integer(d, "failures"));
+        let sent = counted.is_some_and(|d| d.contains_key("sent"));
+        Ok((count.unwrap_or(1), sent))
     }
 
-    /// Whether `group` is new: not seen in the last 30 days. ONE insert; its duplicate-key
-    /// answer means another failure saw it first.
-    pub async fn first_sighting(&self, group: &str, now: DateTime) -> Result<bool> {
+    /// Records that `group` failed at `now` and answers whether it is new in the window
+    /// starting at `window`: unseen for 30 days before this window. ONE upsert of
+    /// `known:<group>`, which keeps the window it was first seen in and moves its expiry 30 days
+    /// past each failure; every failure of a window whose alert has not gone out asks, so a
+    /// decision cut short is taken again by the window's next failure.
+    pub async fn sighted(&self, group: &str, window: DateTime, now: DateTime) -> Result<bool> {
         let alerts = self.alerts().await?;
-        let insert = alerts.insert_one(
-            doc! { "_id": format!("known:{group}"), "at": now, "expiresAt": later(now, KNOWN_FOR) },
-        );
-        match insert.await {
-            Ok(_) => Ok(true),
-            Err(error) if is_duplicate_key(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        let update = alerts
+            .find_one_and_update(
+                doc! { "_id": format!("known:{group}") },
+                doc! {
+                    "$set": { "lastAt": now, "expiresAt": later(now, KNOWN_FOR) },
+                    "$setOnInsert": { "at": now, "firstWindow": window },
+                },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After);
+        let known = self.run(update).await?;
+        Ok(known.is_some_and(|d| d.get_datetime("firstWindow").ok() == Some(&window)))
     }
 
-    /// Claims the window's one alert for `kind`: ONE conditional update, which only one
-    /// failure of the window, on any instance, can win.
-    pub async fn claim_alert(&self, group: &str, window: DateTime, kind: &str) -> Result<bool> {
+    /// Claims the window's one alert for `kind` until `now + hold`: ONE conditional update,
+    /// which only one failure of the window, on any instance, can win while the alert has not
+    /// gone out and no other claim holds.
+    pub async fn claim_alert(
+        &self,
+        (group, window): (&str, DateTime),
+        kind: &str,
+        now: DateTime,
+        hold: Duration,
+    ) -> Result<bool> {
         let alerts = self.alerts().await?;
+        let free = doc! { "$or": [
+            { "claimedUntil": { "$exists": false } },
+            { "claimedUntil": { "$lte": now } },
+        ] };
         let claim = alerts.update_one(
-            doc! { "_id": format!("window:{group}:{}", window.timestamp_millis()),
-            "sent": { "$exists": false } },
-            doc! { "$set": { "sent": kind, "sentAt": DateTime::now() } },
+            doc! { "_id": window_id(group, window), "sent": { "$exists": false }, "$and": [free] },
+            doc! { "$set": { "claimedFor": kind, "claimedUntil": later(now, hold) } },
         );
         Ok(self.run(claim).await?.modified_count == 1)
     }
+
+    /// Settles a claimed alert: `outcome` is how its delivery ended (`delivered`, or
+    /// `unknown` when no answer came: it may have arrived, so it is not sent again), or `None`
+    /// when the receiver refused it (the claim is let go for the window's next failure).
+    pub async fn settle_alert(
+        &self,
+        (group, window): (&str, DateTime),
+        kind: &str,
+        outcome: Option<&str>,
+    ) -> Result<()> {
+        let alerts = self.alerts().await?;
+        let update = match outcome {
+            Some(outcome) => doc! {
+                "$set": { "sent": kind, "sentAt": DateTime::now(), "delivery": outcome },
+                "$unset": { "claimedUntil": "" },
+            },
+            None => doc! { "$unset": { "claimedUntil": "", "claimedFor": "" } },
+        };
+        let settle = alerts.update_one(doc! { "_id": window_id(group, window) }, update);
+        self.run(settle).await.map(drop)
+    }
+}
+
+/// The `_id` of a group's window.
+fn window_id(group: &str, window: DateTime) -> String {
+    format!("window:{group}:{}", window.timestamp_millis())
 }

@@ -1,8 +1,8 @@
 //! What `metrics` reports (docs/spec.md §20), read from `tasks` so every instance reports the
-//! same numbers: six read commands, each named after its question.
+//! same numbers: six read commands, each named after its question, sent at once.
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 
 use super::{Store, integer};
 use crate::error::Result;
@@ -30,18 +30,17 @@ impl Store {
             }
         };
         let text = |d: &Document, k: &str| d.get_str(k).unwrap_or("").to_owned();
+        let day_ago = DateTime::from_millis(now.timestamp_millis() - 86_400_000);
+        let hour_ago = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
 
-        // 1. Every task, by status and type.
+        // 1. Every task, by status and type, with the retries recorded on each (ONE scan).
+        let retries_of_task = doc! { "$add": [
+            { "$ifNull": ["$retryCount", 0] }, { "$ifNull": ["$autoRetries", 0] },
+        ] };
         let by_status = aggregate(vec![doc! { "$group": {
-        "_id": { "status": "$status", "type": "$type" }, "n": { "$sum": 1 } } }])
-        .await?;
-        let tasks_by = by_status
-            .iter()
-            .filter_map(|row| {
-                let key = row.get_document("_id").ok()?;
-                Some((text(key, "status"), text(key, "type"), integer(row, "n")?))
-            })
-            .collect();
+            "_id": { "status": "$status", "type": "$type" },
+            "n": { "$sum": 1 }, "retries": { "$sum": retries_of_task },
+        } }]);
 
         // 2. Failed tasks by cause, the 20 largest (the `{status, updatedAt}` index's prefix).
         let groups = aggregate(vec![
@@ -49,57 +48,76 @@ impl Store {
             doc! { "$group": { "_id": "$errorGroup", "n": { "$sum": 1 } } },
             doc! { "$sort": { "n": -1, "_id": 1 } },
             doc! { "$limit": 21 },
-        ])
-        .await?;
+        ]);
+
+        // 3. The oldest queued task: ONE index entry of `{status, updatedAt}`.
+        let oldest = async {
+            let find = tasks
+                .find_one(doc! { "status": TaskStatus::Queued })
+                .sort(doc! { "updatedAt": 1 })
+                .projection(doc! { "_id": 0, "updatedAt": 1 });
+            self.run(find).await
+        };
+
+        // 4. Tasks retried (by a user or automatically) that changed in the last 24 h, and of
+        // them the completed ones.
+        let retried = doc! { "updatedAt": { "$gt": day_ago }, "$or": [
+            { "retryCount": { "$gt": 0 } }, { "autoRetries": { "$gt": 0 } },
+        ] };
+        let mut recovered = retried.clone();
+        recovered.insert("status", TaskStatus::Completed);
+        let retried_24h = self.run(tasks.count_documents(retried));
+        let recovered_24h = self.run(tasks.count_documents(recovered));
+
+        // 5. Attempts that finished in the last hour (the `{status, updatedAt}` index).
+        let finished = async {
+            let find = tasks
+                .find(doc! {
+                    "status": { "$in": [TaskStatus::Completed, TaskStatus::Failed] },
+                    "updatedAt": { "$gt": hour_ago },
+                })
+                .projection(doc! { "_id": 0, "startedAt": 1, "finishedAt": 1,
+                "events": { "$slice": -1 } })
+                .sort(doc! { "updatedAt": -1 })
+                .limit(DURATION_SAMPLE);
+            self.run(async { find.await?.try_collect::<Vec<Document>>().await })
+                .await
+        };
+
+        // All at once: the scans are the cost, and they do not wait for each other.
+        let (by_status, groups, oldest, retried_24h, recovered_24h, finished) = tokio::try_join!(
+            by_status,
+            groups,
+            oldest,
+            retried_24h,
+            recovered_24h,
+            finished
+        )?;
+
+        let tasks_by = by_status
+            .iter()
+            .filter_map(|row| {
+                let key = row.get_document("_id").ok()?;
+                Some((text(key, "status"), text(key, "type"), integer(row, "n")?))
+            })
+            .collect();
+        let retries = by_status
+            .iter()
+            .filter_map(|row| integer(row, "retries"))
+            .sum();
         let failed_by_group = groups
             .iter()
             .filter_map(|row| Some((row.get_str("_id").ok()?.to_owned(), integer(row, "n")?)))
             .take(20)
             .collect();
-
-        // 3. The oldest queued task: ONE index entry of `{status, updatedAt}`.
-        let oldest = tasks
-            .find_one(doc! { "status": TaskStatus::Queued })
-            .sort(doc! { "updatedAt": 1 })
-            .projection(doc! { "_id": 0, "updatedAt": 1 });
-        let oldest = self.run(oldest).await?;
         let oldest_queued_seconds = oldest
             .and_then(|d| d.get_datetime("updatedAt").ok().copied())
             .map_or(0.0, |at| {
                 ((now.timestamp_millis() - at.timestamp_millis()).max(0) as f64) / 1000.0
             });
-
-        // 4. Retries recorded on stored tasks.
-        let sums = aggregate(vec![doc! { "$group": { "_id": Bson::Null,
-        "manual": { "$sum": "$retryCount" }, "automatic": { "$sum": "$autoRetries" } } }])
-        .await?;
-        let retries = sums.first().map_or(0, |row| {
-            integer(row, "manual").unwrap_or(0) + integer(row, "automatic").unwrap_or(0)
-        });
-
-        // 5. Tasks retried that changed in the last 24 h, and of them the completed ones.
-        let day_ago = DateTime::from_millis(now.timestamp_millis() - 86_400_000);
-        let retried = doc! { "retryCount": { "$gt": 0 }, "updatedAt": { "$gt": day_ago } };
-        let retried_24h = self.run(tasks.count_documents(retried.clone())).await? as i64;
-        let mut recovered = retried;
-        recovered.insert("status", TaskStatus::Completed);
-        let recovered_24h = self.run(tasks.count_documents(recovered)).await? as i64;
-
-        // 6. Attempts that finished in the last hour (the `{status, updatedAt}` index).
-        let hour_ago = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
-        let finished = tasks
-            .find(doc! {
-                "status": { "$in": [TaskStatus::Completed, TaskStatus::Failed] },
-                "updatedAt": { "$gt": hour_ago },
-            })
-            .projection(doc! { "_id": 0, "startedAt": 1, "finishedAt": 1 })
-            .sort(doc! { "updatedAt": -1 })
-            .limit(DURATION_SAMPLE);
-        let finished: Vec<Document> = self
-            .run(async { finished.await?.try_collect().await })
-            .await?;
         let mut seconds: Vec<f64> = finished
             .iter()
+            .filter(|d| finished_by_a_worker(d))
             .filter_map(|d| {
                 let started = d.get_datetime("startedAt").ok()?.timestamp_millis();
                 let ended = d.get_datetime("finishedAt").ok()?.timestamp_millis();
@@ -112,6 +130,7 @@ impl Store {
         };
         let attempt_seconds =
             (!seconds.is_empty()).then(|| (quantile(0.5), quantile(0.95), seconds.len()));
+        let (retried_24h, recovered_24h) = (retried_24h as i64, recovered_24h as i64);
 
         Ok(MetricsSnapshot {
             tasks: tasks_by,
@@ -122,4 +141,16 @@ impl Store {
             attempt_seconds,
         })
     }
+}
+
+/// Whether a finished task's last event is its worker's (`completed`, `failed`): a task the
+/// sweeper or QStash's callback failed (`swept`, `deliveryFailed`) ran no attempt that ended
+/// then, and its `startedAt` may be an earlier attempt's.
+fn finished_by_a_worker(task: &Document) -> bool {
+    let last = task
+        .get_array("events")
+        .ok()
+        .and_then(|events| events.last());
+    let kind = last.and_then(|event| event.as_document()?.get_str("kind").ok());
+    matches!(kind, Some("completed" | "failed"))
 }

@@ -1,7 +1,9 @@
 //! What actions read from `tasks`, each read named after the question it answers.
 
 use futures_util::TryStreamExt;
+use mongodb::action::Action;
 use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::Hint;
 
 use super::{PRIMARY, Store};
 use crate::chart::{ChartEvent, Counted};
@@ -103,13 +105,55 @@ fn add_search(query: &mut Document, search: &Search) {
     }
 }
 
-/// `query` without its payload conditions: what an index serves.
-fn indexed_part(query: &Document) -> Document {
-    query
+/// The equality fields of the `tasks` indexes a page can walk newest first, each between
+/// `userId` and `createdAt, taskId` (`upkeep.rs` creates them), the most selective first; the
+/// last, the user alone, serves any query.
+const WALKS: [&[&str]; 5] = [
+    &["status", "errorGroup"],
+    &["tags"],
+    &["type"],
+    &["status"],
+    &[],
+];
+
+/// How a search's page walks `tasks` (docs/spec.md §19): the index it is told to use (`hint`),
+/// the conditions of the query that index serves, and whether that is all of them. When it is
+/// not, the page is bounded by the [`SCAN_WINDOW`]-th task of the walk.
+struct Walk {
+    hint: Document,
+    served: Document,
+    exact: bool,
+}
+
+/// The walk of `query`: the user, the creation window and the cursor are served by every
+/// index; of its equality conditions, the most selective index serves what it can.
+fn walk(query: &Document) -> Walk {
+    let everywhere = |key: &str| matches!(key, "userId" | "createdAt" | "$or");
+    let equal: Vec<&str> = query
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !everywhere(key))
+        .collect();
+    let fields = WALKS
         .iter()
-        .filter(|(key, _)| !key.starts_with("payload."))
+        .find(|fields| fields.iter().all(|field| equal.contains(field)))
+        .expect("the user's own index serves any query");
+    let mut hint = doc! { "userId": 1 };
+    for field in *fields {
+        hint.insert(*field, 1);
+    }
+    hint.insert("createdAt", -1);
+    hint.insert("taskId", -1);
+    let served = query
+        .iter()
+        .filter(|(key, _)| everywhere(key) || fields.contains(&key.as_str()))
         .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
+        .collect();
+    Walk {
+        hint,
+        served,
+        exact: equal.len() == fields.len(),
+    }
 }
 
 /// At or after `end` in newest-first order: the tasks up to and including it.
@@ -157,57 +201,62 @@ pub struct Page {
 }
 
 /// Most events the chart reads (docs/spec.md §22): a day of a very busy user is cut there.
-const CHART_EVENTS: i64 = 200_000;
+const CHART_EVENTS: usize = 20_000;
 
 impl Store {
-    /// The events of `user`'s last day the failure chart counts (docs/spec.md §22): ONE
-    /// aggregation over the tasks changed since `since` (the `{userId, updatedAt}` index), their
-    /// `failed`, `scheduled`, `retried` and `completed` events since then, and whether each
-    /// task was retried (a completion after a retry is a recovery).
-    pub async fn chart_events(&self, user: &UserId, since: DateTime) -> Result<Vec<ChartEvent>> {
+    /// The events of `user`'s last day the failure chart counts (docs/spec.md §22), newest
+    /// tasks first, and whether there were more than [`CHART_EVENTS`]: ONE aggregation over the
+    /// tasks changed since `since` (the `{userId, updatedAt}` index) that keeps, of their events
+    /// since then, the failures (`failed`, `swept`, `deliveryFailed`), the retries (`retried`,
+    /// `scheduled`) and the completions of tasks that were retried (recoveries).
+    pub async fn chart_events(
+        &self,
+        user: &UserId,
+        since: DateTime,
+    ) -> Result<(Vec<ChartEvent>, bool)> {
         let tasks = self.database().await?.collection::<Document>("tasks");
+        let retried = doc! { "$or": [
+            { "retryCount": { "$gt": 0 } }, { "autoRetries": { "$gt": 0 } },
+        ] };
+        let counted = doc! { "$or": [
+            { "events.kind": { "$in": [
+                "failed", "swept", "deliveryFailed", "retried", "scheduled",
+            ] } },
+            { "events.kind": "completed", "$and": [retried] },
+        ] };
         let pipeline = vec![
             doc! { "$match": { "userId": user.as_str(), "updatedAt": { "$gte": since } } },
-            doc! { "$project": { "_id": 0, "events": 1, "retryCount": 1, "autoRetries": 1 } },
+            doc! { "$sort": { "updatedAt": -1 } },
+            doc! { "$project": { "_id": 0, "retryCount": 1, "autoRetries": 1, "events.at": 1,
+            "events.kind": 1, "events.message": 1, "events.errorGroup": 1 } },
             doc! { "$unwind": "$events" },
-            doc! { "$match": {
-                "events.at": { "$gte": since },
-                "events.kind": { "$in": ["failed", "scheduled", "retried", "completed"] },
-            } },
-            doc! { "$limit": CHART_EVENTS },
+            doc! { "$match": { "events.at": { "$gte": since }, "$and": [counted] } },
+            doc! { "$limit": CHART_EVENTS as i64 + 1 },
         ];
         let rows: Vec<Document> = self
             .run(async { tasks.aggregate(pipeline).await?.try_collect().await })
             .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
+        let truncated = rows.len() > CHART_EVENTS;
+        let mut events = Vec::with_capacity(rows.len().min(CHART_EVENTS));
+        for row in rows.into_iter().take(CHART_EVENTS) {
             let Ok(event) = row.get_document("events") else {
                 continue;
             };
             let Ok(at) = event.get_datetime("at").copied() else {
                 continue;
             };
-            let message = event.get_str("message").unwrap_or("").to_owned();
-            let retried = super::integer(&row, "retryCount").unwrap_or(0) > 0
-                || super::integer(&row, "autoRetries").unwrap_or(0) > 0;
-            match event.get_str("kind").unwrap_or("") {
-                "failed" => events.push(ChartEvent {
-                    at,
-                    kind: Counted::Failure(message),
-                }),
-                // An automatic retry scheduled (its failure is the `failed` event beside it).
-                "scheduled" | "retried" => events.push(ChartEvent {
-                    at,
-                    kind: Counted::Retry,
-                }),
-                "completed" if retried => events.push(ChartEvent {
-                    at,
-                    kind: Counted::Recovery,
-                }),
-                _ => {}
-            }
+            let kind = match event.get_str("kind").unwrap_or("") {
+                "failed" | "swept" | "deliveryFailed" => Counted::Failure {
+                    group: event.get_str("errorGroup").ok().map(str::to_owned),
+                    message: event.get_str("message").unwrap_or("").to_owned(),
+                },
+                "scheduled" | "retried" => Counted::Retry,
+                "completed" => Counted::Recovery,
+                _ => continue,
+            };
+            events.push(ChartEvent { at, kind });
         }
-        Ok(events)
+        Ok((events, truncated))
     }
 
     /// A task by id, whoever owns it.
@@ -243,17 +292,12 @@ impl Store {
         if let Some(after) = &query.after {
             filter.insert("$or", after_cursor(after));
         }
-        let window = match query.search.scans() {
-            true => self.window_end(&filter).await?,
-            false => None,
-        };
-        if let Some(end) = &window {
-            filter.insert("$and", vec![within(end)]);
-        }
+        let (hint, window) = self.bounded(&mut filter, &query.search).await?;
         let tasks = self.tasks().await?;
         let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
             .projection(summary_projection(""))
             .limit(query.limit + 1)
             .batch_size(query.limit as u32 + 1);
@@ -274,13 +318,39 @@ impl Store {
         })
     }
 
-    /// Where a search that examines tasks one by one stops this page: the
-    /// [`SCAN_WINDOW`]-th task the indexed part of `query` selects, newest first, read from
-    /// the index alone (ONE `find` that skips); `None` when fewer match.
-    async fn window_end(&self, query: &Document) -> Result<Option<Cursor>> {
+    /// A search page's bound (docs/spec.md §19), added to `query`: when no one index serves
+    /// every condition of a search, the page walks the index that serves the most and stops at
+    /// the [`SCAN_WINDOW`]-th task of that walk. The index to hint, and where the walk stops
+    /// (`None` when no search, one index serves it all, or fewer tasks are in the walk).
+    async fn bounded(
+        &self,
+        query: &mut Document,
+        search: &Search,
+    ) -> Result<(Option<Document>, Option<Cursor>)> {
+        if search.is_empty() {
+            return Ok((None, None));
+        }
+        let walk = walk(query);
+        if walk.exact {
+            return Ok((None, None));
+        }
+        // The hinted index must exist: a process that has not inserted yet (a rolling deploy
+        // that added it) creates the indexes first, once.
+        self.ensure_indexes().await?;
+        let window = self.window_end(&walk).await?;
+        if let Some(end) = &window {
+            query.insert("$and", vec![within(end)]);
+        }
+        Ok((Some(walk.hint), window))
+    }
+
+    /// Where a walk stops this page: its [`SCAN_WINDOW`]-th task, newest first (ONE `find` that
+    /// skips, on the walk's index); `None` when fewer are in the walk.
+    async fn window_end(&self, walk: &Walk) -> Result<Option<Cursor>> {
         let tasks = self.database().await?.collection::<Document>("tasks");
         let find = tasks
-            .find(indexed_part(query))
+            .find(walk.served.clone())
+            .hint(Hint::Keys(walk.hint.clone()))
             .sort(doc! { "createdAt": -1, "taskId": -1 })
             .projection(doc! { "_id": 0, "createdAt": 1, "taskId": 1 })
             .skip((SCAN_WINDOW - 1) as u64)
@@ -318,17 +388,12 @@ impl Store {
         if let Some(after) = after {
             query.insert("$or", after_cursor(after));
         }
-        let window = match filter.search.scans() {
-            true => self.window_end(&query).await?,
-            false => None,
-        };
-        if let Some(end) = &window {
-            query.insert("$and", vec![within(end)]);
-        }
+        let (hint, window) = self.bounded(&mut query, &filter.search).await?;
         let tasks = self.tasks().await?;
         let find = tasks
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
+            .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
             .projection(match with_payload {
                 // A correction (docs/spec.md §17) reads each payload and its versions.
                 true => doc! { "events": 0, "errorHistory": 0, "steps": 0 },
@@ -410,5 +475,64 @@ impl Store {
         }
         self.run(async { aggregate.await?.try_collect().await })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+
+    use super::walk;
+
+    /// Which index a search page walks, and whether it serves the whole query.
+    #[test]
+    fn a_walk_takes_the_most_selective_index_that_serves_part_of_the_query() {
+        let after = doc! { "$gt": mongodb::bson::DateTime::MIN };
+        let cases = [
+            (
+                doc! { "userId": "u", "tags": "t" },
+                doc! { "tags": 1 },
+                true,
+            ),
+            (doc! { "userId": "u", "createdAt": after }, doc! {}, true),
+            (
+                doc! { "userId": "u", "status": "failed", "type": "x" },
+                doc! { "type": 1 },
+                false,
+            ),
+            (
+                doc! { "userId": "u", "status": "failed", "tags": "t" },
+                doc! { "tags": 1 },
+                false,
+            ),
+            (
+                doc! { "userId": "u", "status": "failed", "errorGroup": "g", "tags": "t" },
+                doc! { "status": 1, "errorGroup": 1 },
+                false,
+            ),
+            (
+                doc! { "userId": "u", "status": "failed" },
+                doc! { "status": 1 },
+                true,
+            ),
+            (doc! { "userId": "u", "payload.b": "x" }, doc! {}, false),
+            (
+                doc! { "userId": "u", "brandId": "b", "$or": [] },
+                doc! {},
+                false,
+            ),
+        ];
+        for (query, fields, exact) in cases {
+            let walked = walk(&query);
+            let mut hint = doc! { "userId": 1 };
+            hint.extend(fields);
+            hint.extend(doc! { "createdAt": -1, "taskId": -1 });
+            assert_eq!((walked.hint, walked.exact), (hint, exact), "{query}");
+            let kept = |key: &str| walked.served.contains_key(key);
+            assert!(
+                kept("userId") && !kept("payload.b") && !kept("brandId"),
+                "{query}"
+            );
+        }
     }
 }

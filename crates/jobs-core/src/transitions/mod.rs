@@ -122,14 +122,20 @@ fn failure_update(status: TaskStatus, ran: Ran, message: &str, permanent: bool) 
     }
 }
 
+impl Event {
+    /// The same, about the failure `message`: the message as stored, and its cause's group
+    /// from the whole message (the task's `errorGroup`), which the failure chart counts by.
+    pub(crate) fn failure(mut self, message: &str) -> Self {
+        self.error_group = Some(Cause::of(message).group);
+        self.message(stored_message(message))
+    }
+}
+
 /// The `$set`/`$push`/`$unset` of any move to `failed`, with its event.
 fn failed_update(ran: impl Into<Ran>, message: &str, event: Event) -> Document {
     let ran = ran.into();
     let mut update = failure_update(TaskStatus::Failed, ran, message, false);
-    push_events(
-        &mut update,
-        &[event.attempt(ran.attempt).message(stored_message(message))],
-    );
+    push_events(&mut update, &[event.attempt(ran.attempt).failure(message)]);
     update
 }
 
