@@ -637,6 +637,12 @@ pub struct Task {
     /// Automatic retries used since `create` or the last manual retry.
     #[serde(default)]
     pub auto_retries: i32,
+    /// Retries started, manual and automatic, never decreased (a retry given back still
+    /// counts): what `jobs_retries_total` adds up (docs/spec.md §20). `None` on a task stored
+    /// before it was kept, until its next retry starts it (from its counts for a manual one,
+    /// from 1 for an automatic one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries_total: Option<i32>,
     /// When a `scheduled` task may be claimed; `None` otherwise.
     #[serde(default)]
     pub next_attempt_at: Option<DateTime>,
@@ -676,6 +682,7 @@ impl Task {
             tags: Vec::new(),
             auto_retry: None,
             auto_retries: 0,
+            retries_total: Some(0),
             next_attempt_at: None,
             error_group: None,
             error_template: None,

@@ -440,6 +440,7 @@ impl TaskFixture {
             handoff,
             auto_retry: self.auto_retry,
             auto_retries: self.auto_retries,
+            retries_total: Some(self.retry_count + self.auto_retries),
             next_attempt_at,
             error_group: cause.as_ref().map(|c| c.group.clone()),
             error_template: cause.map(|c| c.template),

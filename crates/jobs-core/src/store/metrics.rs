@@ -34,9 +34,10 @@ impl Store {
         let hour_ago = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
 
         // 1. Every task, by status and type, with the retries recorded on each (ONE scan).
-        let retries_of_task = doc! { "$add": [
+        let counts = doc! { "$add": [
             { "$ifNull": ["$retryCount", 0] }, { "$ifNull": ["$autoRetries", 0] },
         ] };
+        let retries_of_task = doc! { "$ifNull": ["$retriesTotal", counts] };
         let by_status = aggregate(vec![doc! { "$group": {
             "_id": { "status": "$status", "type": "$type" },
             "n": { "$sum": 1 }, "retries": { "$sum": retries_of_task },
@@ -60,10 +61,13 @@ impl Store {
         };
 
         // 4. Tasks retried (by a user or automatically) that changed in the last 24 h, and of
-        // them the completed ones.
-        let retried = doc! { "updatedAt": { "$gt": day_ago }, "$or": [
-            { "retryCount": { "$gt": 0 } }, { "autoRetries": { "$gt": 0 } },
-        ] };
+        // them the completed ones: every status named, so `{status, updatedAt}` bounds both
+        // counts to the day's changes.
+        let retried = doc! {
+            "status": { "$in": TaskStatus::ALL.to_vec() },
+            "updatedAt": { "$gt": day_ago },
+            "$or": [{ "retryCount": { "$gt": 0 } }, { "autoRetries": { "$gt": 0 } }],
+        };
         let mut recovered = retried.clone();
         recovered.insert("status", TaskStatus::Completed);
         let retried_24h = self.run(tasks.count_documents(retried));

@@ -139,6 +139,16 @@ fn failed_update(ran: impl Into<Ran>, message: &str, event: Event) -> Document {
     update
 }
 
+/// `retriesTotal` + 1, as an update pipeline's expression: the retries a task has started,
+/// manual and automatic, never decreased (docs/spec.md §3); a task stored before it was kept
+/// starts from its counts.
+pub(crate) fn retries_total_plus_one() -> Document {
+    let counts = doc! { "$add": [
+        { "$ifNull": ["$retryCount", 0] }, { "$ifNull": ["$autoRetries", 0] },
+    ] };
+    doc! { "$add": [{ "$ifNull": ["$retriesTotal", counts] }, 1] }
+}
+
 /// Why `retry` refuses a task: the retry rule (the owner's task, `failed`, with retries left)
 /// read on a task, which the re-queue's filter then pins ([`requeue_filter`]). Single and bulk
 /// retry answer from it, and so does the filter page of a bulk retry.
@@ -239,6 +249,7 @@ fn requeue_pipeline(
     "retry": literal(true.into()) };
     guarded("handoff", handoff.into());
     guarded("retryCount", doc! { "$add": ["$retryCount", 1] }.into());
+    guarded("retriesTotal", retries_total_plus_one().into());
     let left = doc! { "$subtract": ["$maxRetries", { "$add": ["$retryCount", 1] }] };
     guarded("retriesLeft", left.into());
     let mut retried = Event::new(EventKind::Retried, by);

@@ -216,7 +216,9 @@ impl Store {
             .expect("a failure sets fields");
         set.insert("nextAttemptAt", handoff.at);
         set.insert("handoff", handoff.to_bson());
-        update.insert("$inc", doc! { "autoRetries": 1 });
+        // `retriesTotal` as well (docs/spec.md §3): a task stored before it was kept starts
+        // it here, from 1.
+        update.insert("$inc", doc! { "autoRetries": 1, "retriesTotal": 1 });
         let failed = Event::new(EventKind::Failed, by)
             .attempt(attempt)
             .failure(message);

@@ -225,6 +225,8 @@ async fn requeue_many_then_restore_many() {
                 last_error: Some(REQUEUE_FAILED_MESSAGE.to_owned()),
                 progress: 0,
                 auto_retries: 0,
+                // The retry given back still counts as started.
+                retries_total: seed.retries_total.map(|n| n + 1),
                 handoff: Some(handoff.clone()),
                 finished_at: stored.finished_at,
                 updated_at: stored.updated_at,

@@ -4,7 +4,7 @@
 
 use jobs_core::error_groups::Cause;
 use jobs_core::store::Store;
-use jobs_core::task::{EventKind as E, Handoff, TaskStatus};
+use jobs_core::task::{EventKind as E, Handoff, Task, TaskStatus};
 use jobs_core::testing::{self, TaskFixture, assert_legal};
 use mongodb::bson::DateTime;
 
@@ -143,6 +143,18 @@ async fn check_row(store: &Store, row: Row) {
             "{name}: retriesLeft dropped"
         );
     }
+    // `retriesTotal` (docs/spec.md §3): one more with each retry started (a `retried` or
+    // `scheduled` event), and never fewer, a retry given back included.
+    let total = |t: &Task| t.retries_total.unwrap_or(t.retry_count + t.auto_retries);
+    let started = |t: &Task| {
+        let retries = |e: &&jobs_core::task::Event| matches!(e.kind, E::Retried | E::Scheduled);
+        t.events.iter().filter(retries).count() as i32
+    };
+    assert_eq!(
+        total(&stored),
+        total(&seeded) + started(&stored) - started(&seeded),
+        "{name}: retriesTotal"
+    );
     if stored.retry_count != seeded.retry_count {
         assert!(
             stored.stored_retries_left.is_some(),
