@@ -360,7 +360,8 @@ impl App {
     }
 
     /// `list`: a page of the caller's tasks, newest first, without payloads; 304 when
-    /// `if_none_match` names the page's tag. Either way ONE read: the page itself.
+    /// `if_none_match` names the page's tag. Either way the page's read: ONE `find`, two when
+    /// the page is bounded by a window (docs/spec.md §19).
     pub async fn list(
         &self,
         credentials: &Credentials,

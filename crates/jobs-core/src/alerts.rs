@@ -19,13 +19,13 @@ use crate::processors::webhook::Webhook;
 use crate::store::Store;
 use crate::task::{TaskId, UserId, rfc3339};
 
-/// The longest an alert's delivery may take.
+/// The longest deciding whether a failure alerts may take (its writes and the claim).
+const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest an alert's request may take, once its address is resolved and allowed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a failure's alert may take in all: deciding, sending, settling.
-const ALERT_BUDGET: Duration = Duration::from_secs(10);
 /// How long a claim keeps the window's alert for the failure that won it; a claim older than
-/// this (its instance died mid-send) may be taken by the window's next failure. Longer than
-/// [`ALERT_BUDGET`] by far, so instances' clocks may differ by tens of seconds.
+/// this (its instance died mid-send) may be taken by the window's next failure. Far longer than
+/// a send, so instances' clocks may differ by a minute.
 const CLAIM_HOLD: Duration = Duration::from_secs(120);
 /// Most characters of a template the alert's `text` carries.
 const TEMPLATE_CHARS: usize = 300;
@@ -117,25 +117,19 @@ impl Alerts {
         Self { store, destination }
     }
 
-    /// Decides whether `failure` alerts and sends it if so, within [`ALERT_BUDGET`]. Never
-    /// fails: what goes wrong is logged, and the failure it follows stands as written.
+    /// Decides whether `failure` alerts (within [`DECIDE_TIMEOUT`]), sends it if so (within
+    /// [`SEND_TIMEOUT`]) and records how that ended. Never fails: what goes wrong is logged,
+    /// and the failure it follows stands as written.
     pub async fn failed(&self, failure: Failure<'_>) {
         let Some(destination) = &self.destination else {
             return;
         };
         let cause = Cause::of(failure.message);
-        let alerted = self.alert(destination, &failure, &cause);
-        if tokio::time::timeout(ALERT_BUDGET, alerted).await.is_err() {
-            tracing::warn!(group = cause.group, "alert timed out");
-        }
-    }
-
-    async fn alert(&self, destination: &Destination, failure: &Failure<'_>, cause: &Cause) {
         let now = DateTime::now();
         let length = destination.window.as_millis().max(1) as i64;
         let window = DateTime::from_millis(now.timestamp_millis() / length * length);
         let key = (cause.group.as_str(), window);
-        let decided = async {
+        let decided = tokio::time::timeout(DECIDE_TIMEOUT, async {
             let store = &self.store;
             let (count, sent) = store
                 .count_failure(&cause.group, window, destination.window)
@@ -152,22 +146,26 @@ impl Alerts {
             } else {
                 return Ok(None);
             };
-            let won = store
+            let claim = store
                 .claim_alert(key, kind.as_str(), now, CLAIM_HOLD)
                 .await?;
-            Ok::<_, crate::error::JobsError>(won.then_some((kind, count)))
-        };
-        let (kind, count) = match decided.await {
-            Ok(Some(decided)) => decided,
-            Ok(None) => return,
-            Err(error) => {
+            Ok::<_, crate::error::JobsError>(claim.map(|claim| (kind, count, claim)))
+        });
+        let (kind, count, claim) = match decided.await {
+            Ok(Ok(Some(decided))) => decided,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, group = cause.group, "alert not decided");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(group = cause.group, "alert not decided in time");
                 return;
             }
         };
         let body = json!({
             "kind": kind.as_str(),
-            "text": text(kind, failure, cause, count, destination),
+            "text": text(kind, &failure, &cause, count, destination),
             "group": cause.group,
             "template": cause.template,
             "failuresInWindow": count,
@@ -178,21 +176,21 @@ impl Alerts {
         })
         .to_string();
         let (kind, group) = (kind.as_str(), cause.group.as_str());
-        let outcome = match tokio::time::timeout(SEND_TIMEOUT, destination.send(&body)).await {
-            Ok(Ok(status)) => {
+        let outcome = match destination.send(&body).await {
+            Sent::Delivered(status) => {
                 tracing::info!(kind, group, status, "alert sent");
                 Some("delivered")
             }
-            Ok(Err(error)) => {
+            Sent::Refused(error) => {
                 tracing::warn!(kind, group, error, "alert not delivered");
                 None
             }
-            Err(_) => {
-                tracing::warn!(kind, group, "alert timed out");
+            Sent::Unknown(error) => {
+                tracing::warn!(kind, group, error, "alert may not have arrived");
                 Some("unknown")
             }
         };
-        if let Err(error) = self.store.settle_alert(key, kind, outcome).await {
+        if let Err(error) = self.store.settle_alert(key, &claim, kind, outcome).await {
             tracing::warn!(%error, kind, group, "alert not settled");
         }
     }
@@ -237,24 +235,46 @@ fn text(
     }
 }
 
+/// How an alert's request ended.
+enum Sent {
+    /// The receiver answered 2xx (its status).
+    Delivered(u16),
+    /// It was not delivered: the URL not allowed or not resolved, the connection refused, or
+    /// the receiver answered an error status.
+    Refused(String),
+    /// No answer: it may have arrived.
+    Unknown(String),
+}
+
 impl Destination {
-    /// POSTs `body`, signed, to the allow-listed URL; the answer's status.
-    async fn send(&self, body: &str) -> Result<u16, String> {
-        let (url, client) = self.outbound.client_for_url(&self.url).await?;
+    /// POSTs `body`, signed, to the allow-listed URL, its request within [`SEND_TIMEOUT`]
+    /// once the address is resolved and allowed.
+    async fn send(&self, body: &str) -> Sent {
+        let (url, client) = match self.outbound.client_for_url(&self.url).await {
+            Ok(resolved) => resolved,
+            Err(error) => return Sent::Refused(error),
+        };
         let unix = (DateTime::now().timestamp_millis() / 1000).max(0);
         let signature = signature(self.secret.expose().as_bytes(), unix, body);
-        let answer = client
+        let request = client
             .post(url)
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, signature)
             .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|e| format!("alert request failed: {e}"))?;
-        let status = answer.status().as_u16();
-        match answer.status().is_success() {
-            true => Ok(status),
-            false => Err(format!("the alert URL answered HTTP {status}")),
+            .send();
+        match tokio::time::timeout(SEND_TIMEOUT, request).await {
+            Ok(Ok(answer)) if answer.status().is_success() => {
+                Sent::Delivered(answer.status().as_u16())
+            }
+            Ok(Ok(answer)) => Sent::Refused(format!(
+                "the alert URL answered HTTP {}",
+                answer.status().as_u16()
+            )),
+            Ok(Err(error)) if error.is_connect() => {
+                Sent::Refused(format!("alert request failed: {error}"))
+            }
+            Ok(Err(error)) => Sent::Unknown(format!("alert request failed: {error}")),
+            Err(_) => Sent::Unknown("no answer within 5 s".into()),
         }
     }
 }

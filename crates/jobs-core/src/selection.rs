@@ -37,11 +37,6 @@ pub struct Search {
 }
 
 impl Search {
-    /// Whether nothing is searched for (a page of status and cause alone).
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
     /// The search in one unambiguous form (part of `list`'s `ETag`).
     pub fn canonical(&self) -> serde_json::Value {
         serde_json::json!([

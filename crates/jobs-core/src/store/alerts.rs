@@ -83,14 +83,15 @@ impl Store {
 
     /// Claims the window's one alert for `kind` until `now + hold`: ONE conditional update,
     /// which only one failure of the window, on any instance, can win while the alert has not
-    /// gone out and no other claim holds.
+    /// gone out and no other claim holds. The claim won (when it holds until), or `None`.
     pub async fn claim_alert(
         &self,
         (group, window): (&str, DateTime),
         kind: &str,
         now: DateTime,
         hold: Duration,
-    ) -> Result<bool> {
+    ) -> Result<Option<DateTime>> {
+        let until = later(now, hold);
         let alerts = self.alerts().await?;
         let free = doc! { "$or": [
             { "claimedUntil": { "$exists": false } },
@@ -98,17 +99,20 @@ impl Store {
         ] };
         let claim = alerts.update_one(
             doc! { "_id": window_id(group, window), "sent": { "$exists": false }, "$and": [free] },
-            doc! { "$set": { "claimedFor": kind, "claimedUntil": later(now, hold) } },
+            doc! { "$set": { "claimedFor": kind, "claimedUntil": until } },
         );
-        Ok(self.run(claim).await?.modified_count == 1)
+        Ok((self.run(claim).await?.modified_count == 1).then_some(until))
     }
 
-    /// Settles a claimed alert: `outcome` is how its delivery ended (`delivered`, or
-    /// `unknown` when no answer came: it may have arrived, so it is not sent again), or `None`
-    /// when the receiver refused it (the claim is let go for the window's next failure).
+    /// Settles the alert claimed until `claim`: `outcome` is how its delivery ended
+    /// (`delivered`, or `unknown` when no answer came: it may have arrived, so it is not sent
+    /// again), or `None` when it was refused (the claim is let go for the window's next
+    /// failure). Only that claim: one another instance took since (this one's expired, its
+    /// clock far behind) is left to its owner.
     pub async fn settle_alert(
         &self,
         (group, window): (&str, DateTime),
+        claim: &DateTime,
         kind: &str,
         outcome: Option<&str>,
     ) -> Result<()> {
@@ -120,7 +124,8 @@ impl Store {
             },
             None => doc! { "$unset": { "claimedUntil": "", "claimedFor": "" } },
         };
-        let settle = alerts.update_one(doc! { "_id": window_id(group, window) }, update);
+        let ours = doc! { "_id": window_id(group, window), "claimedUntil": claim };
+        let settle = alerts.update_one(ours, update);
         self.run(settle).await.map(drop)
     }
 }

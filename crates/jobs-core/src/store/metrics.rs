@@ -1,5 +1,5 @@
 //! What `metrics` reports (docs/spec.md §20), read from `tasks` so every instance reports the
-//! same numbers: six read commands, each named after its question, sent at once.
+//! same numbers: six read commands, each named after its question, two at a time.
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
@@ -88,15 +88,19 @@ impl Store {
                 .await
         };
 
-        // All at once: the scans are the cost, and they do not wait for each other.
-        let (by_status, groups, oldest, retried_24h, recovered_24h, finished) = tokio::try_join!(
-            by_status,
-            groups,
-            oldest,
-            retried_24h,
-            recovered_24h,
-            finished
-        )?;
+        // Two at a time: the scan beside the rest, one after another, so a scrape holds at most
+        // two of the instance's pooled connections (workers and requests need the others).
+        let rest = async {
+            Ok::<_, crate::error::JobsError>((
+                groups.await?,
+                oldest.await?,
+                retried_24h.await?,
+                recovered_24h.await?,
+                finished.await?,
+            ))
+        };
+        let (by_status, (groups, oldest, retried_24h, recovered_24h, finished)) =
+            tokio::try_join!(by_status, rest)?;
 
         let tasks_by = by_status
             .iter()

@@ -1,7 +1,6 @@
 //! What actions read from `tasks`, each read named after the question it answers.
 
 use futures_util::TryStreamExt;
-use mongodb::action::Action;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::Hint;
 
@@ -156,6 +155,35 @@ fn walk(query: &Document) -> Walk {
     }
 }
 
+/// Narrows `query`'s `createdAt` range: `$gt` or `$lt` `at`, kept with the bounds already
+/// there (the tighter wins). A plain range on `createdAt` is one every index walk can start or
+/// stop at; the `$or`s of a cursor or a window beside it only break ties within a millisecond.
+fn narrow_created(query: &mut Document, op: &str, at: DateTime) {
+    let created = match query.get_document_mut("createdAt") {
+        Ok(created) => created,
+        Err(_) => {
+            query.insert("createdAt", Document::new());
+            query.get_document_mut("createdAt").expect("just inserted")
+        }
+    };
+    let tighter = match (op, created.get_datetime(op)) {
+        (_, Err(_)) => true,
+        ("$gt", Ok(kept)) => at > *kept,
+        (_, Ok(kept)) => at < *kept,
+    };
+    if tighter {
+        created.insert(op, at);
+    }
+}
+
+/// Before `after` in newest-first order, added to `query`: the `$or` that breaks ties, and the
+/// plain range (at or before its millisecond, written as `$lt` the next one).
+fn add_after(query: &mut Document, after: &Cursor) {
+    query.insert("$or", after_cursor(after));
+    let next_ms = DateTime::from_millis(after.created_at.timestamp_millis() + 1);
+    narrow_created(query, "$lt", next_ms);
+}
+
 /// At or after `end` in newest-first order: the tasks up to and including it.
 fn within(end: &Cursor) -> Document {
     doc! { "$or": [
@@ -200,15 +228,19 @@ pub struct Page {
     pub window_ended: bool,
 }
 
-/// Most events the chart reads (docs/spec.md §22): a day of a very busy user is cut there.
+/// Most events the chart counts (docs/spec.md §22): a day of a very busy user is cut there.
 const CHART_EVENTS: usize = 20_000;
+/// Most tasks the chart reads the events of (each keeps at most 50).
+const CHART_TASKS: i64 = 5_000;
 
 impl Store {
     /// The events of `user`'s last day the failure chart counts (docs/spec.md §22), newest
-    /// tasks first, and whether there were more than [`CHART_EVENTS`]: ONE aggregation over the
-    /// tasks changed since `since` (the `{userId, updatedAt}` index) that keeps, of their events
-    /// since then, the failures (`failed`, `swept`, `deliveryFailed`), the retries (`retried`,
-    /// `scheduled`) and the completions of tasks that were retried (recoveries).
+    /// tasks first, and whether the day held more (tasks past [`CHART_TASKS`], events past
+    /// [`CHART_EVENTS`]): ONE aggregation over the tasks changed since `since` (the `{userId,
+    /// updatedAt}` index) that have such an event since then, keeping those events: the
+    /// failures (`failed`, `swept`, `deliveryFailed`), the retries (`retried`, `scheduled`) and
+    /// the completions of tasks that were retried (recoveries). A task that only completed is
+    /// not read beyond its index entry and match.
     pub async fn chart_events(
         &self,
         user: &UserId,
@@ -218,16 +250,22 @@ impl Store {
         let retried = doc! { "$or": [
             { "retryCount": { "$gt": 0 } }, { "autoRetries": { "$gt": 0 } },
         ] };
+        let kinds = ["failed", "swept", "deliveryFailed", "retried", "scheduled"];
         let counted = doc! { "$or": [
-            { "events.kind": { "$in": [
-                "failed", "swept", "deliveryFailed", "retried", "scheduled",
-            ] } },
-            { "events.kind": "completed", "$and": [retried] },
+            { "events.kind": { "$in": kinds.to_vec() } },
+            { "events.kind": "completed", "$and": [retried.clone()] },
+        ] };
+        let day_of = |kind: Bson| doc! { "$elemMatch": { "at": { "$gte": since }, "kind": kind } };
+        let has_counted = doc! { "$or": [
+            { "events": day_of(doc! { "$in": kinds.to_vec() }.into()) },
+            { "events": day_of("completed".into()), "$and": [retried] },
         ] };
         let pipeline = vec![
-            doc! { "$match": { "userId": user.as_str(), "updatedAt": { "$gte": since } } },
+            doc! { "$match": { "userId": user.as_str(), "updatedAt": { "$gte": since },
+            "$and": [has_counted] } },
             doc! { "$sort": { "updatedAt": -1 } },
-            doc! { "$project": { "_id": 0, "retryCount": 1, "autoRetries": 1, "events.at": 1,
+            doc! { "$limit": CHART_TASKS },
+            doc! { "$project": { "_id": 0, "taskId": 1, "retryCount": 1, "autoRetries": 1, "events.at": 1,
             "events.kind": 1, "events.message": 1, "events.errorGroup": 1 } },
             doc! { "$unwind": "$events" },
             doc! { "$match": { "events.at": { "$gte": since }, "$and": [counted] } },
@@ -236,7 +274,12 @@ impl Store {
         let rows: Vec<Document> = self
             .run(async { tasks.aggregate(pipeline).await?.try_collect().await })
             .await?;
-        let truncated = rows.len() > CHART_EVENTS;
+        // As many tasks as the limit: there may have been more.
+        let tasks_read: std::collections::HashSet<&str> = rows
+            .iter()
+            .filter_map(|r| r.get_str("taskId").ok())
+            .collect();
+        let truncated = tasks_read.len() as i64 >= CHART_TASKS || rows.len() > CHART_EVENTS;
         let mut events = Vec::with_capacity(rows.len().min(CHART_EVENTS));
         for row in rows.into_iter().take(CHART_EVENTS) {
             let Ok(event) = row.get_document("events") else {
@@ -290,14 +333,14 @@ impl Store {
         }
         add_search(&mut filter, &query.search);
         if let Some(after) = &query.after {
-            filter.insert("$or", after_cursor(after));
+            add_after(&mut filter, after);
         }
-        let (hint, window) = self.bounded(&mut filter, &query.search).await?;
+        let (hint, window) = self.bounded(&mut filter).await?;
         let tasks = self.tasks().await?;
         let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
+            .hint(Hint::Keys(hint))
             .projection(summary_projection(""))
             .limit(query.limit + 1)
             .batch_size(query.limit as u32 + 1);
@@ -318,30 +361,27 @@ impl Store {
         })
     }
 
-    /// A search page's bound (docs/spec.md §19), added to `query`: when no one index serves
-    /// every condition of a search, the page walks the index that serves the most and stops at
-    /// the [`SCAN_WINDOW`]-th task of that walk. The index to hint, and where the walk stops
-    /// (`None` when no search, one index serves it all, or fewer tasks are in the walk).
-    async fn bounded(
-        &self,
-        query: &mut Document,
-        search: &Search,
-    ) -> Result<(Option<Document>, Option<Cursor>)> {
-        if search.is_empty() {
-            return Ok((None, None));
-        }
+    /// A page's bound (docs/spec.md §19), added to `query`: the page walks the index that
+    /// serves the most of it (the hint), and when that index does not serve every condition,
+    /// stops at the [`SCAN_WINDOW`]-th task of that walk. The index, and where the walk stops
+    /// (`None` when one index serves it all, or fewer tasks are in the walk).
+    async fn bounded(&self, query: &mut Document) -> Result<(Document, Option<Cursor>)> {
         let walk = walk(query);
-        if walk.exact {
-            return Ok((None, None));
-        }
         // The hinted index must exist: a process that has not inserted yet (a rolling deploy
         // that added it) creates the indexes first, once.
         self.ensure_indexes().await?;
+        if walk.exact {
+            return Ok((walk.hint, None));
+        }
         let window = self.window_end(&walk).await?;
         if let Some(end) = &window {
             query.insert("$and", vec![within(end)]);
+            // At or after its millisecond, written as `$gt` the one before (secantusd-py's
+            // bounds on a descending index drop the boundary itself for `$gte`).
+            let ms_before = DateTime::from_millis(end.created_at.timestamp_millis() - 1);
+            narrow_created(query, "$gt", ms_before);
         }
-        Ok((Some(walk.hint), window))
+        Ok((walk.hint, window))
     }
 
     /// Where a walk stops this page: its [`SCAN_WINDOW`]-th task, newest first (ONE `find` that
@@ -386,14 +426,14 @@ impl Store {
     ) -> Result<(Vec<Task>, Option<Cursor>)> {
         let mut query = failed_selection(user, filter);
         if let Some(after) = after {
-            query.insert("$or", after_cursor(after));
+            add_after(&mut query, after);
         }
-        let (hint, window) = self.bounded(&mut query, &filter.search).await?;
+        let (hint, window) = self.bounded(&mut query).await?;
         let tasks = self.tasks().await?;
         let find = tasks
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
+            .hint(Hint::Keys(hint))
             .projection(match with_payload {
                 // A correction (docs/spec.md §17) reads each payload and its versions.
                 true => doc! { "events": 0, "errorHistory": 0, "steps": 0 },
