@@ -1,6 +1,7 @@
 //! What actions read from `tasks`, each read named after the question it answers.
 
 use futures_util::TryStreamExt;
+use mongodb::action::Action;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::Hint;
 
@@ -340,7 +341,7 @@ impl Store {
         let find = tasks
             .find(filter)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .hint(Hint::Keys(hint))
+            .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
             .projection(summary_projection(""))
             .limit(query.limit + 1)
             .batch_size(query.limit as u32 + 1);
@@ -361,18 +362,19 @@ impl Store {
         })
     }
 
-    /// A page's bound (docs/spec.md §19), added to `query`: the page walks the index that
-    /// serves the most of it (the hint), and when that index does not serve every condition,
-    /// stops at the [`SCAN_WINDOW`]-th task of that walk. The index, and where the walk stops
-    /// (`None` when one index serves it all, or fewer tasks are in the walk).
-    async fn bounded(&self, query: &mut Document) -> Result<(Document, Option<Cursor>)> {
+    /// A page's bound (docs/spec.md §19), added to `query`: when no one index serves every
+    /// condition, the page walks the index that serves the most of it (a hint) and stops at the
+    /// [`SCAN_WINDOW`]-th task of that walk. The index to hint (`None` when one index serves it
+    /// all: the planner then takes that one, and a hint only costs, as on secantusd-py), and
+    /// where the walk stops (`None` too when fewer tasks are in the walk).
+    async fn bounded(&self, query: &mut Document) -> Result<(Option<Document>, Option<Cursor>)> {
         let walk = walk(query);
+        if walk.exact {
+            return Ok((None, None));
+        }
         // The hinted index must exist: a process that has not inserted yet (a rolling deploy
         // that added it) creates the indexes first, once.
         self.ensure_indexes().await?;
-        if walk.exact {
-            return Ok((walk.hint, None));
-        }
         let window = self.window_end(&walk).await?;
         if let Some(end) = &window {
             query.insert("$and", vec![within(end)]);
@@ -381,7 +383,7 @@ impl Store {
             let ms_before = DateTime::from_millis(end.created_at.timestamp_millis() - 1);
             narrow_created(query, "$gt", ms_before);
         }
-        Ok((walk.hint, window))
+        Ok((Some(walk.hint), window))
     }
 
     /// Where a walk stops this page: its [`SCAN_WINDOW`]-th task, newest first (ONE `find` that
@@ -433,7 +435,7 @@ impl Store {
         let find = tasks
             .find(query)
             .sort(doc! { "createdAt": -1, "taskId": -1 })
-            .hint(Hint::Keys(hint))
+            .optional(hint, |find, hint| find.hint(Hint::Keys(hint)))
             .projection(match with_payload {
                 // A correction (docs/spec.md §17) reads each payload and its versions.
                 true => doc! { "events": 0, "errorHistory": 0, "steps": 0 },
