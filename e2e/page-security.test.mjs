@@ -53,18 +53,20 @@ async function openWithToken(token, search = '') {
 
 describe('a sign-in link that cannot be used is a message, and nothing polls', () => {
   const rows = [
-    // [name, the fragment's token as the link carries it, the message, API calls before it shows]
-    ['not a JWT (one part)', 'not-a-jwt', 'This sign-in link is invalid', 0],
-    ['two parts', `${HEADER}.${base64url('{"sub":"x"}')}`, 'This sign-in link is invalid', 0],
-    ['bad base64 in the payload', `${HEADER}.${encodeURIComponent('%%%')}.c2ln`, 'This sign-in link is invalid', 0],
-    ['a fragment that is not URL-encoded', `${HEADER}.%%%.c2ln`, 'This sign-in link is invalid', 0],
-    ['a payload that is not JSON', `${HEADER}.${base64url('not json')}.c2ln`, 'This sign-in link is invalid', 0],
-    ['expired an hour ago', () => mintToken(SECRET, 'late-user', { expiresIn: -3600 }), 'This sign-in link has expired', 0],
-    // Well-formed and unexpired, so the page asks (list, groups, and the live stream); the API
-  // answers 401 and the page stops.
-    ['signed with another secret', () => mintToken('not-the-secret', 'forger'), 'The jobs API refused this sign-in link (Invalid or expired token)', 3],
+    // [name, the fragment's token as the link carries it, the message, the API calls that may
+    // come before it shows, each at most once]
+    ['not a JWT (one part)', 'not-a-jwt', 'This sign-in link is invalid', []],
+    ['two parts', `${HEADER}.${base64url('{"sub":"x"}')}`, 'This sign-in link is invalid', []],
+    ['bad base64 in the payload', `${HEADER}.${encodeURIComponent('%%%')}.c2ln`, 'This sign-in link is invalid', []],
+    ['a fragment that is not URL-encoded', `${HEADER}.%%%.c2ln`, 'This sign-in link is invalid', []],
+    ['a payload that is not JSON', `${HEADER}.${base64url('not json')}.c2ln`, 'This sign-in link is invalid', []],
+    ['expired an hour ago', () => mintToken(SECRET, 'late-user', { expiresIn: -3600 }), 'This sign-in link has expired', []],
+    // Well-formed and unexpired, so the page asks what it opens with (the list, failures by
+    // cause and over time, the live stream: which of them go out before the first 401 comes
+    // back depends on timing); the API answers 401 and the page stops.
+    ['signed with another secret', () => mintToken('not-the-secret', 'forger'), 'The jobs API refused this sign-in link (Invalid or expired token)', ['list', 'groups', 'failures', 'watch']],
   ];
-  for (const [name, make, message, callsBefore] of rows) {
+  for (const [name, make, message, mayCallBefore] of rows) {
     test(`${name}: "${message}…", no refresh, 0 axe and 0 CSP violations`, async () => {
       const token = typeof make === 'function' ? make() : make;
       const { context, page, seen, csp } = await openWithToken(token);
@@ -77,7 +79,10 @@ describe('a sign-in link that cannot be used is a message, and nothing polls', (
       assert.equal(await page.locator('#tasks-panel').isHidden(), true, 'no task list that cannot load');
       await shot(page, `signin-${name.replace(/\W+/g, '-')}`);
       await page.waitForTimeout(300);
-      assert.equal(seen.length, callsBefore, `API calls before the message: ${seen.join()}`);
+      const before = `API calls before the message: ${seen.join()}`;
+      assert.ok(seen.every((action) => mayCallBefore.includes(action)), before);
+      assert.equal(new Set(seen).size, seen.length, before);
+      if (mayCallBefore.length > 0) assert.ok(seen.length > 0, before);
       assert.deepEqual(await aMinuteLater(page, seen), [], 'no API call in a minute of the page\'s time');
       assert.deepEqual((await axe(page)).violations, []);
       assert.deepEqual(csp, []);
