@@ -477,3 +477,37 @@ where
     }
     write().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::failed_in;
+    use crate::task::{Event, EventKind, TaskStatus};
+    use crate::testing;
+
+    /// A failure write retried after an error knows its own earlier write applied by the
+    /// task's last `failed` event: this attempt's, on a task still `failed`.
+    #[test]
+    fn a_failure_is_ours_when_the_last_failed_event_is_this_attempts() {
+        let with = |status, attempts: &[i32]| {
+            let mut task = testing::task().status(status).build();
+            task.events = attempts
+                .iter()
+                .map(|&a| Event::new(EventKind::Failed, "self").attempt(a))
+                .collect();
+            task
+        };
+        assert!(failed_in(&with(TaskStatus::Failed, &[1, 2]), 2));
+        assert!(
+            !failed_in(&with(TaskStatus::Failed, &[1, 2]), 1),
+            "a later attempt's"
+        );
+        assert!(
+            !failed_in(&with(TaskStatus::Failed, &[]), 1),
+            "no failure recorded"
+        );
+        assert!(
+            !failed_in(&with(TaskStatus::Queued, &[2]), 2),
+            "retried since"
+        );
+    }
+}

@@ -162,3 +162,27 @@ fn finished_by_a_worker(task: &Document) -> bool {
     let kind = last.and_then(|event| event.as_document()?.get_str("kind").ok());
     matches!(kind, Some("completed" | "failed"))
 }
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+
+    use super::finished_by_a_worker;
+
+    /// Durations count only attempts a worker ended: not a task the sweeper or QStash's
+    /// callback failed, whose `startedAt` may be an earlier attempt's.
+    #[test]
+    fn only_a_workers_last_event_makes_a_duration() {
+        let last = |kind: &str| doc! { "events": [{ "kind": "claimed" }, { "kind": kind }] };
+        let cases = [
+            ("completed", true),
+            ("failed", true),
+            ("swept", false),
+            ("deliveryFailed", false),
+        ];
+        for (kind, counted) in cases {
+            assert_eq!(finished_by_a_worker(&last(kind)), counted, "{kind}");
+        }
+        assert!(!finished_by_a_worker(&doc! {}), "no timeline");
+    }
+}

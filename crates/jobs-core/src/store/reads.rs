@@ -524,7 +524,26 @@ impl Store {
 mod tests {
     use mongodb::bson::doc;
 
-    use super::walk;
+    use super::{narrow_created, walk};
+
+    /// A cursor's or window's plain range joins the search's own: the tighter bound of each
+    /// kind wins, so the walk starts and stops in the index.
+    #[test]
+    fn created_ranges_keep_the_tighter_bound() {
+        let at = mongodb::bson::DateTime::from_millis;
+        let mut query = doc! { "userId": "u", "createdAt": { "$gt": at(100), "$lt": at(900) } };
+        narrow_created(&mut query, "$lt", at(500));
+        narrow_created(&mut query, "$gt", at(50));
+        narrow_created(&mut query, "$gt", at(200));
+        narrow_created(&mut query, "$lt", at(950));
+        assert_eq!(
+            query.get_document("createdAt").unwrap(),
+            &doc! { "$gt": at(200), "$lt": at(500) }
+        );
+        let mut bare = doc! { "userId": "u" };
+        narrow_created(&mut bare, "$lt", at(7));
+        assert_eq!(bare, doc! { "userId": "u", "createdAt": { "$lt": at(7) } });
+    }
 
     /// Which index a search page walks, and whether it serves the whole query.
     #[test]

@@ -123,10 +123,12 @@ fn failure_update(status: TaskStatus, ran: Ran, message: &str, permanent: bool) 
 }
 
 impl Event {
-    /// The same, about the failure `message`: the message as stored, and its cause's group
-    /// from the whole message (the task's `errorGroup`), which the failure chart counts by.
-    pub(crate) fn failure(mut self, message: &str) -> Self {
-        self.error_group = Some(Cause::of(message).group);
+    /// The same, about the failure `message` that `update` ([`failure_update`]) records: the
+    /// message as stored, and the cause's group the update sets (from the whole message, the
+    /// task's `errorGroup`), which the failure chart counts by.
+    pub(crate) fn failure(mut self, message: &str, update: &Document) -> Self {
+        let set = update.get_document("$set").ok();
+        self.error_group = set.and_then(|s| s.get_str("errorGroup").ok().map(str::to_owned));
         self.message(stored_message(message))
     }
 }
@@ -135,7 +137,8 @@ impl Event {
 fn failed_update(ran: impl Into<Ran>, message: &str, event: Event) -> Document {
     let ran = ran.into();
     let mut update = failure_update(TaskStatus::Failed, ran, message, false);
-    push_events(&mut update, &[event.attempt(ran.attempt).failure(message)]);
+    let event = event.attempt(ran.attempt).failure(message, &update);
+    push_events(&mut update, &[event]);
     update
 }
 

@@ -184,7 +184,7 @@ impl Store {
         let mut update = failure_update(TaskStatus::Failed, ran, message, permanent);
         let event = Event::new(EventKind::Failed, by)
             .attempt(ran.attempt)
-            .failure(message);
+            .failure(message, &update);
         push_events(&mut update, &[event]);
         self.fail_where(
             worker_fence(task_id, &lease.id),
@@ -221,7 +221,7 @@ impl Store {
         update.insert("$inc", doc! { "autoRetries": 1, "retriesTotal": 1 });
         let failed = Event::new(EventKind::Failed, by)
             .attempt(attempt)
-            .failure(message);
+            .failure(message, &update);
         let scheduled = Event::new(EventKind::Scheduled, "auto").attempt(attempt + 1);
         push_events(&mut update, &[failed, scheduled]);
         let scheduled = self

@@ -254,6 +254,10 @@ async fn check_row(store: &Store, row: Row) {
             (Some(attempt), Some(message)),
             "{name}: the failure event names the attempt and the message"
         );
+        assert_eq!(
+            failure.error_group, stored.error_group,
+            "{name}: the failure event keeps the cause's group the task records"
+        );
         if let Some(scheduled) = stored.events.last().filter(|e| e.kind == E::Scheduled) {
             assert_eq!(
                 (scheduled.attempt, scheduled.message.as_deref()),
