@@ -480,16 +480,19 @@ where
 
 #[cfg(test)]
 mod tests {
+    use mongodb::bson::Document;
+
     use super::failed_in;
-    use crate::task::{Event, EventKind, TaskStatus};
-    use crate::testing;
+    use crate::task::{Event, EventKind, Task, TaskStatus, UserId};
 
     /// A failure write retried after an error knows its own earlier write applied by the
     /// task's last `failed` event: this attempt's, on a task still `failed`.
     #[test]
     fn a_failure_is_ours_when_the_last_failed_event_is_this_attempts() {
         let with = |status, attempts: &[i32]| {
-            let mut task = testing::task().status(status).build();
+            let user = UserId::parse("alice".to_owned()).expect("a user id");
+            let mut task = Task::new(user, None, "demo".into(), Document::new(), 3);
+            task.status = status;
             task.events = attempts
                 .iter()
                 .map(|&a| Event::new(EventKind::Failed, "self").attempt(a))
