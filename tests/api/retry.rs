@@ -27,18 +27,19 @@ async fn a_failed_task_is_retried_and_completes() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, json!({ "success": true, "taskId": id }));
 
-    // Self-invocation awaits the claim, so the task may already be processing; either way the
-    // retry has reset it. (The QStash tests observe `queued` itself.)
+    // Self-invocation awaits the claim, so the task may already be processing, and its first
+    // three steps are memoised, so the new attempt may already have replayed some of them;
+    // either way the retry has reset it. (The QStash tests observe `queued` itself.)
     let after = jobs
         .get(&format!("action=get&taskId={id}&userId=alice"))
         .await
         .body["task"]
         .clone();
-    assert!(
-        ["queued", "processing"].contains(&after["status"].as_str().unwrap()),
-        "{after}"
-    );
-    assert_eq!(after["progress"], 0);
+    match after["status"].as_str().unwrap() {
+        "queued" => assert_eq!(after["progress"], 0, "{after}"),
+        "processing" => assert!(after["progress"].as_i64().unwrap() < 100, "{after}"),
+        other => panic!("a retried task is queued or processing, not {other}: {after}"),
+    }
     assert_eq!(after["lastError"], json!(null));
     assert_eq!(after["retryCount"], 1);
 
