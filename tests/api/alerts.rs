@@ -113,12 +113,7 @@ async fn wait_for_alerts(seen: &Mutex<Vec<(String, String)>>, n: usize) -> Vec<V
 async fn a_known_cause(user: &str) -> (Service, String) {
     let quiet = Service::start().await;
     let probe = quiet.failed_task(user, 5, 3).await;
-    let group = quiet
-        .task(&probe)
-        .await
-        .get_str("errorGroup")
-        .unwrap()
-        .to_owned();
+    let group = quiet.error_group(&probe).await;
     (quiet, group)
 }
 
@@ -150,12 +145,7 @@ async fn a_new_error_group_alerts_once_signed_with_a_slack_ready_text() {
     );
     let alert = &alerts[0];
     assert_eq!(alert["kind"], "new_group");
-    let group = jobs
-        .task(&first)
-        .await
-        .get_str("errorGroup")
-        .unwrap()
-        .to_owned();
+    let group = jobs.error_group(&first).await;
     assert_eq!(alert["group"], group.as_str());
     assert_eq!(alert["template"], "Simulated failure on attempt <n>");
     assert_eq!(alert["task"]["taskId"], first.as_str());

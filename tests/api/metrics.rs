@@ -53,12 +53,7 @@ async fn metrics_count_every_users_tasks_from_the_database_on_any_instance() {
     jobs.wait_for_status(&done, "completed").await;
     assert_eq!(jobs.retry(&recovered, "piet").await.status, 200);
     jobs.wait_for_status(&recovered, "completed").await;
-    let group = jobs
-        .task(&failed)
-        .await
-        .get_str("errorGroup")
-        .unwrap()
-        .to_owned();
+    let group = jobs.error_group(&failed).await;
 
     let reply = scrape(&jobs, Some(TOKEN)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);

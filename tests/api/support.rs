@@ -257,6 +257,14 @@ impl Service {
         stored_task(&self.tasks, task_id).await
     }
 
+    /// The error group a stored task's failure was filed under (docs/spec.md §3).
+    pub async fn error_group(&self, task_id: &str) -> String {
+        let task = self.task(task_id).await;
+        task.get_str("errorGroup")
+            .unwrap_or_else(|_| panic!("task {task_id} has no error group: {task}"))
+            .to_owned()
+    }
+
     /// `(status, retryCount, attempts)` of a stored task: the three a retry story moves.
     pub async fn state(&self, task_id: &str) -> (String, i32, i32) {
         state_of(&self.task(task_id).await)
